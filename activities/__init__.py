@@ -1,0 +1,1 @@
+"""Activities: the side effects of the lifecycle (email over SMTP, records in SQL)."""

@@ -1,0 +1,324 @@
+"""The partner's system of record: customer list, audit trail, outbox, subscriptions.
+
+SQLAlchemy Core, so SQLite (the default) and PostgreSQL share one code path.
+Every write is idempotent: an activity retried after a crash finds its own
+earlier write (by `change_id` or outbox key) and does nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("cloud", sa.String(16), primary_key=True),
+    sa.Column("partner_id", sa.String(100), primary_key=True),
+    sa.Column("customer_id", sa.String(100), primary_key=True),
+    sa.Column("workflow_id", sa.String(250), nullable=False),
+    sa.Column("company", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("purchase_permission", sa.Boolean, nullable=False, default=False),
+    sa.Column("reinstated_count", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_change_id", sa.String(250), nullable=False),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("change_id", sa.String(250), nullable=False, unique=True),
+    sa.Column("cloud", sa.String(16), nullable=False),
+    sa.Column("partner_id", sa.String(100), nullable=False),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("workflow_id", sa.String(250), nullable=False, index=True),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("actor_user", sa.String(254), nullable=False),
+    sa.Column("actor_role", sa.String(32), nullable=False),
+    sa.Column("from_state", sa.String(32), nullable=True),
+    sa.Column("to_state", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("correlation_id", sa.String(250), nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("key", sa.String(250), primary_key=True),
+    sa.Column("message_id", sa.String(250), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("recipient", sa.String(254), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("workflow_id", sa.String(250), nullable=False, index=True),
+    sa.Column("token_sha256", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sent
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("cloud", sa.String(16), primary_key=True),
+    sa.Column("partner_id", sa.String(100), primary_key=True),
+    sa.Column("customer_id", sa.String(100), primary_key=True),
+    sa.Column("active", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class Change(BaseModel):
+    """One transition to record: the audit row and the customer-list row it implies."""
+
+    model_config = ConfigDict(frozen=True)
+
+    change_id: str  # unique per change of one relationship: the idempotency key
+    cloud: str
+    partner_id: str
+    customer_id: str
+    workflow_id: str
+    company: str
+    operation: str
+    actor_user: str
+    actor_role: str
+    from_state: str | None
+    to_state: str
+    purchase_permission: bool
+    reinstated_count: int
+    at: datetime
+    reason: str = ""
+
+
+class OutboxEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    message_id: str
+    kind: str
+    recipient: str
+    subject: str
+    workflow_id: str
+    token_sha256: str | None
+    status: str
+    attempts: int
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Records:
+    """The records database. Thread-safe: activities call it from a thread pool."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = _engine(url, echo)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        if dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing()
+        raise RuntimeError(f"unsupported records database: {dialect}")
+
+    # --- changes: audit trail + customer list, in one transaction ----------------
+    def apply_change(self, change: Change) -> bool:
+        """Record `change` once; False if it was already recorded (a retry)."""
+        with self._tx() as conn:
+            inserted = conn.execute(
+                self._insert_ignoring_duplicates(audit).values(
+                    change_id=change.change_id,
+                    cloud=change.cloud,
+                    partner_id=change.partner_id,
+                    customer_id=change.customer_id,
+                    workflow_id=change.workflow_id,
+                    operation=change.operation,
+                    actor_user=change.actor_user,
+                    actor_role=change.actor_role,
+                    from_state=change.from_state,
+                    to_state=change.to_state,
+                    at=change.at,
+                    reason=change.reason,
+                    correlation_id=change.change_id,
+                )
+            ).rowcount
+            if not inserted:
+                return False
+            key = (
+                (customers.c.cloud == change.cloud)
+                & (customers.c.partner_id == change.partner_id)
+                & (customers.c.customer_id == change.customer_id)
+            )
+            row = dict(
+                workflow_id=change.workflow_id,
+                company=change.company,
+                state=change.to_state,
+                purchase_permission=change.purchase_permission,
+                reinstated_count=change.reinstated_count,
+                updated_at=change.at,
+                last_change_id=change.change_id,
+            )
+            updated = conn.execute(
+                sa.update(customers).where(key).values(version=customers.c.version + 1, **row)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sa.insert(customers).values(
+                        cloud=change.cloud,
+                        partner_id=change.partner_id,
+                        customer_id=change.customer_id,
+                        created_at=change.at,
+                        version=1,
+                        **row,
+                    )
+                )
+            return True
+
+    def customer(self, cloud: str, partner_id: str, customer_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(customers).where(
+                    (customers.c.cloud == cloud)
+                    & (customers.c.partner_id == partner_id)
+                    & (customers.c.customer_id == customer_id)
+                )
+            ).mappings().first()
+            return dict(found) if found else None
+
+    def customer_list(self, cloud: str, partner_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(customers)
+                .where((customers.c.cloud == cloud) & (customers.c.partner_id == partner_id))
+                .order_by(customers.c.customer_id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def audit_trail(self, workflow_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(audit).where(audit.c.workflow_id == workflow_id).order_by(audit.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # --- subscriptions (fed by billing) ------------------------------------------
+    def set_active_subscriptions(
+        self, cloud: str, partner_id: str, customer_id: str, active: int, *, now: datetime
+    ) -> None:
+        if active < 0:
+            raise ValueError("active subscriptions must be >= 0")
+        with self._tx() as conn:
+            key = (
+                (subscriptions.c.cloud == cloud)
+                & (subscriptions.c.partner_id == partner_id)
+                & (subscriptions.c.customer_id == customer_id)
+            )
+            if not conn.execute(
+                sa.update(subscriptions).where(key).values(active=active, updated_at=now)
+            ).rowcount:
+                conn.execute(
+                    sa.insert(subscriptions).values(
+                        cloud=cloud,
+                        partner_id=partner_id,
+                        customer_id=customer_id,
+                        active=active,
+                        updated_at=now,
+                    )
+                )
+
+    def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> int:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(subscriptions.c.active).where(
+                    (subscriptions.c.cloud == cloud)
+                    & (subscriptions.c.partner_id == partner_id)
+                    & (subscriptions.c.customer_id == customer_id)
+                )
+            ).scalar()
+            return int(found or 0)
+
+    # --- outbox --------------------------------------------------------------------
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(outbox).where(outbox.c.key == key)).mappings().first()
+            return OutboxEntry.model_validate(dict(found)) if found else None
+
+    def outbox_reserve(self, entry: OutboxEntry, *, now: datetime) -> None:
+        """Write (or rewrite, on a retry) the pending row before the message goes out."""
+        with self._tx() as conn:
+            values = entry.model_dump(exclude={"key", "status", "attempts"})
+            if not conn.execute(
+                sa.update(outbox)
+                .where((outbox.c.key == entry.key) & (outbox.c.status == "pending"))
+                .values(attempts=outbox.c.attempts + 1, **values)
+            ).rowcount:
+                conn.execute(
+                    self._insert_ignoring_duplicates(outbox).values(
+                        key=entry.key, status="pending", attempts=1, created_at=now, **values
+                    )
+                )
+
+    def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now)
+            )
+
+    def outbox_for(self, workflow_id: str) -> list[OutboxEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(outbox).where(outbox.c.workflow_id == workflow_id).order_by(outbox.c.created_at)
+            ).mappings()
+            return [OutboxEntry.model_validate(dict(r)) for r in rows]
+
+
+def _engine(url: str, echo: bool) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the CLI and tests read while the worker writes.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["Change", "OutboxEntry", "Records", "utc_now", "_utc"]

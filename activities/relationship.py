@@ -1,0 +1,126 @@
+"""The activities a relationship's workflow runs: thin adapters over Records and Mailer.
+
+Each is idempotent under Temporal's retries: records by `change_id`, email by
+its outbox key. The invitation token is born here, goes into one email, and
+leaves only as its SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import structlog
+from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+
+from activities.email import Letter, Mailer, message_id_for
+from activities.letters import Invitation, Notice, invitation_letter, invitation_link, notice_letter
+from activities.records import Change, OutboxEntry, Records, utc_now
+from states.machine import token_hash
+
+log = structlog.get_logger(__name__)
+
+#: 256 bits from the OS's CSPRNG (the contract asks for at least 128).
+TOKEN_BYTES = 32
+
+
+class IssuedToken(BaseModel):
+    """What the workflow learns of an invitation: the hash, never the token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token_sha256: str
+    message_id: str
+
+
+class SubscriptionsKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cloud: str
+    partner_id: str
+    customer_id: str
+
+
+class RelationshipActivities:
+    def __init__(self, records: Records, mailer: Mailer, link_base_url: str) -> None:
+        self.records = records
+        self.mailer = mailer
+        self.link_base_url = link_base_url
+
+    @activity.defn(name="send_invitation")
+    async def send_invitation(self, invite: Invitation) -> IssuedToken:
+        sent = await asyncio.to_thread(self.records.outbox_entry, invite.key)
+        if sent and sent.status == "sent" and sent.token_sha256:
+            log.info("email.already_sent", kind="invitation", key=invite.key)
+            return IssuedToken(token_sha256=sent.token_sha256, message_id=sent.message_id)
+        # A pending row means an earlier attempt may or may not have delivered. Its
+        # token is unknown (never stored), so a fresh one replaces it: at worst the
+        # customer holds one dead link, never two live ones.
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        letter = invitation_letter(invite, invitation_link(self.link_base_url, invite.workflow_id, token))
+        digest = token_hash(token)
+        message_id = message_id_for(invite.key)
+        await self._deliver(invite.key, invite.workflow_id, "invitation", letter, message_id, digest)
+        return IssuedToken(token_sha256=digest, message_id=message_id)
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: Notice) -> str:
+        sent = await asyncio.to_thread(self.records.outbox_entry, notice.key)
+        if sent and sent.status == "sent":
+            log.info("email.already_sent", kind=notice.kind.value, key=notice.key)
+            return sent.message_id
+        message_id = message_id_for(notice.key)
+        letter = notice_letter(notice)
+        await self._deliver(notice.key, notice.workflow_id, notice.kind.value, letter, message_id, None)
+        return message_id
+
+    async def _deliver(
+        self,
+        key: str,
+        workflow_id: str,
+        kind: str,
+        letter: Letter,
+        message_id: str,
+        token_sha256: str | None,
+    ) -> None:
+        entry = OutboxEntry(
+            key=key,
+            message_id=message_id,
+            kind=kind,
+            recipient=letter.to,
+            subject=letter.subject,
+            workflow_id=workflow_id,
+            token_sha256=token_sha256,
+            status="pending",
+            attempts=0,
+        )
+        await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
+        await self.mailer.send(self.mailer.build(letter, message_id))
+        await asyncio.to_thread(self.records.outbox_mark_sent, key, now=utc_now())
+        log.info("email.sent", kind=kind, key=key, message_id=message_id)
+
+    @activity.defn(name="record_change")
+    async def record_change(self, change: Change) -> bool:
+        recorded = await asyncio.to_thread(self.records.apply_change, change)
+        log.info(
+            "records.change" if recorded else "records.already_recorded",
+            change_id=change.change_id,
+            operation=change.operation,
+            to_state=change.to_state,
+        )
+        return recorded
+
+    @activity.defn(name="count_active_subscriptions")
+    async def count_active_subscriptions(self, key: SubscriptionsKey) -> int:
+        return await asyncio.to_thread(
+            self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id
+        )
+
+    def all(self) -> list[object]:
+        return [
+            self.send_invitation,
+            self.send_notice,
+            self.record_change,
+            self.count_active_subscriptions,
+        ]

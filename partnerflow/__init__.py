@@ -1,0 +1,1 @@
+"""partnerflow: the partner–customer relationship lifecycle on Temporal."""

@@ -1,0 +1,125 @@
+"""Configuration: `temporal-dev.yml`, then environment overrides, validated once.
+
+An override names its path with double underscores:
+`PARTNERFLOW_SMTP__PORT=2525`, `PARTNERFLOW_RECORDS__URL=postgresql://…`.
+A bad value stops the process with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from states.models import Cloud, Timers
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FILE = ROOT / "temporal-dev.yml"
+ENV_PREFIX = "PARTNERFLOW_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TemporalSettings(_Section):
+    address: str = "127.0.0.1:7233"
+    ui_port: int = 8233
+    db_file: str = ".dev/temporal.db"
+    clouds: list[Cloud] = [Cloud.PUBLIC, Cloud.USGOV]
+
+
+class RecordsSettings(_Section):
+    url: str = "sqlite:///.dev/records.db"
+
+
+class SmtpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1025, ge=1, le=65535)
+    sender: str = "partnerflow@partnerflow.localhost"
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+
+
+class MailSinkSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(1025, ge=1, le=65535)
+    maildir: str = ".dev/mail"
+
+
+class InvitationSettings(_Section):
+    link_base_url: str = "http://127.0.0.1:8080"
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    temporal: TemporalSettings = TemporalSettings()
+    records: RecordsSettings = RecordsSettings()
+    smtp: SmtpConfig = SmtpConfig()
+    mail_sink: MailSinkSettings = MailSinkSettings()
+    invitation: InvitationSettings = InvitationSettings()
+    timers: Timers = Timers()
+    log: LogSettings = LogSettings()
+
+    def resolve(self, path: str) -> Path:
+        """Relative paths in the file are relative to the project root."""
+        p = Path(path)
+        return p if p.is_absolute() else ROOT / p
+
+    @property
+    def records_url(self) -> str:
+        url = self.records.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting."""
+
+
+def _overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        # Strings, so pydantic coerces by the field's type; a list is written as YAML.
+        node[path[-1]] = yaml.safe_load(value) if value.startswith("[") else value
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    path = path or Path(env.get("PARTNERFLOW_CONFIG", DEFAULT_FILE))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return Settings.model_validate(_merge(raw, _overrides(env)))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,30 @@
+"""The custom search attributes partnerflow keeps current (all Keyword: ids and states only)."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "RelationshipState": "Keyword",
+    "PartnerId": "Keyword",
+    "CustomerId": "Keyword",
+    "Cloud": "Keyword",
+}
+
+
+def cli_flags() -> list[str]:
+    """`temporal server start-dev` flags registering them in every namespace."""
+    return [f"--search-attribute={name}={kind}" for name, kind in SEARCH_ATTRIBUTES.items()]
+
+
+async def register(client: Client, namespace: str) -> None:
+    """Register them on a server that was not started with `cli_flags` (tests, clusters)."""
+    kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=namespace,
+            search_attributes={name: kinds[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+        )
+    )

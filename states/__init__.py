@@ -1,0 +1,1 @@
+"""The relationship lifecycle as data: states, transitions, guards, role rules (no I/O)."""

@@ -1,0 +1,232 @@
+"""The public JSON contract (CONTRACT.md) as pydantic models.
+
+Field names are the wire names. Each model checks shape only (types, formats,
+fields required together); who may do what lives in `states.policy` and when in
+`states.lifecycle`. Extra fields are ignored so callers can send more.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from states.lifecycle import State
+
+
+class Cloud(StrEnum):
+    PUBLIC = "public"
+    USGOV = "usgov"
+
+
+class Role(StrEnum):
+    GLOBAL_ADMIN = "global_admin"
+    ADMIN_AGENT = "admin_agent"
+    SALES_AGENT = "sales_agent"
+    HELPDESK_AGENT = "helpdesk_agent"
+
+
+class PartnerKind(StrEnum):
+    DIRECT = "direct"
+    INDIRECT_RESELLER = "indirect_reseller"
+    INDIRECT_PROVIDER = "indirect_provider"
+
+
+class Origin(StrEnum):
+    INVITATION = "invitation"
+    REFERRAL = "referral"
+
+
+NAMESPACES: dict[Cloud, str] = {Cloud.PUBLIC: "relationships", Cloud.USGOV: "relationships-usgov"}
+TASK_QUEUE = "relationships"
+WORKFLOW_TYPE = "Relationship"
+
+
+def workflow_id(partner_id: str, customer_id: str) -> str:
+    return f"relationship/{partner_id}/{customer_id}"
+
+
+_EMAIL = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("must be an email address like name@example.com")
+    return value.lower()
+
+
+def _plain_text(value: str) -> str:
+    # Names end up in email headers and pages: no line breaks or control characters.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_plain_text)]
+Reason = Annotated[str, Field(max_length=1000)]
+Token = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+
+class Actor(_Model):
+    """The partner user acting, as the calling service authenticated them."""
+
+    user: Email
+    role: Role
+    partner_id: Identifier
+
+
+class Partner(_Model):
+    """The reseller that keeps the customer account."""
+
+    id: Identifier
+    name: Name
+    kind: PartnerKind = PartnerKind.DIRECT
+    indirect_provider_id: Identifier | None = None
+    contact_email: Email | None = None  # where partner notices go; else the inviting user
+
+    @model_validator(mode="after")
+    def _provider_for_resellers(self) -> Partner:
+        if self.kind is PartnerKind.INDIRECT_RESELLER and not self.indirect_provider_id:
+            raise ValueError("indirect_provider_id is required when kind is indirect_reseller")
+        return self
+
+
+class Customer(_Model):
+    """The customer company (tenant) and its global admin's address."""
+
+    id: Identifier
+    company: Name
+    admin_email: Email
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
+
+
+class Timers(_Model):
+    """Durations of the lifecycle's waits; configurable so tests can shorten them."""
+
+    referral_ttl: timedelta = timedelta(days=14)
+    invitation_ttl: timedelta = timedelta(days=30)
+    reminders_before: tuple[timedelta, ...] = (timedelta(days=7), timedelta(days=1))
+
+    @model_validator(mode="after")
+    def _sane(self) -> Timers:
+        if self.referral_ttl <= timedelta(0) or self.invitation_ttl <= timedelta(0):
+            raise ValueError("referral_ttl and invitation_ttl must be positive")
+        for before in self.reminders_before:
+            if not timedelta(0) < before < self.invitation_ttl:
+                raise ValueError("each of reminders_before must be between 0 and invitation_ttl")
+        return self
+
+
+class StartRelationship(_Model):
+    """The workflow's start input: invite a customer, or record a referral."""
+
+    cloud: Cloud
+    partner: Partner
+    customer: Customer
+    origin: Origin
+    actor: Actor
+    referred_by: Identifier | None = None
+    timers: Timers = Timers()
+
+    @model_validator(mode="after")
+    def _referrer_for_referrals(self) -> StartRelationship:
+        if self.origin is Origin.REFERRAL and not self.referred_by:
+            raise ValueError("referred_by is required when origin is referral")
+        return self
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id(self.partner.id, self.customer.id)
+
+
+# --- update payloads ------------------------------------------------------------
+
+
+class PartnerCommand(_Model):
+    """An update sent by a partner user (accept_referral, resend_invitation, reinstate)."""
+
+    actor: Actor
+
+
+class ReasonedCommand(PartnerCommand):
+    """decline_referral, cancel_invitation, end_relationship."""
+
+    reason: Reason = ""
+
+
+class SetPurchasePermission(PartnerCommand):
+    """Allow (or stop) the customer buying its own services billed through the partner."""
+
+    allowed: StrictBool
+
+
+class CustomerAdmin(_Model):
+    """The customer's global admin, as the invitation page identified them."""
+
+    user: Name
+    email: Email
+
+
+class RemovingAdmin(CustomerAdmin):
+    """The customer's global admin as the customer portal authenticated them."""
+
+    customer_id: Identifier
+
+
+class AcceptInvitation(_Model):
+    token: Token
+    customer_admin: CustomerAdmin
+    accept_agreement: StrictBool
+
+
+class DeclineInvitation(_Model):
+    token: Token
+    customer_admin: CustomerAdmin
+    reason: Reason = ""
+
+
+class RemovePartner(_Model):
+    customer_admin: RemovingAdmin
+    reason: Reason = ""
+
+
+# --- views ----------------------------------------------------------------------
+
+
+class AuditEntry(_Model):
+    """One change, as the audit trail records it."""
+
+    seq: int
+    operation: str
+    actor_user: str
+    actor_role: str  # a Role, or customer_admin / system
+    from_state: State | None
+    to_state: State
+    at: datetime
+    reason: str = ""
+
+
+class RelationshipView(_Model):
+    """What the `state` query and every update return."""
+
+    state: State
+    purchase_permission: bool
+    reinstated_count: int
+    cloud: Cloud
+    partner_id: str
+    customer_id: str
+    partner_name: str
+    company: str
+    origin: Origin
+    invitation_expires_at: datetime | None
+    audit: tuple[AuditEntry, ...]

@@ -1,0 +1,105 @@
+"""The worker process: config → logging → Temporal clients → one Worker per cloud namespace.
+
+The only place that wires things together. Run it as `python worker.py`; any
+number of these may share a task queue. SIGINT/SIGTERM stop it cleanly: workers
+finish their in-flight tasks first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.email import Mailer, SmtpSettings
+from activities.records import Records
+from activities.relationship import RelationshipActivities
+from partnerflow import logs
+from partnerflow.config import ConfigError, Settings, load
+from partnerflow.converter import data_converter
+from states.models import NAMESPACES, TASK_QUEUE
+from workflows.relationship import RelationshipWorkflow
+
+log = structlog.get_logger("partnerflow.worker")
+
+
+def build_activities(settings: Settings) -> RelationshipActivities:
+    records = Records(settings.records_url)
+    records.create_schema()
+    s = settings.smtp
+    mailer = Mailer(
+        SmtpSettings(
+            host=s.host,
+            port=s.port,
+            sender=s.sender,
+            starttls=s.starttls,
+            username=s.username,
+            password=s.password,
+        )
+    )
+    return RelationshipActivities(records, mailer, settings.invitation.link_base_url)
+
+
+def new_worker(
+    client: Client, activities: RelationshipActivities, task_queue: str = TASK_QUEUE
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[RelationshipWorkflow],
+        activities=activities.all(),
+    )
+
+
+async def connect(settings: Settings, namespace: str) -> Client:
+    return await Client.connect(
+        settings.temporal.address, namespace=namespace, data_converter=data_converter
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run one worker per configured cloud until `stop` is set."""
+    activities = build_activities(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        for cloud in settings.temporal.clouds:
+            namespace = NAMESPACES[cloud]
+            client = await connect(settings, namespace)
+            await stack.enter_async_context(new_worker(client, activities))
+            log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
+        await stop.wait()
+        log.info("worker.stopping")
+    activities.records.dispose()
+    log.info("worker.stopped")
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _main() -> None:
+    settings = load()
+    logs.configure(settings.log.format, settings.log.level)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await serve(settings, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        asyncio.run(_main())
+    except ConfigError as error:
+        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Temporal workflows: one `Relationship` workflow per partner–customer pair."""

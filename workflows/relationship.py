@@ -1,0 +1,540 @@
+"""The `Relationship` workflow: one partner–customer relationship, for its whole life.
+
+Validators ask the policy and the machine and refuse before anything is written
+(a rejected update leaves no trace in history). Handlers run under one lock,
+check again, run the transition's activities (email, records), then commit the
+new state. All state lives in one `RelationshipData`, so it can be handed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from activities.letters import Invitation, Notice, NoticeKind
+    from activities.records import Change
+    from activities.relationship import IssuedToken, SubscriptionsKey
+    from states import policy
+    from states.lifecycle import FINAL_STATES, STARTS, State, Transition, sources_of
+    from states.machine import Lifecycle
+    from states.models import (
+        NAMESPACES,
+        WORKFLOW_TYPE,
+        AcceptInvitation,
+        Actor,
+        AuditEntry,
+        DeclineInvitation,
+        PartnerCommand,
+        ReasonedCommand,
+        RelationshipView,
+        RemovePartner,
+        SetPurchasePermission,
+        StartRelationship,
+    )
+    from workflows.details import current_details
+
+STATE_KEY = SearchAttributeKey.for_keyword("RelationshipState")
+PARTNER_KEY = SearchAttributeKey.for_keyword("PartnerId")
+CUSTOMER_KEY = SearchAttributeKey.for_keyword("CustomerId")
+CLOUD_KEY = SearchAttributeKey.for_keyword("Cloud")
+
+#: How many audit entries the workflow keeps (the records keep them all).
+AUDIT_TAIL = 20
+
+_ACTIVITY = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    # Outages (SMTP, database) are waited out, never turned into a lost change.
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=["InvalidInput"],
+    ),
+)
+
+# ApplicationError types a caller can branch on.
+PERMISSION_DENIED = "PermissionDenied"
+TRANSITION_NOT_ALLOWED = "TransitionNotAllowed"
+GUARD_FAILED = "GuardFailed"
+INVALID_START = "InvalidStart"
+
+
+class Who(BaseModel):
+    """Who caused a change, as the audit trail names them."""
+
+    user: str
+    role: str
+
+
+SYSTEM = Who(user="partnerflow", role="system")
+
+
+class RelationshipData(BaseModel):
+    """Everything the workflow knows: one object, so it can be handed on whole."""
+
+    start: StartRelationship
+    state: State
+    seq: int = 0  # changes so far: part of every idempotency key
+    purchase_permission: bool = False
+    reinstated_count: int = 0
+    reinstating: bool = False
+    referred_at: datetime | None = None
+    invitation_seq: int = 0
+    token_sha256: str | None = None
+    invited_at: datetime | None = None
+    expires_at: datetime | None = None
+    reminders_sent: int = 0
+    inviter: str = ""
+    audit: list[AuditEntry] = []
+
+
+def _reject(kind: str, rule: str, message: str) -> ApplicationError:
+    return ApplicationError(message, {"rule": rule}, type=kind, non_retryable=True)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class RelationshipWorkflow:
+    @workflow.init
+    def __init__(self, start: StartRelationship) -> None:
+        initial = STARTS[start.origin.value][0]
+        self.d = RelationshipData(start=start, state=initial)
+        self._lock = asyncio.Lock()
+        self._start_denial = self._check_start(start)
+
+    def _check_start(self, start: StartRelationship) -> ApplicationError | None:
+        info = workflow.info()
+        if info.workflow_id != start.workflow_id:
+            return _reject(
+                INVALID_START,
+                "workflow_id",
+                f"workflow_id must be {start.workflow_id} (relationship/{{partner_id}}/{{customer_id}})",
+            )
+        expected_ns = NAMESPACES[start.cloud]
+        if info.namespace != expected_ns:
+            return _reject(
+                INVALID_START,
+                "cloud",
+                f"cloud {start.cloud.value} relationships live in namespace {expected_ns}",
+            )
+        action = "refer" if start.origin.value == "referral" else "invite"
+        denial = policy.check(
+            action,
+            actor=start.actor,
+            cloud=start.cloud,
+            partner_id=start.partner.id,
+            partner_kind=start.partner.kind,
+            referred_by=start.referred_by,
+        )
+        if denial:
+            return _reject(PERMISSION_DENIED, denial.rule, f"{action} rejected: {denial.message}")
+        return None
+
+    # --- main: the start, then durable timers until a final state ---------------
+    @workflow.run
+    async def run(self, start: StartRelationship) -> RelationshipView:
+        if self._start_denial:
+            raise self._start_denial
+        initial, operation, effects = STARTS[start.origin.value]
+        async with self._lock:
+            row = Transition("start", (), initial, operation, effects=effects)
+            if initial is State.REFERRED:
+                self.d.referred_at = workflow.now()
+            await self._commit(row, Who(user=start.actor.user, role=start.actor.role.value))
+
+        while self.d.state not in FINAL_STATES:
+            await self._wait_for_change_or_timer()
+
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view()
+
+    async def _wait_for_change_or_timer(self) -> None:
+        seq, reminders = self.d.seq, self.d.reminders_sent
+        due = self._next_timer()
+        if due is None:
+            await workflow.wait_condition(lambda: self.d.seq != seq)
+            return
+        at, what = due
+        delay = at - workflow.now()
+        if delay > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self.d.seq != seq, timeout=delay)
+                return
+            except asyncio.TimeoutError:
+                pass
+        async with self._lock:
+            if self.d.seq != seq or self.d.reminders_sent != reminders:
+                return  # an update got there first
+            if what == "reminder":
+                await self._send_reminder()
+            elif what == "skip_reminder":
+                self.d.reminders_sent += 1
+            else:
+                await self._commit(Lifecycle(self.d.state).fire(what), SYSTEM)
+
+    def _next_timer(self) -> tuple[datetime, str] | None:
+        d, timers = self.d, self.d.start.timers
+        if d.state is State.REFERRED and d.referred_at:
+            return d.referred_at + timers.referral_ttl, "expire_referral"
+        if d.state is State.INVITED and d.expires_at:
+            befores = sorted(timers.reminders_before, reverse=True)
+            if d.reminders_sent < len(befores):
+                at = d.expires_at - befores[d.reminders_sent]
+                rest = befores[d.reminders_sent + 1 :]
+                following = d.expires_at - rest[0] if rest else d.expires_at
+                # Already past the next moment (a worker outage): never send it late.
+                stale = workflow.now() >= following
+                return at, "skip_reminder" if stale else "reminder"
+            return d.expires_at, "expire_invitation"
+        return None
+
+    async def _send_reminder(self) -> None:
+        d = self.d
+        await workflow.execute_activity(
+            "send_notice",
+            Notice(
+                key=f"{self._key_prefix()}/invitation-{d.invitation_seq}/reminder-{d.reminders_sent + 1}",
+                kind=NoticeKind.REMINDER,
+                workflow_id=workflow.info().workflow_id,
+                to=d.start.customer.admin_email,
+                partner_name=d.start.partner.name,
+                company=d.start.customer.company,
+                expires_at=d.expires_at,
+            ),
+            result_type=str,
+            summary="invitation reminder",
+            **_ACTIVITY,  # type: ignore[arg-type]
+        )
+        d.reminders_sent += 1
+
+    # --- updates (CONTRACT.md); each validator sits under its handler -----------
+    @workflow.update(name="accept_referral")
+    async def accept_referral(self, command: PartnerCommand) -> RelationshipView:
+        return await self._handle("accept_referral", command, self._partner(command.actor))
+
+    @accept_referral.validator
+    def validate_accept_referral(self, command: PartnerCommand) -> None:
+        self._validate("accept_referral", command, command.actor)
+
+    @workflow.update(name="decline_referral")
+    async def decline_referral(self, command: ReasonedCommand) -> RelationshipView:
+        return await self._handle("decline_referral", command, self._partner(command.actor), command.reason)
+
+    @decline_referral.validator
+    def validate_decline_referral(self, command: ReasonedCommand) -> None:
+        self._validate("decline_referral", command, command.actor)
+
+    @workflow.update(name="resend_invitation")
+    async def resend_invitation(self, command: PartnerCommand) -> RelationshipView:
+        return await self._handle("resend_invitation", command, self._partner(command.actor))
+
+    @resend_invitation.validator
+    def validate_resend_invitation(self, command: PartnerCommand) -> None:
+        self._validate("resend_invitation", command, command.actor)
+
+    @workflow.update(name="cancel_invitation")
+    async def cancel_invitation(self, command: ReasonedCommand) -> RelationshipView:
+        return await self._handle("cancel_invitation", command, self._partner(command.actor), command.reason)
+
+    @cancel_invitation.validator
+    def validate_cancel_invitation(self, command: ReasonedCommand) -> None:
+        self._validate("cancel_invitation", command, command.actor)
+
+    @workflow.update(name="accept_invitation")
+    async def accept_invitation(self, command: AcceptInvitation) -> RelationshipView:
+        who = Who(user=command.customer_admin.email, role="customer_admin")
+        return await self._handle("accept_invitation", command, who)
+
+    @accept_invitation.validator
+    def validate_accept_invitation(self, command: AcceptInvitation) -> None:
+        self._validate("accept_invitation", command, None)
+
+    @workflow.update(name="decline_invitation")
+    async def decline_invitation(self, command: DeclineInvitation) -> RelationshipView:
+        who = Who(user=command.customer_admin.email, role="customer_admin")
+        return await self._handle("decline_invitation", command, who, command.reason)
+
+    @decline_invitation.validator
+    def validate_decline_invitation(self, command: DeclineInvitation) -> None:
+        self._validate("decline_invitation", command, None)
+
+    @workflow.update(name="set_purchase_permission")
+    async def set_purchase_permission(self, command: SetPurchasePermission) -> RelationshipView:
+        return await self._handle("set_purchase_permission", command, self._partner(command.actor))
+
+    @set_purchase_permission.validator
+    def validate_set_purchase_permission(self, command: SetPurchasePermission) -> None:
+        self._validate("set_purchase_permission", command, command.actor)
+
+    @workflow.update(name="end_relationship")
+    async def end_relationship(self, command: ReasonedCommand) -> RelationshipView:
+        return await self._handle("end_relationship", command, self._partner(command.actor), command.reason)
+
+    @end_relationship.validator
+    def validate_end_relationship(self, command: ReasonedCommand) -> None:
+        self._validate("end_relationship", command, command.actor)
+
+    @workflow.update(name="remove_partner")
+    async def remove_partner(self, command: RemovePartner) -> RelationshipView:
+        who = Who(user=command.customer_admin.email, role="customer_admin")
+        return await self._handle("remove_partner", command, who, command.reason)
+
+    @remove_partner.validator
+    def validate_remove_partner(self, command: RemovePartner) -> None:
+        self._validate("remove_partner", command, None)
+
+    @workflow.update(name="reinstate")
+    async def reinstate(self, command: PartnerCommand) -> RelationshipView:
+        return await self._handle("reinstate", command, self._partner(command.actor))
+
+    @reinstate.validator
+    def validate_reinstate(self, command: PartnerCommand) -> None:
+        self._validate("reinstate", command, command.actor)
+
+    @workflow.query(name="state")
+    def state(self) -> RelationshipView:
+        return self._view()
+
+    # --- the shared path of every update ---------------------------------------
+    @staticmethod
+    def _partner(actor: Actor) -> Who:
+        return Who(user=actor.user, role=actor.role.value)
+
+    def _machine(self) -> Lifecycle:
+        d = self.d
+        return Lifecycle(
+            d.state,
+            token_sha256=d.token_sha256,
+            token_expires_at=d.expires_at,
+            purchase_permission=d.purchase_permission,
+            customer_id=d.start.customer.id,
+            now=workflow.now(),
+        )
+
+    def _is_noop(self, trigger: str, command: Any) -> bool:
+        # Setting the permission to what it already is succeeds and changes nothing.
+        return (
+            trigger == "set_purchase_permission"
+            and self.d.state in sources_of(trigger)
+            and command.allowed == self.d.purchase_permission
+        )
+
+    def _validate(self, trigger: str, command: Any, actor: Actor | None, **facts: Any) -> None:
+        """Refuse (raise) unless the policy and the machine both allow `trigger` now."""
+        if self._start_denial:
+            raise self._start_denial
+        s = self.d.start
+        denial = policy.check(
+            trigger,
+            actor=actor,
+            cloud=s.cloud,
+            partner_id=s.partner.id,
+            partner_kind=s.partner.kind,
+        )
+        if denial:
+            raise _reject(PERMISSION_DENIED, denial.rule, f"{trigger} rejected: {denial.message}")
+        if self._is_noop(trigger, command):
+            return
+        machine = self._machine()
+        if not machine.may(trigger, command=command, **facts):
+            rule, message = machine.why_not(trigger, command=command, **facts)
+            kind = TRANSITION_NOT_ALLOWED if rule == "state" else GUARD_FAILED
+            raise _reject(kind, rule, f"{trigger} rejected: {message}")
+
+    async def _handle(
+        self, trigger: str, command: Any, who: Who, reason: str = ""
+    ) -> RelationshipView:
+        actor = getattr(command, "actor", None)
+        async with self._lock:
+            # Another update may have moved the state since this one was validated.
+            self._validate(trigger, command, actor)
+            if self._is_noop(trigger, command):
+                return self._view()
+            facts: dict[str, Any] = {}
+            if trigger == "end_relationship":
+                facts["active_subscriptions"] = await self._active_subscriptions()
+                self._validate(trigger, command, actor, **facts)
+            row = self._machine().fire(trigger, command=command, **facts)
+            await self._commit(row, who, reason)
+            return self._view()
+
+    async def _active_subscriptions(self) -> int:
+        s = self.d.start
+        return await workflow.execute_activity(
+            "count_active_subscriptions",
+            SubscriptionsKey(cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id),
+            result_type=int,
+            summary="guard: active subscriptions",
+            **_ACTIVITY,  # type: ignore[arg-type]
+        )
+
+    async def _commit(self, row: Transition, who: Who, reason: str = "") -> None:
+        """Run `row`'s activities and make its change: email first, then records, then state."""
+        d = self.d
+        from_state = None if row.trigger == "start" else d.state
+        now = workflow.now()
+        seq = d.seq + 1
+        if "send_invitation" in row.effects:
+            await self._send_invitation(seq, who, reinstatement=row.trigger == "reinstate")
+        purchase = d.purchase_permission
+        if row.trigger == "set_purchase_permission":
+            purchase = row.operation == "CreateSelfServePolicy"
+        if row.dest is not State.ACTIVE:
+            purchase = False  # [ours] the permission ends with the relationship
+        reinstated = d.reinstated_count
+        if row.trigger == "accept_invitation" and d.reinstating:
+            reinstated += 1
+        s = d.start
+        await workflow.execute_activity(
+            "record_change",
+            Change(
+                change_id=f"{self._key_prefix()}/{seq}",
+                cloud=s.cloud.value,
+                partner_id=s.partner.id,
+                customer_id=s.customer.id,
+                workflow_id=workflow.info().workflow_id,
+                company=s.customer.company,
+                operation=row.operation,
+                actor_user=who.user,
+                actor_role=who.role,
+                from_state=from_state.value if from_state else None,
+                to_state=row.dest.value,
+                purchase_permission=purchase,
+                reinstated_count=reinstated,
+                at=now,
+                reason=reason,
+            ),
+            result_type=bool,
+            summary=f"audit: {row.operation} → {row.dest.value}",
+            **_ACTIVITY,  # type: ignore[arg-type]
+        )
+        # The change is recorded: make it the workflow's truth.
+        d.seq = seq
+        d.state = row.dest
+        d.purchase_permission = purchase
+        d.reinstated_count = reinstated
+        if row.trigger == "reinstate":
+            d.reinstating = True
+        if row.trigger == "accept_invitation":
+            d.reinstating = False
+        if row.dest is not State.INVITED:
+            d.token_sha256 = None  # used, cancelled or expired: the token is void
+        d.audit.append(
+            AuditEntry(
+                seq=seq,
+                operation=row.operation,
+                actor_user=who.user,
+                actor_role=who.role,
+                from_state=from_state,
+                to_state=row.dest,
+                at=now,
+                reason=reason,
+            )
+        )
+        del d.audit[:-AUDIT_TAIL]
+        self._publish()
+        workflow.logger.info(
+            "relationship.transition",
+            extra={"trigger": row.trigger, "from": from_state, "to": row.dest.value, "role": who.role},
+        )
+        for effect in row.effects:
+            if effect != "send_invitation":
+                await self._notify(effect, seq, reason)
+
+    async def _send_invitation(self, seq: int, who: Who, *, reinstatement: bool) -> None:
+        d, s = self.d, self.d.start
+        now = workflow.now()
+        expires_at = now + s.timers.invitation_ttl
+        issued = await workflow.execute_activity(
+            "send_invitation",
+            Invitation(
+                key=f"{self._key_prefix()}/{seq}/invitation",
+                workflow_id=workflow.info().workflow_id,
+                to=s.customer.admin_email,
+                partner_name=s.partner.name,
+                company=s.customer.company,
+                expires_at=expires_at,
+                reinstatement=reinstatement,
+            ),
+            result_type=IssuedToken,
+            summary="invitation email to the customer's global admin",
+            **_ACTIVITY,  # type: ignore[arg-type]
+        )
+        d.invitation_seq += 1
+        d.token_sha256 = issued.token_sha256  # a new token voids the old one
+        d.invited_at, d.expires_at, d.reminders_sent = now, expires_at, 0
+        d.inviter = who.user if who.role != "system" else d.inviter or s.actor.user
+
+    async def _notify(self, effect: str, seq: int, reason: str) -> None:
+        d, s = self.d, self.d.start
+        partner_contact = s.partner.contact_email or d.inviter or s.actor.user
+        kinds: dict[str, tuple[NoticeKind, str]] = {
+            "notify_partner_accepted": (NoticeKind.PARTNER_ACCEPTED, partner_contact),
+            "notify_partner_removed": (NoticeKind.PARTNER_REMOVED, partner_contact),
+            "notify_customer_ended": (NoticeKind.CUSTOMER_ENDED, s.customer.admin_email),
+            # The referrer's user who sent the referral is the one to tell.
+            "notify_referrer": (
+                NoticeKind.REFERRER_EXPIRED
+                if d.state is State.REFERRAL_EXPIRED
+                else NoticeKind.REFERRER_DECLINED,
+                s.actor.user,
+            ),
+        }
+        kind, to = kinds[effect]
+        await workflow.execute_activity(
+            "send_notice",
+            Notice(
+                key=f"{self._key_prefix()}/{seq}/{kind.value}",
+                kind=kind,
+                workflow_id=workflow.info().workflow_id,
+                to=to,
+                partner_name=s.partner.name,
+                company=s.customer.company,
+                expires_at=d.expires_at,
+                reason=reason,
+            ),
+            result_type=str,
+            summary=f"{kind.value} email",
+            **_ACTIVITY,  # type: ignore[arg-type]
+        )
+
+    # --- what others see ---------------------------------------------------------
+    def _key_prefix(self) -> str:
+        # Stable across retries and continue-as-new; new for a new relationship
+        # that reuses the workflow id after the old one closed.
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.first_execution_run_id}"
+
+    def _publish(self) -> None:
+        s = self.d.start
+        workflow.upsert_search_attributes(
+            [
+                SearchAttributePair(STATE_KEY, self.d.state.value),
+                SearchAttributePair(PARTNER_KEY, s.partner.id),
+                SearchAttributePair(CUSTOMER_KEY, s.customer.id),
+                SearchAttributePair(CLOUD_KEY, s.cloud.value),
+            ]
+        )
+        workflow.set_current_details(current_details(self._view()))
+
+    def _view(self) -> RelationshipView:
+        d, s = self.d, self.d.start
+        return RelationshipView(
+            state=d.state,
+            purchase_permission=d.purchase_permission,
+            reinstated_count=d.reinstated_count,
+            cloud=s.cloud,
+            partner_id=s.partner.id,
+            customer_id=s.customer.id,
+            partner_name=s.partner.name,
+            company=s.customer.company,
+            origin=s.origin,
+            invitation_expires_at=d.expires_at if d.state is State.INVITED else None,
+            audit=tuple(d.audit),
+        )
