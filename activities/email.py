@@ -61,7 +61,8 @@ class Mailer:
         message["Subject"] = _one_line(letter.subject)
         message["Message-ID"] = message_id
         message["Date"] = format_datetime(utc_now())
-        message.set_content(letter.body)
+        # 8bit keeps the link on one greppable line (no quoted-printable soft breaks).
+        message.set_content(letter.body, cte="8bit")
         return message
 
     async def send(self, message: EmailMessage) -> None:

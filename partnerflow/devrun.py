@@ -1,0 +1,120 @@
+"""`make run`: the whole local system in one process tree, stopped by one Ctrl-C.
+
+The Temporal dev server (SQLite in `.dev/`, Web UI, both namespaces and our
+search attributes), an SMTP sink writing Maildir files, and the worker. State
+survives restarts: run it again and every relationship and record is still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import structlog
+
+import worker
+from partnerflow import logs, search_attributes
+from partnerflow.config import ConfigError, Settings, load
+from partnerflow.mailsink import MailSink
+from states.models import NAMESPACES
+
+log = structlog.get_logger("partnerflow.dev")
+BIN = Path(sys.executable).parent
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]:
+    host, port = _host_port(settings.temporal.address)
+    db_file = settings.resolve(settings.temporal.db_file)
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "temporal"),
+        "server",
+        "start-dev",
+        f"--ip={host}",
+        f"--port={port}",
+        f"--ui-port={settings.temporal.ui_port}",
+        f"--db-filename={db_file}",
+        "--log-level=warn",
+        "--ui-disable-news-fetch",
+        *(f"--namespace={NAMESPACES[c]}" for c in settings.temporal.clouds),
+        *search_attributes.cli_flags(),
+    ]
+    server_log = (dev_dir / "temporal.log").open("ab")
+    return subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+
+
+async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if server.poll() is not None:
+            raise RuntimeError("the Temporal dev server exited; see .dev/temporal.log")
+        try:
+            client = await worker.connect(settings, NAMESPACES[settings.temporal.clouds[0]])
+            await client.service_client.check_health()
+            return
+        except Exception:
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the Temporal dev server did not come up in 60 s; see .dev/temporal.log")
+
+
+def banner(settings: Settings, maildir: Path) -> str:
+    host, _ = _host_port(settings.temporal.address)
+    namespaces = ", ".join(NAMESPACES[c] for c in settings.temporal.clouds)
+    return "\n".join(
+        [
+            "",
+            "partnerflow is running (Ctrl-C stops everything)",
+            f"  Temporal gRPC   {settings.temporal.address}   namespaces: {namespaces}",
+            f"  Temporal Web UI http://{host}:{settings.temporal.ui_port}",
+            f"  SMTP sink       {settings.mail_sink.host}:{settings.mail_sink.port} → {maildir}/new",
+            f"  Records         {settings.records_url}",
+            "",
+        ]
+    )
+
+
+async def _main() -> None:
+    settings = load()
+    logs.configure(settings.log.format, settings.log.level)
+    dev_dir = settings.resolve(".dev")
+    dev_dir.mkdir(parents=True, exist_ok=True)
+    maildir = settings.resolve(settings.mail_sink.maildir)
+    server = start_temporal(settings, dev_dir)
+    sink: MailSink | None = None
+    try:
+        await wait_for_temporal(settings, server)
+        sink = MailSink(maildir, settings.mail_sink.host, settings.mail_sink.port).start()
+        stop = asyncio.Event()
+        worker.install_signal_handlers(stop)
+        print(banner(settings, maildir), flush=True)
+        await worker.serve(settings, stop)
+    finally:
+        if sink:
+            sink.stop()
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.info("dev.stopped")
+
+
+def main() -> int:
+    try:
+        asyncio.run(_main())
+    except ConfigError as error:
+        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
