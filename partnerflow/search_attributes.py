@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 SEARCH_ATTRIBUTES: dict[str, str] = {
     "RelationshipState": "Keyword",
@@ -22,9 +23,14 @@ def cli_flags() -> list[str]:
 async def register(client: Client, namespace: str) -> None:
     """Register them on a server that was not started with `cli_flags` (tests, clusters)."""
     kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
-    await client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=namespace,
-            search_attributes={name: kinds[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={name: kinds[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+            )
         )
-    )
+    except RPCError as error:
+        # Idempotent: some servers (the test server) keep one set for all namespaces.
+        if error.status is not RPCStatusCode.ALREADY_EXISTS:
+            raise

@@ -1,0 +1,389 @@
+"""The Relationship workflow on the time-skipping server, with real SMTP and SQLite.
+
+Payloads are sent as raw JSON dicts, exactly as any SDK or the `temporal` CLI would.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
+from states.machine import token_hash
+from states.models import RelationshipView
+from tests.conftest import ADMIN, Harness, actor, start_input
+
+pytestmark = pytest.mark.server
+
+
+def accept(token: str, **extra: Any) -> dict[str, Any]:
+    return {"token": token, "customer_admin": ADMIN, "accept_agreement": True, **extra}
+
+
+async def rejected(harness: Harness, handle: Any, name: str, payload: dict[str, Any]) -> ApplicationError:
+    """Send an update that must be refused; return the error, and check history is untouched."""
+    before = await harness.history_size(handle)
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await harness.update(handle, name, payload)
+    assert await harness.history_size(handle) == before, "a rejected update wrote history"
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError)
+    return cause
+
+
+async def test_an_invitation_emails_one_token_and_records_the_customer(timed: Harness) -> None:
+    """Starting sends exactly one invitation with a link token, and the records show `invited`."""
+    handle = await timed.start()
+    view = await timed.wait_for_state(handle, "invited")
+    body = start_input()
+    [mail] = timed.mail()
+    assert mail["To"] == body["customer"]["admin_email"]
+    assert "Fabrikam" in mail["Subject"] and "Contoso Ltd" in mail["Subject"]
+    token = timed.token()
+    assert len(token) >= 22  # >= 128 bits in url-safe base64
+    assert view.invitation_expires_at is not None
+    desc = await handle.describe()
+    customer_id = desc.id.split("/")[-1]
+    row = timed.records.customer("public", "p-100", customer_id)
+    assert row and row["state"] == "invited" and row["version"] == 1
+    [entry] = timed.records.outbox_for(desc.id)
+    assert entry.status == "sent" and entry.token_sha256 == token_hash(token)
+    [audit] = timed.records.audit_trail(desc.id)
+    assert (audit["operation"], audit["from_state"], audit["to_state"]) == (
+        "CreateCustomerInvitation",
+        None,
+        "invited",
+    )
+
+
+async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(timed: Harness) -> None:
+    """The contract's happy path keeps one identity and counts the reinstatement."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    view = await timed.update(handle, "accept_invitation", accept(timed.token()))
+    assert view.state == "active" and not view.purchase_permission
+    view = await timed.update(
+        handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True}
+    )
+    assert view.purchase_permission
+    view = await timed.update(handle, "end_relationship", {"actor": actor(), "reason": "moving on"})
+    assert view.state == "ended" and not view.purchase_permission
+    view = await timed.update(handle, "reinstate", {"actor": actor()})
+    assert view.state == "invited" and view.reinstated_count == 0
+    view = await timed.update(handle, "accept_invitation", accept(timed.token()))
+    assert view.state == "active" and view.reinstated_count == 1
+
+    operations = [a.operation for a in view.audit]
+    assert operations == [
+        "CreateCustomerInvitation",
+        "AddCustomer",
+        "CreateSelfServePolicy",
+        "RemovePartnerCustomerRelationship",
+        "ReinstateCustomer",
+        "AddCustomer",
+    ]
+    wid = handle.id
+    trail = timed.records.audit_trail(wid)
+    assert [r["operation"] for r in trail] == operations
+    assert trail[3]["reason"] == "moving on"
+    row = timed.records.customer("public", "p-100", wid.split("/")[-1])
+    assert row is not None
+    assert (row["state"], row["reinstated_count"], row["version"]) == ("active", 1, 6)
+    subjects = [m["Subject"] for m in timed.mail()]
+    assert sum("invites" in s for s in subjects) == 2
+    assert sum("accepted your reseller relationship" in s for s in subjects) == 2
+    assert sum("ended its reseller relationship" in s for s in subjects) == 1
+    # The partner's notice goes to the user who sent the invitation.
+    assert {m["To"] for m in timed.mail() if "accepted" in m["Subject"]} == {"sam@fabrikam.example"}
+
+
+async def test_wrong_used_and_replaced_tokens_are_refused(timed: Harness) -> None:
+    """Only the live token works; a refusal says which rule and leaves no trace."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    first = timed.token()
+    error = await rejected(timed, handle, "accept_invitation", accept("not-the-token"))
+    assert error.type == "GuardFailed" and "token" in error.message
+
+    await timed.update(handle, "resend_invitation", {"actor": actor()})
+    assert len(timed.tokens()) == 2
+    error = await rejected(timed, handle, "accept_invitation", accept(first))
+    assert error.type == "GuardFailed"
+
+    error = await rejected(timed, handle, "accept_invitation", accept(timed.token(), accept_agreement=False))
+    assert "accept_agreement must be true" in error.message
+
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    error = await rejected(timed, handle, "accept_invitation", accept(timed.token()))
+    assert error.type == "TransitionNotAllowed"
+    assert "accept_invitation is not allowed while the relationship is active" in error.message
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "rule_text"),
+    [
+        (
+            "set_purchase_permission",
+            {"actor": actor("sales_agent"), "allowed": True},
+            "actor.role sales_agent may not set_purchase_permission",
+        ),
+        (
+            "end_relationship",
+            {"actor": actor("helpdesk_agent")},
+            "actor.role helpdesk_agent may not end_relationship",
+        ),
+        (
+            "end_relationship",
+            {"actor": actor("global_admin", partner_id="p-999")},
+            "actor.partner_id must be the relationship's partner (p-100)",
+        ),
+        (
+            "remove_partner",
+            {"customer_admin": {**ADMIN, "customer_id": "someone-else"}},
+            "customer_admin.customer_id must be this relationship's customer",
+        ),
+    ],
+)
+async def test_roles_partners_and_customers_out_of_place_are_refused(
+    timed: Harness, name: str, payload: dict[str, Any], rule_text: str
+) -> None:
+    """Role, partner and customer rules reject the update and name the rule."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    error = await rejected(timed, handle, name, payload)
+    assert rule_text in error.message
+    assert (await timed.view(handle)).state == "active"
+
+
+async def test_an_indirect_reseller_cannot_end_a_relationship(timed: Harness) -> None:
+    """Ending is never an indirect reseller's to do (DOMAIN.md)."""
+    handle = await timed.start(
+        partner={"kind": "indirect_reseller", "indirect_provider_id": "dist-1"}
+    )
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    error = await rejected(timed, handle, "end_relationship", {"actor": actor("global_admin")})
+    assert error.type == "PermissionDenied" and "indirect_reseller" in error.message
+
+
+async def test_ending_waits_until_the_customer_has_no_active_subscriptions(timed: Harness) -> None:
+    """The subscriptions guard reads the records; a refused end changes nothing."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    customer_id = handle.id.split("/")[-1]
+    from activities.records import utc_now
+
+    timed.records.set_active_subscriptions("public", "p-100", customer_id, 2, now=utc_now())
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await timed.update(handle, "end_relationship", {"actor": actor()})
+    assert "no active subscriptions" in str(caught.value.cause)
+    assert (await timed.view(handle)).state == "active"
+    assert len(timed.records.audit_trail(handle.id)) == 2
+
+    timed.records.set_active_subscriptions("public", "p-100", customer_id, 0, now=utc_now())
+    view = await timed.update(handle, "end_relationship", {"actor": actor()})
+    assert view.state == "ended"
+
+
+async def test_the_customer_can_remove_the_partner(timed: Harness) -> None:
+    """remove_partner ends the relationship from the customer side and tells the partner."""
+    handle = await timed.start(partner={"contact_email": "alerts@fabrikam.example"})
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    customer_id = handle.id.split("/")[-1]
+    view = await timed.update(
+        handle,
+        "remove_partner",
+        {"customer_admin": {**ADMIN, "customer_id": customer_id}, "reason": "in-house now"},
+    )
+    assert view.state == "ended"
+    assert view.audit[-1].actor_role == "customer_admin"
+    removed = [m for m in timed.mail() if "removed" in m["Subject"]]
+    assert [m["To"] for m in removed] == ["alerts@fabrikam.example"]
+
+
+async def test_setting_the_permission_to_what_it_is_changes_nothing(timed: Harness) -> None:
+    """An idempotent set: no audit row, no new version."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    assert not view.purchase_permission and len(view.audit) == 2
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True})
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    assert [a.operation for a in view.audit][-2:] == ["CreateSelfServePolicy", "DeleteSelfServePolicy"]
+
+
+async def test_invitation_reminders_then_expiry_then_resend(timed: Harness) -> None:
+    """Reminders 7 and 1 days before; expiry at 30 days; a resend revives it with a new token."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    admin = "admin@contoso.example"
+
+    def reminders() -> int:
+        return sum("Reminder" in m["Subject"] for m in timed.mail(admin))
+
+    await timed.env.sleep(timedelta(days=22))
+    assert reminders() == 0
+    await timed.env.sleep(timedelta(days=1, hours=1))
+    assert reminders() == 1
+    await timed.env.sleep(timedelta(days=6))
+    assert reminders() == 2
+    assert (await timed.view(handle)).state == "invited"
+    await timed.env.sleep(timedelta(days=1))
+    view = await timed.view(handle)
+    assert view.state == "invitation_expired"
+    old = timed.token()
+    error = await rejected(timed, handle, "accept_invitation", accept(old))
+    assert error.type == "TransitionNotAllowed"
+    assert not any(old in m.get_payload() for m in timed.mail() if "Reminder" in m["Subject"])
+
+    view = await timed.update(handle, "resend_invitation", {"actor": actor()})
+    assert view.state == "invited" and timed.token() != old
+    view = await timed.update(handle, "cancel_invitation", {"actor": actor(), "reason": "wrong contact"})
+    assert view.state == "cancelled"
+    assert (await handle.result()).state == "cancelled"
+
+
+async def test_shorter_timers_come_from_the_start_input(timed: Harness) -> None:
+    """Timers are configuration: a 2-day invitation with a reminder 1 day before."""
+    handle = await timed.start(timers={"invitation_ttl": "P2D", "reminders_before": ["P1D"]})
+    await timed.wait_for_state(handle, "invited")
+    await timed.env.sleep(timedelta(days=1, minutes=1))
+    assert sum("Reminder" in m["Subject"] for m in timed.mail()) == 1
+    await timed.env.sleep(timedelta(days=1))
+    assert (await timed.view(handle)).state == "invitation_expired"
+
+
+async def test_a_referral_is_accepted_into_an_invitation(timed: Harness) -> None:
+    """Accepting a referral sends the invitation; the referrer started it."""
+    handle = await timed.start(
+        origin="referral", referred_by="dist-1", actor=actor("sales_agent", partner_id="dist-1", user="d@dist.example")
+    )
+    view = await timed.wait_for_state(handle, "referred")
+    assert view.audit[0].operation == "CreateReferral" and timed.mail() == []
+    error = await rejected(
+        timed, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")}
+    )
+    assert error.type == "PermissionDenied"
+    view = await timed.update(handle, "accept_referral", {"actor": actor()})
+    assert view.state == "invited" and len(timed.tokens()) == 1
+
+
+async def test_a_declined_referral_is_final_and_the_referrer_is_told(timed: Harness) -> None:
+    handle = await timed.start(
+        origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
+    )
+    await timed.wait_for_state(handle, "referred")
+    view = await timed.update(handle, "decline_referral", {"actor": actor(), "reason": "not our region"})
+    assert view.state == "referral_declined"
+    assert (await handle.result()).state == "referral_declined"
+    [notice] = timed.mail("d@dist.example")
+    assert "declined" in notice["Subject"] and "not our region" in notice.get_payload()
+
+
+async def test_an_unanswered_referral_expires_after_14_days(timed: Harness) -> None:
+    handle = await timed.start(
+        origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
+    )
+    await timed.wait_for_state(handle, "referred")
+    await timed.env.sleep(timedelta(days=13, hours=23))
+    assert (await timed.view(handle)).state == "referred"
+    await timed.env.sleep(timedelta(hours=2))
+    result = await handle.result()
+    assert result.state == "referral_expired"
+    assert result.audit[-1].actor_role == "system"
+    [notice] = timed.mail("d@dist.example")
+    assert "expired" in notice["Subject"]
+
+
+async def test_referrals_do_not_exist_in_the_usgov_cloud(timed_usgov: Harness) -> None:
+    """The start fails with the cloud rule; nothing is recorded or sent."""
+    handle = await timed_usgov.start(
+        cloud="usgov", origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1")
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert "refer does not exist in the usgov cloud" in str(caught.value.cause)
+    assert timed_usgov.records.audit_trail(handle.id) == [] and timed_usgov.mail() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"actor": actor(partner_id="p-999")}, "actor.partner_id must be the relationship's partner"),
+        ({"actor": actor("helpdesk_agent")}, "actor.role helpdesk_agent may not invite"),
+        ({"cloud": "usgov"}, "cloud usgov relationships live in namespace relationships-usgov"),
+        ({"origin": "referral"}, "referred_by is required when origin is referral"),
+        ({"customer": {"admin_email": "not an address"}}, "customer.admin_email"),
+        ({"partner": {"kind": "indirect_reseller"}}, "indirect_provider_id is required"),
+        ({"customer": {"company": "Evil\r\nBcc: all@example.com"}}, "customer.company"),
+        ({"actor": {"user": "sam@fabrikam.example", "role": "boss", "partner_id": "p-100"}}, "actor.role"),
+    ],
+)
+async def test_bad_start_input_fails_the_start_naming_the_field(
+    timed: Harness, overrides: dict[str, Any], message: str
+) -> None:
+    """Raw JSON that breaks a rule fails the workflow at once (never a stuck task), writing nothing."""
+    handle = await timed.start(**overrides)
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert message in str(caught.value.cause)
+    assert timed.records.audit_trail(handle.id) == [] and timed.mail() == []
+
+
+async def test_a_workflow_id_not_matching_the_relationship_is_refused(timed: Harness) -> None:
+    body = start_input()
+    handle = await timed.client.start_workflow(
+        "Relationship", body, id="relationship/p-100/someone-else", task_queue=timed.task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert "workflow_id must be relationship/p-100/" in str(caught.value.cause)
+
+
+async def test_bad_update_payloads_are_refused_naming_the_field(timed: Harness) -> None:
+    """A payload that does not decode is rejected before history, with field and rule."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    error = await rejected(timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}})
+    assert error.type == "InvalidInput"
+    assert "customer_admin.email: Field required" in error.message
+    assert "accept_agreement: Field required" in error.message
+    error = await rejected(timed, handle, "set_purchase_permission", {"actor": actor(), "allowed": "yes"})
+    assert "allowed: Input should be a valid boolean" in error.message
+    assert (await timed.view(handle)).state == "invited"
+
+
+async def test_search_attributes_and_details_follow_the_state(timed: Harness) -> None:
+    """Ops can find the relationship by state, partner, customer and cloud."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
+    assert attrs == {
+        "RelationshipState": "active",
+        "PartnerId": "p-100",
+        "CustomerId": handle.id.split("/")[-1],
+        "Cloud": "public",
+    }
+    meta = await handle.query("__temporal_workflow_metadata")
+    details = meta.current_details if hasattr(meta, "current_details") else meta["currentDetails"]
+    assert "**active**" in details and "`end_relationship`" in details
+    assert "@" not in details  # no personal data in unencrypted details
+
+
+async def test_the_view_is_the_contract(timed: Harness) -> None:
+    """The `state` query carries every field CONTRACT.md promises."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    raw = await handle.query("state")
+    assert {"state", "purchase_permission", "reinstated_count", "cloud", "partner_id", "customer_id", "audit"} <= set(raw)
+    entry = raw["audit"][0]
+    assert {"operation", "actor_user", "actor_role", "from_state", "to_state", "at"} <= set(entry)
+    assert RelationshipView.model_validate(raw).state == "invited"
