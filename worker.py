@@ -46,9 +46,7 @@ def build_activities(settings: Settings) -> RelationshipActivities:
     return RelationshipActivities(records, mailer, settings.invitation.link_base_url)
 
 
-def new_worker(
-    client: Client, activities: RelationshipActivities, task_queue: str = TASK_QUEUE
-) -> Worker:
+def new_worker(client: Client, activities: RelationshipActivities, task_queue: str = TASK_QUEUE) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
@@ -58,9 +56,7 @@ def new_worker(
 
 
 async def connect(settings: Settings, namespace: str) -> Client:
-    return await Client.connect(
-        settings.temporal.address, namespace=namespace, data_converter=data_converter
-    )
+    return await Client.connect(settings.temporal.address, namespace=namespace, data_converter=data_converter)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

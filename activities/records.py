@@ -203,13 +203,17 @@ class Records:
 
     def customer(self, cloud: str, partner_id: str, customer_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            found = conn.execute(
-                sa.select(customers).where(
-                    (customers.c.cloud == cloud)
-                    & (customers.c.partner_id == partner_id)
-                    & (customers.c.customer_id == customer_id)
+            found = (
+                conn.execute(
+                    sa.select(customers).where(
+                        (customers.c.cloud == cloud)
+                        & (customers.c.partner_id == partner_id)
+                        & (customers.c.customer_id == customer_id)
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             return dict(found) if found else None
 
     def customer_list(self, cloud: str, partner_id: str) -> list[dict[str, Any]]:
@@ -287,9 +291,7 @@ class Records:
 
     def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
         with self._tx() as conn:
-            conn.execute(
-                sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now)
-            )
+            conn.execute(sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now))
 
     def outbox_for(self, workflow_id: str) -> list[OutboxEntry]:
         with self.engine.connect() as conn:
@@ -301,9 +303,7 @@ class Records:
 
 def _engine(url: str, echo: bool) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(
-            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
-        )
+        engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -321,4 +321,4 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["Change", "OutboxEntry", "Records", "utc_now", "_utc"]
+__all__ = ["Change", "OutboxEntry", "Records", "_utc", "utc_now"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -117,7 +119,7 @@ class RelationshipActivities:
             self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id
         )
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.send_invitation,
             self.send_notice,

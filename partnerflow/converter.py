@@ -35,9 +35,7 @@ def describe(error: pydantic.ValidationError) -> str:
 
 
 class _ValidatingJSONConverter(PydanticJSONPlainPayloadConverter):
-    def from_payload(
-        self, payload: temporalio.api.common.v1.Payload, type_hint: type | None = None
-    ) -> Any:
+    def from_payload(self, payload: temporalio.api.common.v1.Payload, type_hint: type | None = None) -> Any:
         try:
             return super().from_payload(payload, type_hint)
         except pydantic.ValidationError as error:

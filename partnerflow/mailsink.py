@@ -7,7 +7,6 @@ SMTP conversation, and mail a person (or a test) can open under `.dev/mail/`.
 from __future__ import annotations
 
 import mailbox
-from email.message import Message
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -19,7 +18,7 @@ class MailSink:
         self.maildir = maildir
         for sub in ("tmp", "new", "cur"):  # a Maildir is these three folders
             (maildir / sub).mkdir(parents=True, exist_ok=True)
-        self._controller = Controller(Mailbox(str(maildir)), hostname=host, port=port)
+        self._controller = Controller(Mailbox(maildir), hostname=host, port=port)
 
     @property
     def port(self) -> int:
@@ -32,9 +31,8 @@ class MailSink:
     def stop(self) -> None:
         self._controller.stop()
 
-    def messages(self) -> list[Message]:
-        box = mailbox.Maildir(str(self.maildir), create=True)
-        return sorted(box, key=lambda m: m.get_date())
+    def messages(self) -> list[mailbox.MaildirMessage]:
+        return read_maildir(self.maildir)
 
     def __enter__(self) -> MailSink:
         return self.start()
@@ -43,6 +41,7 @@ class MailSink:
         self.stop()
 
 
-def read_maildir(maildir: Path) -> list[Message]:
-    box = mailbox.Maildir(str(maildir), create=True)
-    return sorted(box, key=lambda m: m.get_date())
+def read_maildir(maildir: Path) -> list[mailbox.MaildirMessage]:
+    """Every message in the folder, oldest delivery first."""
+    box = mailbox.Maildir(maildir, create=True)
+    return sorted((box.get_message(key) for key in box.iterkeys()), key=lambda m: m.get_date())

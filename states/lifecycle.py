@@ -25,9 +25,7 @@ class State(StrEnum):
 S = State
 
 #: States with no way out: the workflow completes when it reaches one.
-FINAL_STATES: frozenset[State] = frozenset(
-    {S.REFERRAL_DECLINED, S.REFERRAL_EXPIRED, S.DECLINED, S.CANCELLED}
-)
+FINAL_STATES: frozenset[State] = frozenset({S.REFERRAL_DECLINED, S.REFERRAL_EXPIRED, S.DECLINED, S.CANCELLED})
 
 
 @dataclass(frozen=True)

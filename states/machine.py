@@ -88,8 +88,7 @@ class Lifecycle:
             allowed = ", ".join(s.value for s in sources)
             return (
                 "state",
-                f"{trigger} is not allowed while the relationship is {self.state}"
-                f" (only from: {allowed})",
+                f"{trigger} is not allowed while the relationship is {self.state} (only from: {allowed})",
             )
         event = _GuardEvent(data)
         for row in rows_for(trigger):

@@ -111,7 +111,9 @@ def start_input(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def actor(role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example") -> dict[str, str]:
+def actor(
+    role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example"
+) -> dict[str, str]:
     return {"user": user, "role": role, "partner_id": partner_id}
 
 
@@ -138,7 +140,9 @@ class Harness:
         self.handles.append(handle)
         return handle
 
-    async def wait_for_state(self, handle: WorkflowHandle[Any, Any], state: str | None = None) -> RelationshipView:
+    async def wait_for_state(
+        self, handle: WorkflowHandle[Any, Any], state: str | None = None
+    ) -> RelationshipView:
         async def ready() -> RelationshipView | None:
             view = await self.view(handle)
             if view.audit and (state is None or view.state == state):
@@ -150,7 +154,9 @@ class Harness:
     async def view(self, handle: WorkflowHandle[Any, Any]) -> RelationshipView:
         return await handle.query("state", result_type=RelationshipView)
 
-    async def update(self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]) -> RelationshipView:
+    async def update(
+        self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]
+    ) -> RelationshipView:
         return await handle.execute_update(name, payload, result_type=RelationshipView)
 
     def mail(self, to: str | None = None) -> list[Any]:
@@ -185,7 +191,9 @@ async def poll(check: Any, attempts: int = 200) -> Any:
     raise AssertionError("condition not met in time")
 
 
-async def _harness(env: WorkflowEnvironment, sink: MailSink, records: Records, cloud: Cloud) -> AsyncIterator[Harness]:
+async def _harness(
+    env: WorkflowEnvironment, sink: MailSink, records: Records, cloud: Cloud
+) -> AsyncIterator[Harness]:
     activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), LINK_BASE)
     client = client_for(env, cloud)
     task_queue = f"tq-{uuid.uuid4()}"
@@ -200,14 +208,18 @@ async def _harness(env: WorkflowEnvironment, sink: MailSink, records: Records, c
 
 
 @pytest.fixture
-async def timed(time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Harness]:
+async def timed(
+    time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+) -> AsyncIterator[Harness]:
     """A worker on the time-skipping server (cloud public)."""
     async for h in _harness(time_env, mail_sink, records, Cloud.PUBLIC):
         yield h
 
 
 @pytest.fixture
-async def timed_usgov(time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Harness]:
+async def timed_usgov(
+    time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+) -> AsyncIterator[Harness]:
     async for h in _harness(time_env, mail_sink, records, Cloud.USGOV):
         yield h
 

@@ -161,9 +161,7 @@ async def test_roles_partners_and_customers_out_of_place_are_refused(
 
 async def test_an_indirect_reseller_cannot_end_a_relationship(timed: Harness) -> None:
     """Ending is never an indirect reseller's to do (DOMAIN.md)."""
-    handle = await timed.start(
-        partner={"kind": "indirect_reseller", "indirect_provider_id": "dist-1"}
-    )
+    handle = await timed.start(partner={"kind": "indirect_reseller", "indirect_provider_id": "dist-1"})
     await timed.wait_for_state(handle, "invited")
     await timed.update(handle, "accept_invitation", accept(timed.token()))
     error = await rejected(timed, handle, "end_relationship", {"actor": actor("global_admin")})
@@ -212,10 +210,16 @@ async def test_setting_the_permission_to_what_it_is_changes_nothing(timed: Harne
     handle = await timed.start()
     await timed.wait_for_state(handle, "invited")
     await timed.update(handle, "accept_invitation", accept(timed.token()))
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    view = await timed.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
+    )
     assert not view.purchase_permission and len(view.audit) == 2
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True})
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    view = await timed.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True}
+    )
+    view = await timed.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
+    )
     assert [a.operation for a in view.audit][-2:] == ["CreateSelfServePolicy", "DeleteSelfServePolicy"]
 
 
@@ -263,7 +267,9 @@ async def test_shorter_timers_come_from_the_start_input(timed: Harness) -> None:
 async def test_a_referral_is_accepted_into_an_invitation(timed: Harness) -> None:
     """Accepting a referral sends the invitation; the referrer started it."""
     handle = await timed.start(
-        origin="referral", referred_by="dist-1", actor=actor("sales_agent", partner_id="dist-1", user="d@dist.example")
+        origin="referral",
+        referred_by="dist-1",
+        actor=actor("sales_agent", partner_id="dist-1", user="d@dist.example"),
     )
     view = await timed.wait_for_state(handle, "referred")
     assert view.audit[0].operation == "CreateReferral" and timed.mail() == []
@@ -351,7 +357,9 @@ async def test_bad_update_payloads_are_refused_naming_the_field(timed: Harness) 
     """A payload that does not decode is rejected before history, with field and rule."""
     handle = await timed.start()
     await timed.wait_for_state(handle, "invited")
-    error = await rejected(timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}})
+    error = await rejected(
+        timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}}
+    )
     assert error.type == "InvalidInput"
     assert "customer_admin.email: Field required" in error.message
     assert "accept_agreement: Field required" in error.message
@@ -383,7 +391,15 @@ async def test_the_view_is_the_contract(timed: Harness) -> None:
     handle = await timed.start()
     await timed.wait_for_state(handle, "invited")
     raw = await handle.query("state")
-    assert {"state", "purchase_permission", "reinstated_count", "cloud", "partner_id", "customer_id", "audit"} <= set(raw)
+    assert {
+        "state",
+        "purchase_permission",
+        "reinstated_count",
+        "cloud",
+        "partner_id",
+        "customer_id",
+        "audit",
+    } <= set(raw)
     entry = raw["audit"][0]
     assert {"operation", "actor_user", "actor_role", "from_state", "to_state", "at"} <= set(entry)
     assert RelationshipView.model_validate(raw).state == "invited"

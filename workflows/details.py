@@ -30,5 +30,8 @@ def current_details(view: RelationshipView) -> str:
         lines += ["", f"**Invitation expires:** {view.invitation_expires_at:%Y-%m-%d %H:%M} UTC"]
     if view.audit:
         last = view.audit[-1]
-        lines += ["", f"**Last change:** `{last.operation}` by {last.actor_role} at {last.at:%Y-%m-%d %H:%M:%S} UTC"]
+        lines += [
+            "",
+            f"**Last change:** `{last.operation}` by {last.actor_role} at {last.at:%Y-%m-%d %H:%M:%S} UTC",
+        ]
     return "\n".join(lines)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.details import current_details
 
+T = TypeVar("T")
+
 STATE_KEY = SearchAttributeKey.for_keyword("RelationshipState")
 PARTNER_KEY = SearchAttributeKey.for_keyword("PartnerId")
 CUSTOMER_KEY = SearchAttributeKey.for_keyword("CustomerId")
@@ -49,15 +51,13 @@ CLOUD_KEY = SearchAttributeKey.for_keyword("Cloud")
 #: How many audit entries the workflow keeps (the records keep them all).
 AUDIT_TAIL = 20
 
-_ACTIVITY = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    # Outages (SMTP, database) are waited out, never turned into a lost change.
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        maximum_interval=timedelta(seconds=30),
-        non_retryable_error_types=["InvalidInput"],
-    ),
+#: Outages (SMTP, database) are waited out, never turned into a lost change.
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["InvalidInput"],
 )
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
 
 # ApplicationError types a caller can branch on.
 PERMISSION_DENIED = "PermissionDenied"
@@ -93,6 +93,19 @@ class RelationshipData(BaseModel):
     reminders_sent: int = 0
     inviter: str = ""
     audit: list[AuditEntry] = []
+
+
+async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
+    """Every activity runs with the same timeout and patient retries."""
+    result: T = await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        summary=summary,
+        start_to_close_timeout=ACTIVITY_TIMEOUT,
+        retry_policy=ACTIVITY_RETRY,
+    )
+    return result
 
 
 def _reject(kind: str, rule: str, message: str) -> ApplicationError:
@@ -166,7 +179,7 @@ class RelationshipWorkflow:
             try:
                 await workflow.wait_condition(lambda: self.d.seq != seq, timeout=delay)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         async with self._lock:
             if self.d.seq != seq or self.d.reminders_sent != reminders:
@@ -196,7 +209,7 @@ class RelationshipWorkflow:
 
     async def _send_reminder(self) -> None:
         d = self.d
-        await workflow.execute_activity(
+        await _activity(
             "send_notice",
             Notice(
                 key=f"{self._key_prefix()}/invitation-{d.invitation_seq}/reminder-{d.reminders_sent + 1}",
@@ -209,7 +222,6 @@ class RelationshipWorkflow:
             ),
             result_type=str,
             summary="invitation reminder",
-            **_ACTIVITY,  # type: ignore[arg-type]
         )
         d.reminders_sent += 1
 
@@ -347,9 +359,7 @@ class RelationshipWorkflow:
             kind = TRANSITION_NOT_ALLOWED if rule == "state" else GUARD_FAILED
             raise _reject(kind, rule, f"{trigger} rejected: {message}")
 
-    async def _handle(
-        self, trigger: str, command: Any, who: Who, reason: str = ""
-    ) -> RelationshipView:
+    async def _handle(self, trigger: str, command: Any, who: Who, reason: str = "") -> RelationshipView:
         actor = getattr(command, "actor", None)
         async with self._lock:
             # Another update may have moved the state since this one was validated.
@@ -366,12 +376,11 @@ class RelationshipWorkflow:
 
     async def _active_subscriptions(self) -> int:
         s = self.d.start
-        return await workflow.execute_activity(
+        return await _activity(
             "count_active_subscriptions",
             SubscriptionsKey(cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id),
             result_type=int,
             summary="guard: active subscriptions",
-            **_ACTIVITY,  # type: ignore[arg-type]
         )
 
     async def _commit(self, row: Transition, who: Who, reason: str = "") -> None:
@@ -391,7 +400,7 @@ class RelationshipWorkflow:
         if row.trigger == "accept_invitation" and d.reinstating:
             reinstated += 1
         s = d.start
-        await workflow.execute_activity(
+        await _activity(
             "record_change",
             Change(
                 change_id=f"{self._key_prefix()}/{seq}",
@@ -412,7 +421,6 @@ class RelationshipWorkflow:
             ),
             result_type=bool,
             summary=f"audit: {row.operation} → {row.dest.value}",
-            **_ACTIVITY,  # type: ignore[arg-type]
         )
         # The change is recorded: make it the workflow's truth.
         d.seq = seq
@@ -451,7 +459,7 @@ class RelationshipWorkflow:
         d, s = self.d, self.d.start
         now = workflow.now()
         expires_at = now + s.timers.invitation_ttl
-        issued = await workflow.execute_activity(
+        issued = await _activity(
             "send_invitation",
             Invitation(
                 key=f"{self._key_prefix()}/{seq}/invitation",
@@ -464,7 +472,6 @@ class RelationshipWorkflow:
             ),
             result_type=IssuedToken,
             summary="invitation email to the customer's global admin",
-            **_ACTIVITY,  # type: ignore[arg-type]
         )
         d.invitation_seq += 1
         d.token_sha256 = issued.token_sha256  # a new token voids the old one
@@ -487,7 +494,7 @@ class RelationshipWorkflow:
             ),
         }
         kind, to = kinds[effect]
-        await workflow.execute_activity(
+        await _activity(
             "send_notice",
             Notice(
                 key=f"{self._key_prefix()}/{seq}/{kind.value}",
@@ -501,7 +508,6 @@ class RelationshipWorkflow:
             ),
             result_type=str,
             summary=f"{kind.value} email",
-            **_ACTIVITY,  # type: ignore[arg-type]
         )
 
     # --- what others see ---------------------------------------------------------
@@ -515,10 +521,10 @@ class RelationshipWorkflow:
         s = self.d.start
         workflow.upsert_search_attributes(
             [
-                SearchAttributePair(STATE_KEY, self.d.state.value),
-                SearchAttributePair(PARTNER_KEY, s.partner.id),
-                SearchAttributePair(CUSTOMER_KEY, s.customer.id),
-                SearchAttributePair(CLOUD_KEY, s.cloud.value),
+                STATE_KEY.value_set(self.d.state.value),
+                PARTNER_KEY.value_set(s.partner.id),
+                CUSTOMER_KEY.value_set(s.customer.id),
+                CLOUD_KEY.value_set(s.cloud.value),
             ]
         )
         workflow.set_current_details(current_details(self._view()))

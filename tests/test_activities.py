@@ -1,0 +1,173 @@
+"""Activities against a real SMTP server (the sink) and a real SQLite database.
+
+Each is run twice where Temporal could retry it: nothing may be sent or written twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import structlog
+from aiosmtplib.errors import SMTPException
+from temporalio.testing import ActivityEnvironment
+
+from activities.email import Letter, Mailer, SmtpSettings
+from activities.letters import Invitation, Notice, NoticeKind
+from activities.records import Change, Records
+from activities.relationship import RelationshipActivities, SubscriptionsKey
+from partnerflow.mailsink import MailSink
+from states.machine import token_hash
+from tests.conftest import LINK_BASE, TOKEN_IN_LINK, free_port
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def change(seq: int, to_state: str = "invited", **kw: object) -> Change:
+    values: dict[str, object] = dict(
+        change_id=f"relationship/p-1/c-1/run/{seq}",
+        cloud="public",
+        partner_id="p-1",
+        customer_id="c-1",
+        workflow_id="relationship/p-1/c-1",
+        company="Contoso",
+        operation="CreateCustomerInvitation",
+        actor_user="sam@p.example",
+        actor_role="sales_agent",
+        from_state=None,
+        to_state=to_state,
+        purchase_permission=False,
+        reinstated_count=0,
+        at=NOW + timedelta(minutes=seq),
+    )
+    values.update(kw)
+    return Change.model_validate(values)
+
+
+def invitation(key: str = "relationship/p-1/c-1/run/1/invitation") -> Invitation:
+    return Invitation(
+        key=key,
+        workflow_id="relationship/p-1/c-1",
+        to="admin@contoso.example",
+        partner_name="Fabrikam",
+        company="Contoso",
+        expires_at=NOW + timedelta(days=30),
+    )
+
+
+@pytest.fixture
+def acts(records: Records, mail_sink: MailSink) -> RelationshipActivities:
+    return RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+
+
+async def test_a_change_recorded_twice_is_one_audit_row(
+    acts: RelationshipActivities, records: Records
+) -> None:
+    env = ActivityEnvironment()
+    assert await env.run(acts.record_change, change(1)) is True
+    assert await env.run(acts.record_change, change(1)) is False
+    assert len(records.audit_trail("relationship/p-1/c-1")) == 1
+    row = records.customer("public", "p-1", "c-1")
+    assert row and row["version"] == 1 and row["state"] == "invited"
+
+
+async def test_each_change_bumps_the_customer_rows_version(records: Records) -> None:
+    records.apply_change(change(1))
+    records.apply_change(change(2, "active", operation="AddCustomer", from_state="invited"))
+    records.apply_change(change(3, "active", operation="CreateSelfServePolicy", purchase_permission=True))
+    row = records.customer("public", "p-1", "c-1")
+    assert row is not None
+    assert (row["version"], row["state"], row["purchase_permission"]) == (3, "active", True)
+    assert [r["operation"] for r in records.audit_trail("relationship/p-1/c-1")] == [
+        "CreateCustomerInvitation",
+        "AddCustomer",
+        "CreateSelfServePolicy",
+    ]
+    assert [r["customer_id"] for r in records.customer_list("public", "p-1")] == ["c-1"]
+    assert records.customer_list("usgov", "p-1") == []
+
+
+async def test_subscriptions_are_counted_per_cloud_partner_customer(
+    acts: RelationshipActivities, records: Records
+) -> None:
+    records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
+    key = SubscriptionsKey(cloud="public", partner_id="p-1", customer_id="c-1")
+    assert await ActivityEnvironment().run(acts.count_active_subscriptions, key) == 3
+    other = SubscriptionsKey(cloud="usgov", partner_id="p-1", customer_id="c-1")
+    assert await ActivityEnvironment().run(acts.count_active_subscriptions, other) == 0
+    with pytest.raises(ValueError):
+        records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
+
+
+async def test_an_invitation_retried_is_sent_once_with_one_token(
+    acts: RelationshipActivities, records: Records, mail_sink: MailSink
+) -> None:
+    env = ActivityEnvironment()
+    first = await env.run(acts.send_invitation, invitation())
+    again = await env.run(acts.send_invitation, invitation())
+    [message] = mail_sink.messages()
+    [token] = TOKEN_IN_LINK.findall(message.get_payload())
+    assert first == again and first.token_sha256 == token_hash(token)
+    assert (
+        f"{LINK_BASE}/invitation?relationship=relationship%2Fp-1%2Fc-1&token={token}" in message.get_payload()
+    )
+    assert len(token) >= 43  # 256 bits, url-safe base64
+
+
+async def test_an_attempt_that_died_mid_send_leaves_one_live_token(
+    acts: RelationshipActivities, records: Records, mail_sink: MailSink, tmp_path: Path
+) -> None:
+    """SMTP down: the attempt fails, the outbox row stays pending; the retry sends a fresh token."""
+    down = RelationshipActivities(records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE)
+    with pytest.raises((SMTPException, OSError)):
+        await ActivityEnvironment().run(down.send_invitation, invitation())
+    entry = records.outbox_entry(invitation().key)
+    assert entry and entry.status == "pending"
+
+    issued = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    [message] = mail_sink.messages()
+    [token] = TOKEN_IN_LINK.findall(message.get_payload())
+    assert issued.token_sha256 == token_hash(token)
+    entry = records.outbox_entry(invitation().key)
+    assert entry and (entry.status, entry.attempts) == ("sent", 2)
+
+
+async def test_notices_are_sent_once_per_key(acts: RelationshipActivities, mail_sink: MailSink) -> None:
+    notice = Notice(
+        key="relationship/p-1/c-1/run/2/partner_accepted",
+        kind=NoticeKind.PARTNER_ACCEPTED,
+        workflow_id="relationship/p-1/c-1",
+        to="sam@fabrikam.example",
+        partner_name="Fabrikam",
+        company="Contoso",
+    )
+    env = ActivityEnvironment()
+    first = await env.run(acts.send_notice, notice)
+    assert await env.run(acts.send_notice, notice) == first
+    [message] = mail_sink.messages()
+    assert message["Message-ID"] == first and message["To"] == "sam@fabrikam.example"
+
+
+async def test_the_token_is_never_logged_or_stored(
+    acts: RelationshipActivities, records: Records, mail_sink: MailSink, tmp_path: Path
+) -> None:
+    """Only the email holds the token: not the logs, not the database file."""
+    with structlog.testing.capture_logs() as logs:
+        await ActivityEnvironment().run(acts.send_invitation, invitation())
+    [token] = TOKEN_IN_LINK.findall(mail_sink.messages()[0].get_payload())
+    assert logs and token not in repr(logs)
+    records.dispose()
+    for db_file in tmp_path.glob("records.db*"):
+        assert token.encode() not in db_file.read_bytes()
+
+
+def test_a_subject_cannot_grow_extra_headers() -> None:
+    """CR/LF in a name collapses to one line; the email package refuses raw newlines anyway."""
+    mailer = Mailer(SmtpSettings())
+    letter = Letter(to="a@b.example", subject="Hi\r\nBcc: everyone@example.com", body="x")
+    message = mailer.build(letter, "<id@partnerflow>")
+    assert message["Subject"] == "Hi Bcc: everyone@example.com"
+    assert message["Bcc"] is None
+    with pytest.raises(ValueError):
+        mailer.build(Letter(to="a@b.example\r\nBcc: x@y.example", subject="s", body="x"), "<id@p>")

@@ -1,0 +1,254 @@
+"""End to end: the real worker process, the real dev server, raw JSON from the `temporal` CLI.
+
+The README's walk-through is run as written, so it never rots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from activities.records import Records
+from partnerflow.mailsink import MailSink
+from tests.conftest import BIN, TOKEN_IN_LINK, poll
+
+pytestmark = pytest.mark.server
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def walk_through() -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(# walk-through\n.*?)```", readme, re.S)
+    assert len(blocks) == 1, "README.md must have exactly one walk-through block"
+    return str(blocks[0])
+
+
+class Deployment:
+    """`worker.py` as its own process, configured the way an operator would: by environment."""
+
+    def __init__(self, address: str, sink: MailSink, tmp: Path) -> None:
+        self.address = address
+        self.sink = sink
+        self.home = tmp / "home"
+        (self.home / ".dev").mkdir(parents=True)
+        (self.home / ".dev" / "mail").symlink_to(sink.maildir)
+        self.records_url = f"sqlite:///{tmp / 'records.db'}"
+        self.log_path = tmp / "worker.log"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "TEMPORAL_ADDRESS": address,
+            "PARTNERFLOW_TEMPORAL__ADDRESS": address,
+            "PARTNERFLOW_RECORDS__URL": self.records_url,
+            "PARTNERFLOW_SMTP__PORT": str(sink.port),
+            "PARTNERFLOW_LOG__FORMAT": "json",
+            "PARTNERFLOW_LOG__LEVEL": "DEBUG",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        assert self.process
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "temporal"), *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def bash(self, script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def tokens(self) -> list[str]:
+        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
+
+
+@pytest.fixture
+async def deployment(dev_env: WorkflowEnvironment, mail_sink: MailSink, tmp_path: Path) -> Any:
+    d = Deployment(dev_env.client.service_client.config.target_host, mail_sink, tmp_path)
+    d.start()
+
+    async def started() -> bool:
+        return d.log().count('"worker.started"') == 2
+
+    await poll(started, attempts=400)
+    yield d
+    assert d.stop() == 0, "the worker must stop cleanly on SIGTERM"
+    assert '"worker.stopped"' in d.log()
+
+
+def _query(d: Deployment, wid: str) -> dict[str, Any]:
+    out = d.cli(
+        "workflow",
+        "query",
+        "--namespace",
+        "relationships",
+        "--workflow-id",
+        wid,
+        "--name",
+        "state",
+        "-o",
+        "json",
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout)["queryResult"][0])
+
+
+async def test_the_readme_walk_through_drives_a_whole_life(deployment: Deployment) -> None:
+    """invite → accept → permission → end → reinstate → accept, with nothing but the CLI."""
+    run = deployment.bash(walk_through())
+    assert run.returncode == 0, run.stdout + run.stderr
+    view = json.loads(run.stdout[run.stdout.index('{\n  "queryResult"') :])["queryResult"][0]
+    assert (view["state"], view["reinstated_count"], view["purchase_permission"]) == ("active", 1, False)
+
+    records = Records(deployment.records_url)
+    trail = records.audit_trail("relationship/p-100/contoso")
+    assert [r["operation"] for r in trail] == [
+        "CreateCustomerInvitation",
+        "AddCustomer",
+        "CreateSelfServePolicy",
+        "RemovePartnerCustomerRelationship",
+        "ReinstateCustomer",
+        "AddCustomer",
+    ]
+    row = records.customer("public", "p-100", "contoso")
+    assert row and (row["state"], row["reinstated_count"], row["version"]) == ("active", 1, 6)
+    records.dispose()
+
+    subjects = [m["Subject"] for m in deployment.sink.messages()]
+    assert len(subjects) == 5, subjects  # 2 invitations, 2 partner notices, 1 customer notice
+    # The tokens were live in the mail only: never in the worker's logs or the CLI's output.
+    tokens = deployment.tokens()
+    assert len(tokens) == 2
+    for token in tokens:
+        assert token not in deployment.log()
+    history = deployment.cli(
+        "workflow",
+        "show",
+        "--namespace",
+        "relationships",
+        "--workflow-id",
+        "relationship/p-100/contoso",
+        "-o",
+        "json",
+    )
+    assert history.returncode == 0
+    # A used token is in history (the accepted update's input), never a live one.
+    for token in tokens:
+        assert history.stdout.count(token) <= 1
+
+
+async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployment: Deployment) -> None:
+    wid = "relationship/p-100/northwind"
+    where = ["--namespace", "relationships", "--workflow-id", wid]
+    sam = {"user": "sam@fabrikam.example", "role": "sales_agent", "partner_id": "p-100"}
+    start = {
+        "cloud": "public",
+        "partner": {"id": "p-100", "name": "Fabrikam", "kind": "direct"},
+        "customer": {"id": "northwind", "company": "Northwind", "admin_email": "it@northwind.example"},
+        "origin": "invitation",
+        "actor": sam,
+    }
+    args = ["workflow", "start", *where, "--task-queue", "relationships", "--type", "Relationship"]
+    first = deployment.cli(*args, "--id-conflict-policy", "UseExisting", "--input", json.dumps(start))
+    assert first.returncode == 0, first.stderr
+    again = deployment.cli(*args, "--id-conflict-policy", "UseExisting", "--input", json.dumps(start))
+    run_id = re.compile(r"RunId\s+(\S+)")
+    assert run_id.findall(first.stdout) == run_id.findall(again.stdout), "one relationship, not two"
+    duplicate = deployment.cli(*args, "--input", json.dumps(start))
+    # Whatever the CLI's default conflict policy, the same run answers or the start is refused.
+    if duplicate.returncode == 0:
+        assert run_id.findall(duplicate.stdout) == run_id.findall(first.stdout)
+    else:
+        assert "already" in duplicate.stderr.lower()
+
+    async def invited() -> bool:
+        return bool(deployment.tokens())
+
+    await poll(invited)
+    update = ["workflow", "update", "execute", *where, "--name"]
+    admin = {"user": "Pat", "email": "it@northwind.example"}
+    cases = [
+        (
+            "accept_invitation",
+            {"token": "guess", "customer_admin": admin, "accept_agreement": True},
+            "GuardFailed",
+        ),
+        ("resend_invitation", {"actor": {**sam, "role": "helpdesk_agent"}}, "PermissionDenied"),
+        ("resend_invitation", {"actor": {**sam, "partner_id": "p-999"}}, "PermissionDenied"),
+        ("set_purchase_permission", {"actor": sam, "allowed": True}, "PermissionDenied"),
+        ("end_relationship", {"actor": sam}, "TransitionNotAllowed"),
+        ("accept_invitation", {"token": 7, "customer_admin": admin}, "InvalidInput"),
+    ]
+    for name, payload, kind in cases:
+        out = deployment.cli(*update, name, "--input", json.dumps(payload))
+        assert out.returncode != 0 and f"type: {kind}" in out.stderr, (name, out.stderr)
+    assert _query(deployment, wid)["state"] == "invited"
+    assert len(deployment.sink.messages()) == 1
+
+    token = deployment.tokens()[-1]
+    accepted = deployment.cli(
+        *update,
+        "accept_invitation",
+        "--input",
+        json.dumps({"token": token, "customer_admin": admin, "accept_agreement": True}),
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert _query(deployment, wid)["state"] == "active"
+
+
+async def test_bad_raw_start_json_fails_the_workflow_with_the_field_named(deployment: Deployment) -> None:
+    """No stuck workflow task: the workflow fails at once and says what is wrong."""
+    wid = "relationship/p-100/bad-input"
+    where = ["--namespace", "relationships", "--workflow-id", wid]
+    body = {
+        "cloud": "public",
+        "partner": {"id": "p-100", "name": "Fabrikam"},
+        "customer": {"id": "bad-input"},
+    }
+    out = deployment.cli(
+        "workflow",
+        "execute",
+        *where,
+        "--task-queue",
+        "relationships",
+        "--type",
+        "Relationship",
+        "--input",
+        json.dumps(body),
+    )
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "customer.company: Field required" in text and "origin: Field required" in text
+    described = deployment.cli("workflow", "describe", *where, "-o", "json")
+    assert (
+        json.loads(described.stdout)["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_FAILED"
+    )
