@@ -53,14 +53,14 @@ def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]
 async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if server.poll() is not None:
-            raise RuntimeError("the Temporal dev server exited; see .dev/temporal.log")
+            raise RuntimeError("the Temporal dev server exited; see temporal.log beside its database")
         try:
             client = await worker.connect(settings, NAMESPACES[settings.temporal.clouds[0]])
             await client.service_client.check_health()
             return
         except Exception:
             await asyncio.sleep(0.2)
-    raise RuntimeError("the Temporal dev server did not come up in 60 s; see .dev/temporal.log")
+    raise RuntimeError("the Temporal dev server did not come up in 60 s; see temporal.log")
 
 
 def banner(settings: Settings, maildir: Path) -> str:
@@ -82,7 +82,7 @@ def banner(settings: Settings, maildir: Path) -> str:
 async def _main() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
-    dev_dir = settings.resolve(".dev")
+    dev_dir = settings.resolve(settings.temporal.db_file).parent  # .dev/ by default
     dev_dir.mkdir(parents=True, exist_ok=True)
     maildir = settings.resolve(settings.mail_sink.maildir)
     server = start_temporal(settings, dev_dir)

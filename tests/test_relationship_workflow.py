@@ -59,6 +59,20 @@ async def test_an_invitation_emails_one_token_and_records_the_customer(timed: Ha
     )
 
 
+async def test_a_live_token_is_nowhere_but_in_the_email(timed: Harness) -> None:
+    """Not in history, the query, search attributes, details or records while it is live."""
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    await timed.update(handle, "resend_invitation", {"actor": actor()})
+    for token in timed.tokens():
+        history = (await handle.fetch_history()).to_json()
+        assert token not in history
+        assert token not in str(await handle.query("state"))
+        assert token not in str(await handle.describe())
+        assert token not in str(timed.records.audit_trail(handle.id))
+        assert token not in str(timed.records.outbox_for(handle.id))
+
+
 async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(timed: Harness) -> None:
     """The contract's happy path keeps one identity and counts the reinstatement."""
     handle = await timed.start()
