@@ -108,6 +108,9 @@ class Lifecycle:
             return False
         return hmac.compare_digest(token_hash(token), self.token_sha256)
 
+    def token_is_valid_for(self, token: str) -> bool:
+        return self.token_is_valid(_GuardEvent({"command": _Token(token)}))
+
     def agreement_accepted(self, event: EventData | _GuardEvent) -> bool:
         return getattr(event.kwargs.get("command"), "accept_agreement", False) is True
 
@@ -125,6 +128,11 @@ class Lifecycle:
     def customer_matches(self, event: EventData | _GuardEvent) -> bool:
         admin = getattr(event.kwargs.get("command"), "customer_admin", None)
         return getattr(admin, "customer_id", None) == self.customer_id
+
+
+class _Token:
+    def __init__(self, token: str) -> None:
+        self.token = token
 
 
 class _GuardEvent:

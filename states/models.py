@@ -230,3 +230,29 @@ class RelationshipView(_Model):
     origin: Origin
     invitation_expires_at: datetime | None
     audit: tuple[AuditEntry, ...]
+
+
+class InvitationLookup(_Model):
+    """Asks about an invitation by its token (a query: never written to history)."""
+
+    token: Token
+
+
+class InvitationStatus(StrEnum):
+    VALID = "valid"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    REPLACED = "replaced"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # wrong or guessed: says nothing about the relationship
+
+
+class InvitationView(_Model):
+    """What the invitation page may show; the details only for the live token."""
+
+    status: InvitationStatus
+    partner_name: str | None = None
+    company: str | None = None
+    admin_email: str | None = None
+    expires_at: datetime | None = None

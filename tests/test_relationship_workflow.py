@@ -417,3 +417,29 @@ async def test_the_view_is_the_contract(timed: Harness) -> None:
     entry = raw["audit"][0]
     assert {"operation", "actor_user", "actor_role", "from_state", "to_state", "at"} <= set(entry)
     assert RelationshipView.model_validate(raw).state == "invited"
+
+
+async def test_the_invitation_query_shows_details_only_to_the_live_token(timed: Harness) -> None:
+    """The page's lookup: details for the live token, why for a spent one, nothing for a guess."""
+
+    async def lookup(token: str) -> dict[str, Any]:
+        return dict(await handle.query("invitation", {"token": token}))
+
+    handle = await timed.start()
+    await timed.wait_for_state(handle, "invited")
+    first = timed.token()
+    valid = await lookup(first)
+    assert valid["status"] == "valid" and valid["company"] == "Contoso Ltd"
+    assert valid["admin_email"] == "admin@contoso.example" and valid["expires_at"]
+    guess = await lookup("guessed-token")
+    assert guess == {"status": "unknown", "partner_name": None, "company": None, "admin_email": None, "expires_at": None}
+
+    await timed.update(handle, "resend_invitation", {"actor": actor()})
+    assert (await lookup(first))["status"] == "replaced"
+    second = timed.token()
+    await timed.update(handle, "accept_invitation", accept(second))
+    used = await lookup(second)
+    assert used["status"] == "accepted" and used["company"] is None
+    before = await timed.history_size(handle)
+    await lookup(second)
+    assert await timed.history_size(handle) == before, "a lookup writes nothing"

@@ -9,6 +9,7 @@ new state. All state lives in one `RelationshipData`, so it can be handed on.
 from __future__ import annotations
 
 import asyncio
+import hmac
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.relationship import IssuedToken, SubscriptionsKey
     from states import policy
     from states.lifecycle import FINAL_STATES, STARTS, State, Transition, sources_of
-    from states.machine import Lifecycle
+    from states.machine import Lifecycle, token_hash
     from states.models import (
         NAMESPACES,
         WORKFLOW_TYPE,
@@ -32,6 +33,9 @@ with workflow.unsafe.imports_passed_through():
         Actor,
         AuditEntry,
         DeclineInvitation,
+        InvitationLookup,
+        InvitationStatus,
+        InvitationView,
         PartnerCommand,
         ReasonedCommand,
         RelationshipView,
@@ -50,6 +54,8 @@ CLOUD_KEY = SearchAttributeKey.for_keyword("Cloud")
 
 #: How many audit entries the workflow keeps (the records keep them all).
 AUDIT_TAIL = 20
+#: How many void token hashes it remembers, to tell "used" from "unknown".
+SPENT_TOKENS_KEPT = 10
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -93,6 +99,8 @@ class RelationshipData(BaseModel):
     reminders_sent: int = 0
     inviter: str = ""
     audit: list[AuditEntry] = []
+    # Hashes of tokens that no longer work and why, so a link opened again can say so.
+    spent_tokens: list[tuple[str, InvitationStatus]] = []
 
 
 async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
@@ -313,6 +321,24 @@ class RelationshipWorkflow:
     def state(self) -> RelationshipView:
         return self._view()
 
+    @workflow.query(name="invitation")
+    def invitation(self, lookup: InvitationLookup) -> InvitationView:
+        """What the holder of `token` may see: details for the live token only."""
+        d, s = self.d, self.d.start
+        digest = token_hash(lookup.token)
+        if self._machine().token_is_valid_for(lookup.token):
+            return InvitationView(
+                status=InvitationStatus.VALID,
+                partner_name=s.partner.name,
+                company=s.customer.company,
+                admin_email=s.customer.admin_email,
+                expires_at=d.expires_at,
+            )
+        for spent, outcome in d.spent_tokens:
+            if hmac.compare_digest(spent, digest):
+                return InvitationView(status=outcome)
+        return InvitationView(status=InvitationStatus.UNKNOWN)
+
     # --- the shared path of every update ---------------------------------------
     @staticmethod
     def _partner(actor: Actor) -> Who:
@@ -389,6 +415,7 @@ class RelationshipWorkflow:
         from_state = None if row.trigger == "start" else d.state
         now = workflow.now()
         seq = d.seq + 1
+        old_token = d.token_sha256
         if "send_invitation" in row.effects:
             await self._send_invitation(seq, who, reinstatement=row.trigger == "reinstate")
         purchase = d.purchase_permission
@@ -431,8 +458,11 @@ class RelationshipWorkflow:
             d.reinstating = True
         if row.trigger == "accept_invitation":
             d.reinstating = False
+        # The old token is void once replaced, used, cancelled or expired.
+        if old_token and (old_token != d.token_sha256 or row.dest is not State.INVITED):
+            self._spend_token(old_token, row.trigger)
         if row.dest is not State.INVITED:
-            d.token_sha256 = None  # used, cancelled or expired: the token is void
+            d.token_sha256 = None
         d.audit.append(
             AuditEntry(
                 seq=seq,
@@ -454,6 +484,17 @@ class RelationshipWorkflow:
         for effect in row.effects:
             if effect != "send_invitation":
                 await self._notify(effect, seq, reason)
+
+    def _spend_token(self, digest: str, trigger: str) -> None:
+        outcome = {
+            "accept_invitation": InvitationStatus.ACCEPTED,
+            "decline_invitation": InvitationStatus.DECLINED,
+            "resend_invitation": InvitationStatus.REPLACED,
+            "cancel_invitation": InvitationStatus.CANCELLED,
+            "expire_invitation": InvitationStatus.EXPIRED,
+        }.get(trigger, InvitationStatus.REPLACED)
+        self.d.spent_tokens.append((digest, outcome))
+        del self.d.spent_tokens[:-SPENT_TOKENS_KEPT]
 
     async def _send_invitation(self, seq: int, who: Who, *, reinstatement: bool) -> None:
         d, s = self.d, self.d.start

@@ -1,0 +1,175 @@
+"""The typed client for backend services: one method per start and update of CONTRACT.md.
+
+Errors come back as one small hierarchy a caller can branch on, instead of
+Temporal's transport exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from partnerflow.converter import data_converter
+from states.models import (
+    NAMESPACES,
+    TASK_QUEUE,
+    WORKFLOW_TYPE,
+    AcceptInvitation,
+    Cloud,
+    DeclineInvitation,
+    InvitationLookup,
+    InvitationStatus,
+    InvitationView,
+    RelationshipView,
+    StartRelationship,
+    workflow_id,
+)
+
+
+class RelationshipError(Exception):
+    """A request partnerflow refused or could not serve. `type` and `rule` say why."""
+
+    type = "Error"
+
+    def __init__(self, message: str, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rule = rule
+
+
+class InvalidInput(RelationshipError):
+    type = "InvalidInput"
+
+
+class PermissionDenied(RelationshipError):
+    type = "PermissionDenied"
+
+
+class TransitionNotAllowed(RelationshipError):
+    type = "TransitionNotAllowed"
+
+
+class GuardFailed(RelationshipError):
+    type = "GuardFailed"
+
+
+class NotFound(RelationshipError):
+    type = "NotFound"
+
+
+class Unavailable(RelationshipError):
+    """Temporal cannot be reached: nothing was changed; try again later."""
+
+    type = "Unavailable"
+
+
+_BY_TYPE: dict[str, type[RelationshipError]] = {
+    cls.type: cls for cls in (InvalidInput, PermissionDenied, TransitionNotAllowed, GuardFailed)
+}
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+
+def _translate(error: BaseException) -> RelationshipError:
+    cause = error.cause if isinstance(error, WorkflowUpdateFailedError | WorkflowQueryFailedError) else error
+    if isinstance(error, WorkflowUpdateFailedError) and isinstance(cause, ApplicationError):
+        rule = cause.details[0].get("rule") if cause.details and isinstance(cause.details[0], dict) else None
+        return _BY_TYPE.get(cause.type or "", RelationshipError)(cause.message, rule)
+    if isinstance(error, RPCError):
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return NotFound(error.message)
+        if error.status in _UNAVAILABLE:
+            return Unavailable(f"Temporal is unavailable: {error.message}")
+    if isinstance(error, WorkflowQueryFailedError):
+        return RelationshipError(str(error))
+    return Unavailable(f"Temporal is unavailable: {error}")
+
+
+class Relationships:
+    """Drive relationships through Temporal, one client per cloud namespace."""
+
+    def __init__(self, clients: Mapping[Cloud, Client], rpc_timeout: timedelta = timedelta(seconds=10)) -> None:
+        self.clients = dict(clients)
+        self.rpc_timeout = rpc_timeout
+
+    @classmethod
+    async def connect(cls, address: str, clouds: list[Cloud] | None = None, *, lazy: bool = False) -> Relationships:
+        clients = {}
+        for cloud in clouds or list(Cloud):
+            clients[cloud] = await Client.connect(
+                address, namespace=NAMESPACES[cloud], data_converter=data_converter, lazy=lazy
+            )
+        return cls(clients)
+
+    def _handle(self, cloud: Cloud, wid: str) -> WorkflowHandle[Any, Any]:
+        return self.clients[cloud].get_workflow_handle(wid)
+
+    async def start(self, start: StartRelationship) -> RelationshipView:
+        """Invite or refer; idempotent: an open relationship with the same id is reused."""
+        try:
+            handle = await self.clients[start.cloud].start_workflow(
+                WORKFLOW_TYPE,
+                start,
+                id=start.workflow_id,
+                task_queue=TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=f"{start.customer.company} ← {start.partner.name} ({start.cloud.value})",
+                rpc_timeout=self.rpc_timeout,
+            )
+            return await handle.query("state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout)
+        except (RPCError, WorkflowQueryFailedError) as error:
+            raise _translate(error) from error
+
+    async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:
+        try:
+            return await self._handle(cloud, workflow_id(partner_id, customer_id)).query(
+                "state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout
+            )
+        except (RPCError, WorkflowQueryFailedError) as error:
+            raise _translate(error) from error
+
+    async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
+        """Send one update of CONTRACT.md; returns the new view or raises a RelationshipError."""
+        try:
+            return await self._handle(cloud, wid).execute_update(
+                name, command, result_type=RelationshipView, rpc_timeout=self.rpc_timeout
+            )
+        except (RPCError, WorkflowUpdateFailedError) as error:
+            raise _translate(error) from error
+
+    async def find_invitation(self, wid: str, token: str) -> tuple[Cloud | None, InvitationView]:
+        """Which cloud holds the relationship this token belongs to, and what its holder may see."""
+        unknown = InvitationView(status=InvitationStatus.UNKNOWN)
+        for cloud in self.clients:
+            try:
+                view = await self._handle(cloud, wid).query(
+                    "invitation",
+                    InvitationLookup(token=token),
+                    result_type=InvitationView,
+                    rpc_timeout=self.rpc_timeout,
+                )
+            except (RPCError, WorkflowQueryFailedError) as error:
+                translated = _translate(error)
+                if isinstance(translated, NotFound):
+                    continue
+                raise translated from error
+            if view.status is not InvitationStatus.UNKNOWN:
+                return cloud, view
+        return None, unknown
+
+    async def accept_invitation(self, cloud: Cloud, wid: str, command: AcceptInvitation) -> RelationshipView:
+        return await self.update(cloud, wid, "accept_invitation", command)
+
+    async def decline_invitation(self, cloud: Cloud, wid: str, command: DeclineInvitation) -> RelationshipView:
+        return await self.update(cloud, wid, "decline_invitation", command)
