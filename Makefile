@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit clean
+.PHONY: run test lint unit browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m partnerflow.devrun
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest
+
+# The browser tests drive Debian's chromium (Playwright cannot download its own here).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium (Debian package) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

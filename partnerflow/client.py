@@ -93,18 +93,24 @@ def _translate(error: BaseException) -> RelationshipError:
             return Unavailable(f"Temporal is unavailable: {error.message}")
     if isinstance(error, WorkflowQueryFailedError):
         return RelationshipError(str(error))
-    return Unavailable(f"Temporal is unavailable: {error}")
+    if isinstance(error, RuntimeError) and "connect" in str(error).lower():
+        return Unavailable("Temporal is unavailable: cannot connect")  # a lazy client's first call
+    raise error
 
 
 class Relationships:
     """Drive relationships through Temporal, one client per cloud namespace."""
 
-    def __init__(self, clients: Mapping[Cloud, Client], rpc_timeout: timedelta = timedelta(seconds=10)) -> None:
+    def __init__(
+        self, clients: Mapping[Cloud, Client], rpc_timeout: timedelta = timedelta(seconds=10)
+    ) -> None:
         self.clients = dict(clients)
         self.rpc_timeout = rpc_timeout
 
     @classmethod
-    async def connect(cls, address: str, clouds: list[Cloud] | None = None, *, lazy: bool = False) -> Relationships:
+    async def connect(
+        cls, address: str, clouds: list[Cloud] | None = None, *, lazy: bool = False
+    ) -> Relationships:
         clients = {}
         for cloud in clouds or list(Cloud):
             clients[cloud] = await Client.connect(
@@ -127,25 +133,30 @@ class Relationships:
                 static_summary=f"{start.customer.company} ← {start.partner.name} ({start.cloud.value})",
                 rpc_timeout=self.rpc_timeout,
             )
-            return await handle.query("state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout)
-        except (RPCError, WorkflowQueryFailedError) as error:
+            view: RelationshipView = await handle.query(
+                "state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout
+            )
+            return view
+        except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
             raise _translate(error) from error
 
     async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:
         try:
-            return await self._handle(cloud, workflow_id(partner_id, customer_id)).query(
+            view: RelationshipView = await self._handle(cloud, workflow_id(partner_id, customer_id)).query(
                 "state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout
             )
-        except (RPCError, WorkflowQueryFailedError) as error:
+            return view
+        except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
             raise _translate(error) from error
 
     async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
         """Send one update of CONTRACT.md; returns the new view or raises a RelationshipError."""
         try:
-            return await self._handle(cloud, wid).execute_update(
+            view: RelationshipView = await self._handle(cloud, wid).execute_update(
                 name, command, result_type=RelationshipView, rpc_timeout=self.rpc_timeout
             )
-        except (RPCError, WorkflowUpdateFailedError) as error:
+            return view
+        except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
             raise _translate(error) from error
 
     async def find_invitation(self, wid: str, token: str) -> tuple[Cloud | None, InvitationView]:
@@ -159,7 +170,7 @@ class Relationships:
                     result_type=InvitationView,
                     rpc_timeout=self.rpc_timeout,
                 )
-            except (RPCError, WorkflowQueryFailedError) as error:
+            except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
                 translated = _translate(error)
                 if isinstance(translated, NotFound):
                     continue
@@ -171,5 +182,7 @@ class Relationships:
     async def accept_invitation(self, cloud: Cloud, wid: str, command: AcceptInvitation) -> RelationshipView:
         return await self.update(cloud, wid, "accept_invitation", command)
 
-    async def decline_invitation(self, cloud: Cloud, wid: str, command: DeclineInvitation) -> RelationshipView:
+    async def decline_invitation(
+        self, cloud: Cloud, wid: str, command: DeclineInvitation
+    ) -> RelationshipView:
         return await self.update(cloud, wid, "decline_invitation", command)

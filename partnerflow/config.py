@@ -56,6 +56,16 @@ class InvitationSettings(_Section):
     link_base_url: str = "http://127.0.0.1:8080"
 
 
+class PortalSettings(_Section):
+    """The customer's acceptance page (the invitation link's target)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    secure_cookies: bool = False  # set true behind HTTPS
+    wrong_token_limit: int = Field(10, ge=1)  # wrong tokens per client address ...
+    wrong_token_window_s: int = Field(600, ge=1)  # ... per this many seconds
+
+
 class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -67,6 +77,7 @@ class Settings(_Section):
     smtp: SmtpConfig = SmtpConfig()
     mail_sink: MailSinkSettings = MailSinkSettings()
     invitation: InvitationSettings = InvitationSettings()
+    portal: PortalSettings = PortalSettings()
     timers: Timers = Timers()
     log: LogSettings = LogSettings()
 

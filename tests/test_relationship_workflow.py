@@ -432,7 +432,13 @@ async def test_the_invitation_query_shows_details_only_to_the_live_token(timed: 
     assert valid["status"] == "valid" and valid["company"] == "Contoso Ltd"
     assert valid["admin_email"] == "admin@contoso.example" and valid["expires_at"]
     guess = await lookup("guessed-token")
-    assert guess == {"status": "unknown", "partner_name": None, "company": None, "admin_email": None, "expires_at": None}
+    assert guess == {
+        "status": "unknown",
+        "partner_name": None,
+        "company": None,
+        "admin_email": None,
+        "expires_at": None,
+    }
 
     await timed.update(handle, "resend_invitation", {"actor": actor()})
     assert (await lookup(first))["status"] == "replaced"

@@ -1,0 +1,1 @@
+"""The customer's acceptance page: where the invitation link leads."""

@@ -1,0 +1,46 @@
+"""`python -m portal`: serve the acceptance page (make run starts it)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import uvicorn
+
+from partnerflow import logs
+from partnerflow.client import Relationships
+from partnerflow.config import ConfigError, load
+from portal.app import create_app
+
+
+async def _serve() -> None:
+    settings = load()
+    logs.configure(settings.log.format, settings.log.level)
+    # Lazy: the page starts (and answers 503) even while Temporal is down.
+    relationships = await Relationships.connect(
+        settings.temporal.address, settings.temporal.clouds, lazy=True
+    )
+    config = uvicorn.Config(
+        create_app(relationships, settings.portal),
+        host=settings.portal.host,
+        port=settings.portal.port,
+        log_config=None,  # our structlog handlers
+        access_log=False,  # uvicorn's would print the token: ours redacts it
+        server_header=False,
+    )
+    await uvicorn.Server(config).serve()
+
+
+def main() -> int:
+    try:
+        asyncio.run(_serve())
+    except ConfigError as error:
+        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The acceptance page: the customer's global admin reads the request and accepts or declines.
+
+It keeps no state: every answer comes from the relationship's workflow through
+the same typed client backend services use. The plain token is only ever in the
+link, the form and the update it sends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import structlog
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from partnerflow.client import (
+    GuardFailed,
+    InvalidInput,
+    NotFound,
+    RelationshipError,
+    Relationships,
+    TransitionNotAllowed,
+    Unavailable,
+)
+from partnerflow.config import PortalSettings
+from portal.security import CSRF_COOKIE, Hardened, WrongTokenLimiter, csrf_ok, new_csrf
+from states.models import (
+    AcceptInvitation,
+    Cloud,
+    CustomerAdmin,
+    DeclineInvitation,
+    InvitationStatus,
+    InvitationView,
+)
+
+log = structlog.get_logger("partnerflow.portal")
+HERE = Path(__file__).resolve().parent
+_WORKFLOW_ID = re.compile(r"relationship/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,200}")
+
+NOT_VALID = (
+    "This invitation link is not valid",
+    "The link may be incomplete or mistyped. Ask your partner to send you a new invitation.",
+)
+SPENT: dict[InvitationStatus, tuple[str, str]] = {
+    InvitationStatus.ACCEPTED: (
+        "This invitation has already been used",
+        "It was accepted: the reseller relationship is in place. Nothing more to do here.",
+    ),
+    InvitationStatus.DECLINED: (
+        "This invitation has already been used",
+        "It was declined. If that was a mistake, ask your partner for a new invitation.",
+    ),
+    InvitationStatus.REPLACED: (
+        "This invitation is no longer valid",
+        "A newer invitation replaced it. Use the link in the latest email, or ask your partner for another.",
+    ),
+    InvitationStatus.CANCELLED: (
+        "This invitation is no longer valid",
+        "Your partner cancelled it. Ask your partner for a new invitation if you still want one.",
+    ),
+    InvitationStatus.EXPIRED: (
+        "This invitation has expired",
+        "Ask your partner to send you a new invitation.",
+    ),
+}
+
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,  # a company called <script> is shown as text
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+
+
+def problem(status: int, title: str, text: str) -> HTMLResponse:
+    return render("problem.html", status, title=title, text=text)
+
+
+class Portal:
+    def __init__(self, relationships: Relationships, settings: PortalSettings) -> None:
+        self.relationships = relationships
+        self.settings = settings
+        self.limiter = WrongTokenLimiter(settings.wrong_token_limit, settings.wrong_token_window_s)
+
+    # --- shared checks -----------------------------------------------------------
+    def _client(self, request: Request) -> str:
+        return request.client.host if request.client else "-"
+
+    async def _lookup(
+        self, request: Request, wid: str, token: str
+    ) -> tuple[Cloud, InvitationView] | HTMLResponse:
+        """The live invitation, or the page that explains why there is none."""
+        client = self._client(request)
+        if self.limiter.blocked(client):
+            return problem(
+                429, "Too many attempts", "Wait a few minutes, then open the link from your email again."
+            )
+        if not _WORKFLOW_ID.fullmatch(wid) or not _TOKEN.fullmatch(token):
+            self.limiter.miss(client)
+            return problem(404, *NOT_VALID)
+        cloud, view = await self.relationships.find_invitation(wid, token)
+        if cloud is not None and view.status is InvitationStatus.VALID:
+            return cloud, view
+        if view.status is InvitationStatus.UNKNOWN:
+            self.limiter.miss(client)
+            return problem(404, *NOT_VALID)
+        return problem(410, *SPENT[view.status])
+
+    def _form(
+        self, view: InvitationView, wid: str, token: str, status: int = 200, error: str = ""
+    ) -> Response:
+        csrf = new_csrf()
+        response = render(
+            "invitation.html", status, view=view, relationship=wid, token=token, csrf=csrf, error=error
+        )
+        response.set_cookie(
+            CSRF_COOKIE,
+            csrf,
+            httponly=True,
+            samesite="strict",
+            secure=self.settings.secure_cookies,
+            path="/invitation",
+        )
+        return response
+
+    # --- routes ------------------------------------------------------------------
+    async def show(self, request: Request) -> Response:
+        wid = request.query_params.get("relationship", "")
+        token = request.query_params.get("token", "")
+        found = await self._lookup(request, wid, token)
+        if isinstance(found, HTMLResponse):
+            return found
+        return self._form(found[1], wid, token)
+
+    async def answer(self, request: Request) -> Response:
+        form = await request.form()
+        fields = {k: str(v) for k, v in form.items()}
+        if not csrf_ok(request.cookies.get(CSRF_COOKIE), fields.get("csrf")):
+            return problem(403, "This form has expired", "Open the link from your email again.")
+        wid, token = fields.get("relationship", ""), fields.get("token", "")
+        found = await self._lookup(request, wid, token)
+        if isinstance(found, HTMLResponse):
+            return found
+        cloud, view = found
+        accepting = request.url.path.endswith("/accept")
+        name = fields.get("admin_name", "").strip() or (view.admin_email or "")
+        try:
+            admin = CustomerAdmin(user=name, email=view.admin_email or "")
+            if accepting:
+                if fields.get("agreement") != "yes":
+                    return self._form(
+                        view, wid, token, 400, "Tick the box to accept the customer agreement first."
+                    )
+                accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
+                await self.relationships.accept_invitation(cloud, wid, accept)
+            else:
+                reason = fields.get("reason", "")
+                decline = DeclineInvitation(token=token, customer_admin=admin, reason=reason)
+                await self.relationships.decline_invitation(cloud, wid, decline)
+        except ValidationError as error:
+            where = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+            return self._form(view, wid, token, 400, f"Please check: {where}.")
+        except (GuardFailed, TransitionNotAllowed, NotFound):
+            return problem(
+                410, "This invitation is no longer valid", "Ask your partner for a new invitation."
+            )
+        except InvalidInput as error:
+            return self._form(view, wid, token, 400, error.message)
+        return render("done.html", view=view, accepted=accepting)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Every failure becomes a plain page; nothing is re-raised to be logged with its input."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Unavailable:
+            log.warning("portal.temporal_unavailable")
+            return problem(
+                503, "Please try again in a few minutes", "The service is busy or down. Nothing was changed."
+            )
+        except RelationshipError as error:
+            log.warning("portal.refused", error=error.type, rule=error.rule)
+            return problem(
+                400, "This request could not be completed", "Nothing was changed. Ask your partner for help."
+            )
+        except Exception as error:  # the page must never show a stack trace
+            log.error("portal.error", error=type(error).__name__)  # no message: it could quote the input
+            return problem(500, "Something went wrong", "Nothing was changed. Please try again later.")
+
+    return run
+
+
+async def _home(request: Request) -> Response:
+    return problem(404, "Nothing here", "Open the invitation link from your email.")
+
+
+def create_app(relationships: Relationships, settings: PortalSettings | None = None) -> Any:
+    portal = Portal(relationships, settings or PortalSettings())
+    app = Starlette(
+        routes=[
+            Route("/", _home),
+            Route("/invitation", guarded(portal.show), methods=["GET"]),
+            Route("/invitation/accept", guarded(portal.answer), methods=["POST"]),
+            Route("/invitation/decline", guarded(portal.answer), methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+    )
+    app.state.portal = portal
+    return Hardened(app)
