@@ -14,9 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.client import Relationships
 from partnerflow.config import PortalSettings
+from portal.app import create_app
 from states.models import Cloud
 from tests.conftest import LINK_BASE, Harness, actor, client_for, free_port, poll
-from portal.app import create_app
 
 pytestmark = pytest.mark.server
 
@@ -58,7 +58,7 @@ async def submit(page: httpx.AsyncClient, link: str, action: str, **extra: str) 
 
 
 async def test_the_link_shows_who_asks_for_what(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live)
+    _, link = await invited(live)
     shown = await page.get(link)
     assert shown.status_code == 200
     for text in ("Fabrikam", "Contoso Ltd", "admin@contoso.example", "customer agreement", "reseller"):
@@ -123,7 +123,7 @@ async def test_a_post_without_the_csrf_cookie_changes_nothing(
 
 async def test_a_guess_learns_nothing(live: Harness, page: httpx.AsyncClient) -> None:
     """A wrong token on a real relationship and any token on none give the same page."""
-    handle, link = await invited(live)
+    _, link = await invited(live)
     query = parse_qs(urlsplit(link).query)
     real = query["relationship"][0]
     wrong = await page.get("/invitation", params={"relationship": real, "token": "A" * 43})
@@ -159,14 +159,14 @@ async def test_an_expired_link_says_so(live: Harness, page: httpx.AsyncClient) -
 
 
 async def test_names_are_shown_as_text_not_markup(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live, customer={"company": "<script>alert('x')</script> & Co"})
+    _, link = await invited(live, customer={"company": "<script>alert('x')</script> & Co"})
     shown = await page.get(link)
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co" in shown.text
     assert "<script>alert" not in shown.text
 
 
 async def test_wrong_tokens_are_rate_limited_per_address(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live)
+    _, link = await invited(live)
     real = parse_qs(urlsplit(link).query)["relationship"][0]
     for _ in range(5):
         assert (
