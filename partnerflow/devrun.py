@@ -50,6 +50,20 @@ def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]
     return subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
 
 
+def start_portal(dev_dir: Path) -> subprocess.Popen[bytes]:
+    """The acceptance page in its own process (uvicorn owns its event loop and signals)."""
+    portal_log = (dev_dir / "portal.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "portal"], stdout=portal_log, stderr=subprocess.STDOUT)
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes]) -> None:
     for _ in range(300):
         if server.poll() is not None:
@@ -63,7 +77,7 @@ async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes])
     raise RuntimeError("the Temporal dev server did not come up in 60 s; see temporal.log")
 
 
-def banner(settings: Settings, maildir: Path) -> str:
+def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
     host, _ = _host_port(settings.temporal.address)
     namespaces = ", ".join(NAMESPACES[c] for c in settings.temporal.clouds)
     return "\n".join(
@@ -73,6 +87,8 @@ def banner(settings: Settings, maildir: Path) -> str:
             f"  Temporal gRPC   {settings.temporal.address}   namespaces: {namespaces}",
             f"  Temporal Web UI http://{host}:{settings.temporal.ui_port}",
             f"  SMTP sink       {settings.mail_sink.host}:{settings.mail_sink.port} → {maildir}/new",
+            f"  Invitation page http://{settings.portal.host}:{settings.portal.port}/invitation"
+            f"  (log: {dev_dir}/portal.log)",
             f"  Records         {settings.records_url}",
             "",
         ]
@@ -87,21 +103,21 @@ async def _main() -> None:
     maildir = settings.resolve(settings.mail_sink.maildir)
     server = start_temporal(settings, dev_dir)
     sink: MailSink | None = None
+    portal: subprocess.Popen[bytes] | None = None
     try:
         await wait_for_temporal(settings, server)
+        portal = start_portal(dev_dir)
         sink = MailSink(maildir, settings.mail_sink.host, settings.mail_sink.port).start()
         stop = asyncio.Event()
         worker.install_signal_handlers(stop)
-        print(banner(settings, maildir), flush=True)
+        print(banner(settings, maildir, dev_dir), flush=True)
         await worker.serve(settings, stop)
     finally:
         if sink:
             sink.stop()
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if portal:
+            terminate(portal)
+        terminate(server)
         log.info("dev.stopped")
 
 

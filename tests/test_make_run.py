@@ -1,13 +1,16 @@
-"""`make run`'s runner: everything comes up, Ctrl-C stops it, and state survives a restart."""
+"""`make run`'s runner: everything comes up, the mailed link works, Ctrl-C stops it, state survives."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -27,8 +30,12 @@ class Runner:
         smtp_port = str(free_port())
         self.maildir = tmp / "mail"
         self.records_url = f"sqlite:///{tmp / 'records.db'}"
+        self.portal = f"http://127.0.0.1:{free_port()}"
+        self.dev_dir = tmp
         self.env = {
             **os.environ,
+            "PARTNERFLOW_PORTAL__PORT": self.portal.rsplit(":", 1)[1],
+            "PARTNERFLOW_INVITATION__LINK_BASE_URL": self.portal,
             "PARTNERFLOW_TEMPORAL__ADDRESS": self.address,
             "PARTNERFLOW_TEMPORAL__UI_PORT": str(free_port()),
             "PARTNERFLOW_TEMPORAL__DB_FILE": str(tmp / "temporal.db"),
@@ -56,6 +63,18 @@ class Runner:
 
         await poll(up, attempts=600)
 
+        async def page_up() -> bool:
+            try:
+                async with httpx.AsyncClient() as web:
+                    return (await web.get(self.portal + "/")).status_code == 404
+            except httpx.TransportError:
+                return False
+
+        await poll(page_up, attempts=600)
+
+    def logs(self) -> str:
+        return "".join(p.read_text() for p in [self.output, *self.dev_dir.glob("*.log")])
+
     def interrupt(self) -> int:
         assert self.process
         self.process.send_signal(signal.SIGINT)
@@ -77,15 +96,35 @@ async def test_run_serves_everything_and_keeps_state_across_restarts(tmp_path: P
         return len(read_maildir(runner.maildir)) == 1
 
     await poll(mailed)
+
+    # The customer follows the link in the mail, ticks the agreement and accepts.
+    [link] = re.findall(r"http\S+token=\S+", read_maildir(runner.maildir)[0].get_payload())
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    assert link.startswith(runner.portal + "/invitation?")
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(link)
+        assert page.status_code == 200 and "Contoso Ltd" in page.text
+        fields = dict(re.findall(r'name="(csrf|relationship|token)" value="([^"]*)"', page.text))
+        done = await browser.post(runner.portal + "/invitation/accept", data={**fields, "agreement": "yes"})
+        assert "You accepted" in done.text
+        again = await browser.get(link)
+        assert again.status_code == 410 and "already been used" in again.text
+        made_up = await browser.get(link.replace(token, "Q" * 43))
+        assert made_up.status_code == 404
+    view = await client.get_workflow_handle(wid).query("state", result_type=RelationshipView)
+    assert view.state == "active"
     assert runner.interrupt() == 0, runner.output.read_text()
+    assert token not in runner.logs(), "no token in make run's output or any log file"
 
     await runner.start()  # same database files: the relationship is still there
     client = await Client.connect(runner.address, namespace="relationships", data_converter=data_converter)
     view = await client.get_workflow_handle(wid).query("state", result_type=RelationshipView)
-    assert view.state == "invited" and len(view.audit) == 1
+    assert view.state == "active" and len(view.audit) == 2
     records = Records(runner.records_url)
     row = records.customer("public", "p-100", body["customer"]["id"])
     records.dispose()
-    assert row and row["state"] == "invited"
+    assert row and row["state"] == "active"
     assert runner.interrupt() == 0
-    assert len(read_maildir(runner.maildir)) == 1, "a restart sends nothing again"
+    assert len(read_maildir(runner.maildir)) == 2, (
+        "invitation + partner notice; a restart sends nothing again"
+    )
