@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
@@ -52,6 +53,8 @@ def new_worker(client: Client, activities: RelationshipActivities, task_queue: s
         task_queue=task_queue,
         workflows=[RelationshipWorkflow],
         activities=activities.all(),
+        # SIGTERM lets in-flight activities (an email mid-send) finish first.
+        graceful_shutdown_timeout=timedelta(seconds=25),
     )
 
 

@@ -8,6 +8,7 @@ breaks are refused by the `email` package itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -27,7 +28,8 @@ class SmtpSettings:
     starttls: bool = False
     username: str | None = None
     password: str | None = None
-    timeout_s: float = 30.0
+    timeout_s: float = 10.0  # each SMTP step
+    deadline_s: float = 20.0  # the whole conversation: well inside the activity's 30 s
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,15 @@ class Mailer:
 
     async def send(self, message: EmailMessage) -> None:
         s = self.settings
-        await aiosmtplib.send(
-            message,
-            hostname=s.host,
-            port=s.port,
-            start_tls=s.starttls,
-            username=s.username,
-            password=s.password,
-            timeout=s.timeout_s,
+        await asyncio.wait_for(
+            aiosmtplib.send(
+                message,
+                hostname=s.host,
+                port=s.port,
+                start_tls=s.starttls,
+                username=s.username,
+                password=s.password,
+                timeout=s.timeout_s,
+            ),
+            timeout=s.deadline_s,
         )

@@ -274,20 +274,26 @@ class Records:
             found = conn.execute(sa.select(outbox).where(outbox.c.key == key)).mappings().first()
             return OutboxEntry.model_validate(dict(found)) if found else None
 
-    def outbox_reserve(self, entry: OutboxEntry, *, now: datetime) -> None:
-        """Write (or rewrite, on a retry) the pending row before the message goes out."""
+    def outbox_reserve(self, entry: OutboxEntry, *, now: datetime) -> OutboxEntry | None:
+        """Claim the right to send `entry`: write (or rewrite) its pending row first.
+
+        None means another attempt already sent it: the caller must not send again.
+        """
         with self._tx() as conn:
             values = entry.model_dump(exclude={"key", "status", "attempts"})
-            if not conn.execute(
-                sa.update(outbox)
-                .where((outbox.c.key == entry.key) & (outbox.c.status == "pending"))
-                .values(attempts=outbox.c.attempts + 1, **values)
-            ).rowcount:
+            claimed = (
                 conn.execute(
+                    sa.update(outbox)
+                    .where((outbox.c.key == entry.key) & (outbox.c.status == "pending"))
+                    .values(attempts=outbox.c.attempts + 1, **values)
+                ).rowcount
+                or conn.execute(
                     self._insert_ignoring_duplicates(outbox).values(
                         key=entry.key, status="pending", attempts=1, created_at=now, **values
                     )
-                )
+                ).rowcount
+            )
+        return entry if claimed else None
 
     def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
         with self._tx() as conn:

@@ -62,9 +62,10 @@ class RelationshipActivities:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         letter = invitation_letter(invite, invitation_link(self.link_base_url, invite.workflow_id, token))
         digest = token_hash(token)
-        message_id = message_id_for(invite.key)
-        await self._deliver(invite.key, invite.workflow_id, "invitation", letter, message_id, digest)
-        return IssuedToken(token_sha256=digest, message_id=message_id)
+        # One Message-ID per token: a resent email with a new link is a new message.
+        message_id = message_id_for(f"{invite.key}/{digest}")
+        sent = await self._deliver(invite.key, invite.workflow_id, "invitation", letter, message_id, digest)
+        return IssuedToken(token_sha256=sent.token_sha256 or digest, message_id=sent.message_id)
 
     @activity.defn(name="send_notice")
     async def send_notice(self, notice: Notice) -> str:
@@ -74,8 +75,10 @@ class RelationshipActivities:
             return sent.message_id
         message_id = message_id_for(notice.key)
         letter = notice_letter(notice)
-        await self._deliver(notice.key, notice.workflow_id, notice.kind.value, letter, message_id, None)
-        return message_id
+        delivered = await self._deliver(
+            notice.key, notice.workflow_id, notice.kind.value, letter, message_id, None
+        )
+        return delivered.message_id
 
     async def _deliver(
         self,
@@ -85,7 +88,8 @@ class RelationshipActivities:
         letter: Letter,
         message_id: str,
         token_sha256: str | None,
-    ) -> None:
+    ) -> OutboxEntry:
+        """Send once: the outbox row is claimed before and marked after; returns what was sent."""
         entry = OutboxEntry(
             key=key,
             message_id=message_id,
@@ -97,10 +101,16 @@ class RelationshipActivities:
             status="pending",
             attempts=0,
         )
-        await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
+        claimed = await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
+        if claimed is None:  # a concurrent attempt got there first
+            done = await asyncio.to_thread(self.records.outbox_entry, key)
+            assert done is not None
+            log.info("email.already_sent", kind=kind, key=key)
+            return done
         await self.mailer.send(self.mailer.build(letter, message_id))
         await asyncio.to_thread(self.records.outbox_mark_sent, key, now=utc_now())
         log.info("email.sent", kind=kind, key=key, message_id=message_id)
+        return entry
 
     @activity.defn(name="record_change")
     async def record_change(self, change: Change) -> bool:

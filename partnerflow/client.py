@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -34,6 +35,7 @@ from states.models import (
     InvitationView,
     RelationshipView,
     StartRelationship,
+    Timers,
     workflow_id,
 )
 
@@ -91,6 +93,7 @@ def _translate(error: BaseException) -> RelationshipError:
             return NotFound(error.message)
         if error.status in _UNAVAILABLE:
             return Unavailable(f"Temporal is unavailable: {error.message}")
+        return RelationshipError(f"Temporal refused the request: {error.message}")
     if isinstance(error, WorkflowQueryFailedError):
         return RelationshipError(str(error))
     if isinstance(error, RuntimeError) and "connect" in str(error).lower():
@@ -102,42 +105,56 @@ class Relationships:
     """Drive relationships through Temporal, one client per cloud namespace."""
 
     def __init__(
-        self, clients: Mapping[Cloud, Client], rpc_timeout: timedelta = timedelta(seconds=10)
+        self,
+        clients: Mapping[Cloud, Client],
+        rpc_timeout: timedelta = timedelta(seconds=10),
+        default_timers: Timers | None = None,
     ) -> None:
         self.clients = dict(clients)
         self.rpc_timeout = rpc_timeout
+        self.default_timers = default_timers  # temporal-dev.yml's, for starts that set none
 
     @classmethod
     async def connect(
-        cls, address: str, clouds: list[Cloud] | None = None, *, lazy: bool = False
+        cls,
+        address: str,
+        clouds: list[Cloud] | None = None,
+        *,
+        lazy: bool = False,
+        default_timers: Timers | None = None,
     ) -> Relationships:
         clients = {}
         for cloud in clouds or list(Cloud):
             clients[cloud] = await Client.connect(
                 address, namespace=NAMESPACES[cloud], data_converter=data_converter, lazy=lazy
             )
-        return cls(clients)
+        return cls(clients, default_timers=default_timers)
 
     def _handle(self, cloud: Cloud, wid: str) -> WorkflowHandle[Any, Any]:
         return self.clients[cloud].get_workflow_handle(wid)
 
     async def start(self, start: StartRelationship) -> RelationshipView:
-        """Invite or refer; idempotent: an open relationship with the same id is reused."""
+        """Invite or refer, idempotently: an open relationship with the same id is reused.
+
+        Update-with-start answers once the start's change (records, email) is made,
+        or with the reason the start was refused.
+        """
+        if "timers" not in start.model_fields_set and self.default_timers is not None:
+            start = start.model_copy(update={"timers": self.default_timers})
+        operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+            WORKFLOW_TYPE,
+            start,
+            id=start.workflow_id,
+            task_queue=TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"{start.customer.company} ← {start.partner.name} ({start.cloud.value})",
+        )
         try:
-            handle = await self.clients[start.cloud].start_workflow(
-                WORKFLOW_TYPE,
-                start,
-                id=start.workflow_id,
-                task_queue=TASK_QUEUE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                static_summary=f"{start.customer.company} ← {start.partner.name} ({start.cloud.value})",
-                rpc_timeout=self.rpc_timeout,
-            )
-            view: RelationshipView = await handle.query(
-                "state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout
+            view: RelationshipView = await self.clients[start.cloud].execute_update_with_start_workflow(
+                "started", start_workflow_operation=operation, result_type=RelationshipView
             )
             return view
-        except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
+        except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
             raise _translate(error) from error
 
     async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:

@@ -29,7 +29,7 @@ from activities.relationship import RelationshipActivities
 from partnerflow import search_attributes
 from partnerflow.converter import data_converter
 from partnerflow.mailsink import MailSink
-from states.models import NAMESPACES, Cloud, RelationshipView
+from states.models import NAMESPACES, TASK_QUEUE, Cloud, RelationshipView
 from worker import new_worker
 
 BIN = Path(sys.executable).parent
@@ -192,11 +192,11 @@ async def poll(check: Any, attempts: int = 200) -> Any:
 
 
 async def _harness(
-    env: WorkflowEnvironment, sink: MailSink, records: Records, cloud: Cloud
+    env: WorkflowEnvironment, sink: MailSink, records: Records, cloud: Cloud, task_queue: str | None = None
 ) -> AsyncIterator[Harness]:
     activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), LINK_BASE)
     client = client_for(env, cloud)
-    task_queue = f"tq-{uuid.uuid4()}"
+    task_queue = task_queue or f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):
         harness = Harness(env, client, sink, records, task_queue)
         yield harness
@@ -228,4 +228,13 @@ async def timed_usgov(
 async def live(dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Harness]:
     """A worker on the real dev server (cloud public)."""
     async for h in _harness(dev_env, mail_sink, records, Cloud.PUBLIC):
+        yield h
+
+
+@pytest.fixture
+async def live_contract_queue(
+    dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+) -> AsyncIterator[Harness]:
+    """A worker on the contract's task queue (`relationships`), for the typed client."""
+    async for h in _harness(dev_env, mail_sink, records, Cloud.PUBLIC, TASK_QUEUE):
         yield h

@@ -5,16 +5,23 @@ Payloads are sent as raw JSON dicts, exactly as any SDK or the `temporal` CLI wo
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
+from activities.email import Mailer, SmtpSettings
+from activities.records import Records
+from activities.relationship import RelationshipActivities
+from partnerflow.mailsink import MailSink
 from states.machine import token_hash
 from states.models import RelationshipView
-from tests.conftest import ADMIN, Harness, actor, start_input
+from tests.conftest import ADMIN, LINK_BASE, Harness, actor, client_for, poll, start_input
+from worker import new_worker
 
 pytestmark = pytest.mark.server
 
@@ -449,3 +456,34 @@ async def test_the_invitation_query_shows_details_only_to_the_live_token(timed: 
     before = await timed.history_size(handle)
     await lookup(second)
     assert await timed.history_size(handle) == before, "a lookup writes nothing"
+
+
+async def test_reminders_missed_in_a_worker_outage_are_not_sent_late(
+    dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+) -> None:
+    """With no worker past the expiry, the invitation expires without a late reminder.
+
+    On the dev server with second-long timers: the time-skipping server does not
+    skip time while a workflow task waits for a worker that is not there.
+    """
+    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+    client = client_for(dev_env)
+    task_queue = f"tq-{uuid.uuid4()}"
+    body = start_input(timers={"invitation_ttl": "PT3S", "reminders_before": ["PT2S", "PT1S"]})
+    harness = Harness(dev_env, client, mail_sink, records, task_queue)
+    async with new_worker(client, activities, task_queue):
+        handle = await client.start_workflow(
+            "Relationship", body, id=f"relationship/p-100/{body['customer']['id']}", task_queue=task_queue
+        )
+        view = await harness.wait_for_state(handle, "invited")
+    expires_at = view.invitation_expires_at
+    assert expires_at is not None
+
+    async def expired_by_the_clock() -> bool:
+        return datetime.now(UTC) > expires_at + timedelta(milliseconds=200)
+
+    await poll(expired_by_the_clock, attempts=400)  # the outage outlasts the invitation
+    async with new_worker(client, activities, task_queue):
+        view = await harness.wait_for_state(handle, "invitation_expired")
+    assert view.audit[-1].operation == "ExpireCustomerInvitation"
+    assert [m["Subject"] for m in mail_sink.messages() if "Reminder" in m["Subject"]] == []

@@ -101,6 +101,7 @@ class RelationshipData(BaseModel):
     audit: list[AuditEntry] = []
     # Hashes of tokens that no longer work and why, so a link opened again can say so.
     spent_tokens: list[tuple[str, InvitationStatus]] = []
+    claimed_by: str | None = None  # the update that holds the live token while it runs
 
 
 async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
@@ -162,6 +163,7 @@ class RelationshipWorkflow:
     async def run(self, start: StartRelationship) -> RelationshipView:
         if self._start_denial:
             raise self._start_denial
+        self._publish()  # findable by partner, customer and state from the first moment
         initial, operation, effects = STARTS[start.origin.value]
         async with self._lock:
             row = Transition("start", (), initial, operation, effects=effects)
@@ -181,23 +183,31 @@ class RelationshipWorkflow:
         if due is None:
             await workflow.wait_condition(lambda: self.d.seq != seq)
             return
-        at, what = due
-        delay = at - workflow.now()
+        delay = due[0] - workflow.now()
         if delay > timedelta(0):
             try:
                 await workflow.wait_condition(lambda: self.d.seq != seq, timeout=delay)
                 return
             except TimeoutError:
                 pass
+        reminder: Notice | None = None
         async with self._lock:
-            if self.d.seq != seq or self.d.reminders_sent != reminders:
-                return  # an update got there first
-            if what == "reminder":
-                await self._send_reminder()
-            elif what == "skip_reminder":
-                self.d.reminders_sent += 1
-            else:
+            # Decide now, not when the wait began: an outage may have passed meanwhile.
+            due = self._next_timer()
+            if self.d.seq != seq or self.d.reminders_sent != reminders or not due:
+                return
+            at, what = due
+            if at > workflow.now():
+                return
+            if what == "expire_referral" or what == "expire_invitation":
                 await self._commit(Lifecycle(self.d.state).fire(what), SYSTEM)
+                return
+            self.d.reminders_sent += 1
+            if what == "reminder":
+                reminder = self._reminder()
+        if reminder:
+            # Outside the lock: a slow mail server never holds up the customer's answer.
+            await _activity("send_notice", reminder, result_type=str, summary="invitation reminder")
 
     def _next_timer(self) -> tuple[datetime, str] | None:
         d, timers = self.d, self.d.start.timers
@@ -209,29 +219,23 @@ class RelationshipWorkflow:
                 at = d.expires_at - befores[d.reminders_sent]
                 rest = befores[d.reminders_sent + 1 :]
                 following = d.expires_at - rest[0] if rest else d.expires_at
-                # Already past the next moment (a worker outage): never send it late.
+                # Past the next moment already (a worker outage): never send it late.
                 stale = workflow.now() >= following
                 return at, "skip_reminder" if stale else "reminder"
             return d.expires_at, "expire_invitation"
         return None
 
-    async def _send_reminder(self) -> None:
+    def _reminder(self) -> Notice:
         d = self.d
-        await _activity(
-            "send_notice",
-            Notice(
-                key=f"{self._key_prefix()}/invitation-{d.invitation_seq}/reminder-{d.reminders_sent + 1}",
-                kind=NoticeKind.REMINDER,
-                workflow_id=workflow.info().workflow_id,
-                to=d.start.customer.admin_email,
-                partner_name=d.start.partner.name,
-                company=d.start.customer.company,
-                expires_at=d.expires_at,
-            ),
-            result_type=str,
-            summary="invitation reminder",
+        return Notice(
+            key=f"{self._key_prefix()}/invitation-{d.invitation_seq}/reminder-{d.reminders_sent}",
+            kind=NoticeKind.REMINDER,
+            workflow_id=workflow.info().workflow_id,
+            to=d.start.customer.admin_email,
+            partner_name=d.start.partner.name,
+            company=d.start.customer.company,
+            expires_at=d.expires_at,
         )
-        d.reminders_sent += 1
 
     # --- updates (CONTRACT.md); each validator sits under its handler -----------
     @workflow.update(name="accept_referral")
@@ -268,6 +272,7 @@ class RelationshipWorkflow:
 
     @workflow.update(name="accept_invitation")
     async def accept_invitation(self, command: AcceptInvitation) -> RelationshipView:
+        self._claim_token(command.token, InvitationStatus.ACCEPTED)
         who = Who(user=command.customer_admin.email, role="customer_admin")
         return await self._handle("accept_invitation", command, who)
 
@@ -277,6 +282,7 @@ class RelationshipWorkflow:
 
     @workflow.update(name="decline_invitation")
     async def decline_invitation(self, command: DeclineInvitation) -> RelationshipView:
+        self._claim_token(command.token, InvitationStatus.DECLINED)
         who = Who(user=command.customer_admin.email, role="customer_admin")
         return await self._handle("decline_invitation", command, who, command.reason)
 
@@ -317,6 +323,17 @@ class RelationshipWorkflow:
     def validate_reinstate(self, command: PartnerCommand) -> None:
         self._validate("reinstate", command, command.actor)
 
+    @workflow.update(name="started")
+    async def started(self) -> RelationshipView:
+        """For update-with-start: answers once the start's change is made."""
+        await workflow.wait_condition(lambda: self.d.seq > 0)
+        return self._view()
+
+    @started.validator
+    def validate_started(self) -> None:
+        if self._start_denial:
+            raise self._start_denial
+
     @workflow.query(name="state")
     def state(self) -> RelationshipView:
         return self._view()
@@ -337,6 +354,8 @@ class RelationshipWorkflow:
         for spent, outcome in d.spent_tokens:
             if hmac.compare_digest(spent, digest):
                 return InvitationView(status=outcome)
+        if d.token_sha256 and hmac.compare_digest(d.token_sha256, digest):
+            return InvitationView(status=InvitationStatus.EXPIRED)  # its timer has yet to fire
         return InvitationView(status=InvitationStatus.UNKNOWN)
 
     # --- the shared path of every update ---------------------------------------
@@ -344,11 +363,24 @@ class RelationshipWorkflow:
     def _partner(actor: Actor) -> Who:
         return Who(user=actor.user, role=actor.role.value)
 
+    def _claim_token(self, token: str, outcome: InvitationStatus) -> None:
+        """Void the token the moment its update is accepted (its input is now in history).
+
+        Runs before the handler's first await, so no other update or query can use
+        the token in between; only this update may still complete with it.
+        """
+        d = self.d
+        if d.claimed_by is None and d.token_sha256 and self._machine().token_is_valid_for(token):
+            d.claimed_by = workflow.current_update_info().id  # type: ignore[union-attr]
+            self._spend_token(d.token_sha256, outcome)
+
     def _machine(self) -> Lifecycle:
         d = self.d
+        claimant = workflow.current_update_info()
+        mine = claimant is not None and claimant.id == d.claimed_by
         return Lifecycle(
             d.state,
-            token_sha256=d.token_sha256,
+            token_sha256=d.token_sha256 if d.claimed_by is None or mine else None,
             token_expires_at=d.expires_at,
             purchase_permission=d.purchase_permission,
             customer_id=d.start.customer.id,
@@ -387,6 +419,9 @@ class RelationshipWorkflow:
 
     async def _handle(self, trigger: str, command: Any, who: Who, reason: str = "") -> RelationshipView:
         actor = getattr(command, "actor", None)
+        # An update may arrive with the start (update-with-start, or a quick caller):
+        # it waits until the start's change is made, then is checked again.
+        await workflow.wait_condition(lambda: self.d.seq > 0)
         async with self._lock:
             # Another update may have moved the state since this one was validated.
             self._validate(trigger, command, actor)
@@ -416,8 +451,9 @@ class RelationshipWorkflow:
         now = workflow.now()
         seq = d.seq + 1
         old_token = d.token_sha256
+        issued: tuple[IssuedToken, datetime] | None = None
         if "send_invitation" in row.effects:
-            await self._send_invitation(seq, who, reinstatement=row.trigger == "reinstate")
+            issued = await self._send_invitation(seq, reinstatement=row.trigger == "reinstate")
         purchase = d.purchase_permission
         if row.trigger == "set_purchase_permission":
             purchase = row.operation == "CreateSelfServePolicy"
@@ -458,11 +494,17 @@ class RelationshipWorkflow:
             d.reinstating = True
         if row.trigger == "accept_invitation":
             d.reinstating = False
+        if issued:  # a new token: the old one is void
+            d.invitation_seq += 1
+            d.token_sha256 = issued[0].token_sha256
+            d.invited_at, d.expires_at, d.reminders_sent = now, issued[1], 0
+            d.inviter = who.user if who.role != "system" else d.inviter or d.start.actor.user
         # The old token is void once replaced, used, cancelled or expired.
         if old_token and (old_token != d.token_sha256 or row.dest is not State.INVITED):
             self._spend_token(old_token, row.trigger)
         if row.dest is not State.INVITED:
             d.token_sha256 = None
+        d.claimed_by = None
         d.audit.append(
             AuditEntry(
                 seq=seq,
@@ -485,21 +527,22 @@ class RelationshipWorkflow:
             if effect != "send_invitation":
                 await self._notify(effect, seq, reason)
 
-    def _spend_token(self, digest: str, trigger: str) -> None:
+    def _spend_token(self, digest: str, trigger_or_outcome: str) -> None:
         outcome = {
             "accept_invitation": InvitationStatus.ACCEPTED,
             "decline_invitation": InvitationStatus.DECLINED,
             "resend_invitation": InvitationStatus.REPLACED,
+            "reinstate": InvitationStatus.REPLACED,
             "cancel_invitation": InvitationStatus.CANCELLED,
             "expire_invitation": InvitationStatus.EXPIRED,
-        }.get(trigger, InvitationStatus.REPLACED)
-        self.d.spent_tokens.append((digest, outcome))
-        del self.d.spent_tokens[:-SPENT_TOKENS_KEPT]
+        }.get(trigger_or_outcome) or InvitationStatus(trigger_or_outcome)
+        spent = [(h, o) for h, o in self.d.spent_tokens if h != digest]
+        self.d.spent_tokens = [*spent, (digest, outcome)][-SPENT_TOKENS_KEPT:]
 
-    async def _send_invitation(self, seq: int, who: Who, *, reinstatement: bool) -> None:
-        d, s = self.d, self.d.start
-        now = workflow.now()
-        expires_at = now + s.timers.invitation_ttl
+    async def _send_invitation(self, seq: int, *, reinstatement: bool) -> tuple[IssuedToken, datetime]:
+        """Email a new token; the caller makes it the live one once the change is recorded."""
+        s = self.d.start
+        expires_at = workflow.now() + s.timers.invitation_ttl
         issued = await _activity(
             "send_invitation",
             Invitation(
@@ -514,10 +557,7 @@ class RelationshipWorkflow:
             result_type=IssuedToken,
             summary="invitation email to the customer's global admin",
         )
-        d.invitation_seq += 1
-        d.token_sha256 = issued.token_sha256  # a new token voids the old one
-        d.invited_at, d.expires_at, d.reminders_sent = now, expires_at, 0
-        d.inviter = who.user if who.role != "system" else d.inviter or s.actor.user
+        return issued, expires_at
 
     async def _notify(self, effect: str, seq: int, reason: str) -> None:
         d, s = self.d, self.d.start
@@ -553,10 +593,10 @@ class RelationshipWorkflow:
 
     # --- what others see ---------------------------------------------------------
     def _key_prefix(self) -> str:
-        # Stable across retries and continue-as-new; new for a new relationship
-        # that reuses the workflow id after the old one closed.
+        # Stable across retries and replays; new after a reset and for a new
+        # relationship that reuses the workflow id after the old one closed.
         info = workflow.info()
-        return f"{info.workflow_id}/{info.first_execution_run_id}"
+        return f"{info.workflow_id}/{info.run_id}"
 
     def _publish(self) -> None:
         s = self.d.start

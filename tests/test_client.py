@@ -1,0 +1,104 @@
+"""The typed client against the dev server: idempotent starts, typed errors, update-with-start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from partnerflow.client import NotFound, PermissionDenied, Relationships, TransitionNotAllowed
+from states.models import (
+    Cloud,
+    PartnerCommand,
+    ReasonedCommand,
+    SetPurchasePermission,
+    StartRelationship,
+    Timers,
+)
+from tests.conftest import Harness, actor, client_for, start_input
+
+pytestmark = pytest.mark.server
+
+
+def relationships(env: WorkflowEnvironment, **kw: object) -> Relationships:
+    return Relationships({cloud: client_for(env, cloud) for cloud in Cloud}, **kw)  # type: ignore[arg-type]
+
+
+async def test_inviting_twice_is_one_relationship_and_one_email(
+    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+) -> None:
+    """The answer comes once the invitation is recorded and sent; a repeat changes nothing."""
+    client = relationships(dev_env)
+    start = StartRelationship.model_validate(start_input())
+    view = await client.start(start)
+    assert view.state == "invited" and [a.operation for a in view.audit] == ["CreateCustomerInvitation"]
+    assert len(live_contract_queue.mail()) == 1
+    again = await client.start(start)
+    assert again.audit == view.audit and len(live_contract_queue.mail()) == 1
+
+
+async def test_a_refused_start_raises_a_typed_error(
+    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+) -> None:
+    client = relationships(dev_env)
+    start = StartRelationship.model_validate(start_input(actor=actor("helpdesk_agent")))
+    with pytest.raises(PermissionDenied) as caught:
+        await client.start(start)
+    assert caught.value.rule == "role" and "helpdesk_agent may not invite" in caught.value.message
+    assert live_contract_queue.mail() == []
+
+
+async def test_updates_return_the_view_or_a_typed_error(
+    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+) -> None:
+    client = relationships(dev_env)
+    start = StartRelationship.model_validate(start_input())
+    await client.start(start)
+    with pytest.raises(PermissionDenied):
+        await client.update(
+            Cloud.PUBLIC,
+            start.workflow_id,
+            "resend_invitation",
+            PartnerCommand.model_validate({"actor": actor("helpdesk_agent")}),
+        )
+    with pytest.raises(TransitionNotAllowed):
+        await client.update(
+            Cloud.PUBLIC,
+            start.workflow_id,
+            "set_purchase_permission",
+            SetPurchasePermission.model_validate({"actor": actor("admin_agent"), "allowed": True}),
+        )
+    with pytest.raises(NotFound):
+        await client.state(Cloud.PUBLIC, "p-100", "nobody-here")
+    view = await client.update(
+        Cloud.PUBLIC,
+        start.workflow_id,
+        "cancel_invitation",
+        ReasonedCommand.model_validate({"actor": actor()}),
+    )
+    assert view.state == "cancelled"
+
+
+async def test_an_update_right_behind_the_start_waits_for_it(
+    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+) -> None:
+    """A cancel sent before the start's change is made lands after it, never under it."""
+    h = live_contract_queue
+    handle = await h.start()
+    view = await h.update(handle, "cancel_invitation", {"actor": actor()})
+    assert view.state == "cancelled"
+    assert [a.operation for a in view.audit] == ["CreateCustomerInvitation", "CancelCustomerInvitation"]
+    assert (await handle.result()).state == "cancelled"
+    assert [r["to_state"] for r in h.records.audit_trail(handle.id)] == ["invited", "cancelled"]
+
+
+async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
+    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+) -> None:
+    client = relationships(
+        dev_env, default_timers=Timers(invitation_ttl=timedelta(days=3), reminders_before=())
+    )
+    view = await client.start(StartRelationship.model_validate(start_input()))
+    assert view.invitation_expires_at and view.audit
+    assert view.invitation_expires_at - view.audit[0].at == timedelta(days=3)
