@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.email import Mailer, SmtpSettings
@@ -58,19 +59,33 @@ def new_worker(client: Client, activities: RelationshipActivities, task_queue: s
     )
 
 
-async def connect(settings: Settings, namespace: str) -> Client:
-    return await Client.connect(settings.temporal.address, namespace=namespace, data_converter=data_converter)
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A runtime exporting the SDK's metrics and our counters to Prometheus, if configured."""
+    if not settings.metrics.prometheus:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics.prometheus))
+    )
+
+
+async def connect(settings: Settings, namespace: str, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal.address, namespace=namespace, data_converter=data_converter, runtime=runtime
+    )
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker per configured cloud until `stop` is set."""
     activities = build_activities(settings)
+    runtime = metrics_runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
         for cloud in settings.temporal.clouds:
             namespace = NAMESPACES[cloud]
-            client = await connect(settings, namespace)
+            client = await connect(settings, namespace, runtime)
             await stack.enter_async_context(new_worker(client, activities))
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
+        if runtime:
+            log.info("worker.metrics", prometheus=f"http://{settings.metrics.prometheus}/metrics")
         await stop.wait()
         log.info("worker.stopping")
     activities.records.dispose()

@@ -23,6 +23,20 @@ from states.machine import token_hash
 
 log = structlog.get_logger(__name__)
 
+
+def _log() -> Any:
+    """The module logger, bound to the running activity's workflow and run."""
+    if not activity.in_activity():
+        return log
+    info = activity.info()
+    return log.bind(
+        workflow_id=info.workflow_id,
+        run_id=info.workflow_run_id,
+        activity_type=info.activity_type,
+        attempt=info.attempt,
+    )
+
+
 #: 256 bits from the OS's CSPRNG (the contract asks for at least 128).
 TOKEN_BYTES = 32
 
@@ -54,7 +68,7 @@ class RelationshipActivities:
     async def send_invitation(self, invite: Invitation) -> IssuedToken:
         sent = await asyncio.to_thread(self.records.outbox_entry, invite.key)
         if sent and sent.status == "sent" and sent.token_sha256:
-            log.info("email.already_sent", kind="invitation", key=invite.key)
+            _log().info("email.already_sent", kind="invitation", key=invite.key)
             return IssuedToken(token_sha256=sent.token_sha256, message_id=sent.message_id)
         # A pending row means an earlier attempt may or may not have delivered. Its
         # token is unknown (never stored), so a fresh one replaces it: at worst the
@@ -71,7 +85,7 @@ class RelationshipActivities:
     async def send_notice(self, notice: Notice) -> str:
         sent = await asyncio.to_thread(self.records.outbox_entry, notice.key)
         if sent and sent.status == "sent":
-            log.info("email.already_sent", kind=notice.kind.value, key=notice.key)
+            _log().info("email.already_sent", kind=notice.kind.value, key=notice.key)
             return sent.message_id
         message_id = message_id_for(notice.key)
         letter = notice_letter(notice)
@@ -105,17 +119,21 @@ class RelationshipActivities:
         if claimed is None:  # a concurrent attempt got there first
             done = await asyncio.to_thread(self.records.outbox_entry, key)
             assert done is not None
-            log.info("email.already_sent", kind=kind, key=key)
+            _log().info("email.already_sent", kind=kind, key=key)
             return done
         await self.mailer.send(self.mailer.build(letter, message_id))
         await asyncio.to_thread(self.records.outbox_mark_sent, key, now=utc_now())
-        log.info("email.sent", kind=kind, key=key, message_id=message_id)
+        _log().info("email.sent", kind=kind, key=key, message_id=message_id)
+        if activity.in_activity():
+            activity.metric_meter().create_counter(
+                "partnerflow_emails_sent", "Emails delivered to the SMTP server, by kind"
+            ).add(1, {"kind": kind})
         return entry
 
     @activity.defn(name="record_change")
     async def record_change(self, change: Change) -> bool:
         recorded = await asyncio.to_thread(self.records.apply_change, change)
-        log.info(
+        _log().info(
             "records.change" if recorded else "records.already_recorded",
             change_id=change.change_id,
             operation=change.operation,

@@ -66,6 +66,11 @@ class PortalSettings(_Section):
     wrong_token_window_s: int = Field(600, ge=1)  # ... per this many seconds
 
 
+class MetricsSettings(_Section):
+    # host:port of the worker's Prometheus endpoint (/metrics); empty turns it off.
+    prometheus: str = "127.0.0.1:9464"
+
+
 class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -80,6 +85,7 @@ class Settings(_Section):
     portal: PortalSettings = PortalSettings()
     timers: Timers = Timers()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def resolve(self, path: str) -> Path:
         """Relative paths in the file are relative to the project root."""

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import structlog
+from temporalio import activity, workflow
 
 SECRET_KEYS = frozenset({"token", "password", "api_key", "secret", "authorization"})
 
@@ -24,6 +25,19 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _flatten_temporal(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Lift Temporal's workflow/activity context to top-level keys every line shares."""
+    for key in ("temporal_workflow", "temporal_activity"):
+        context = event.pop(key, None)
+        if isinstance(context, dict):
+            event.setdefault("workflow_id", context.get("workflow_id"))
+            event.setdefault("run_id", context.get("run_id") or context.get("workflow_run_id"))
+            for extra in ("update_name", "activity_type", "attempt"):
+                if extra in context:
+                    event.setdefault(extra, context[extra])
+    return event
+
+
 def configure(fmt: str = "auto", level: str = "INFO") -> None:
     as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     shared: list[Any] = [
@@ -32,6 +46,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _flatten_temporal,
         _redact,
     ]
     renderer: Any = (
@@ -60,3 +75,6 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("transitions", "aiosmtpd", "mail.log", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The context travels as structured keys; no copy of it appended to each message.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False

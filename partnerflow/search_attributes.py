@@ -1,4 +1,4 @@
-"""The custom search attributes partnerflow keeps current (all Keyword: ids and states only)."""
+"""The custom search attributes partnerflow keeps current: ids, states and a deadline, no personal data."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "PartnerId": "Keyword",
     "CustomerId": "Keyword",
     "Cloud": "Keyword",
+    "InvitationExpiresAt": "Datetime",  # set while invited: "invitations about to lapse"
 }
 
 
@@ -22,7 +23,10 @@ def cli_flags() -> list[str]:
 
 async def register(client: Client, namespace: str) -> None:
     """Register them on a server that was not started with `cli_flags` (tests, clusters)."""
-    kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    kinds = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "Datetime": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    }
     try:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(

@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from tests.conftest import BIN, TOKEN_IN_LINK, poll
+from tests.conftest import BIN, TOKEN_IN_LINK, free_port, poll
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ class Deployment:
         (self.home / ".dev" / "mail").symlink_to(sink.maildir)
         self.records_url = f"sqlite:///{tmp / 'records.db'}"
         self.log_path = tmp / "worker.log"
+        self.metrics = f"127.0.0.1:{free_port()}"
         self.env = {
             **os.environ,
             "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -52,6 +54,7 @@ class Deployment:
             "PARTNERFLOW_SMTP__PORT": str(sink.port),
             "PARTNERFLOW_LOG__FORMAT": "json",
             "PARTNERFLOW_LOG__LEVEL": "DEBUG",
+            "PARTNERFLOW_METRICS__PROMETHEUS": self.metrics,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -223,6 +226,17 @@ async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployme
     )
     assert accepted.returncode == 0, accepted.stderr
     assert _query(deployment, wid)["state"] == "active"
+
+    # The worker's Prometheus endpoint: SDK metrics and our business counters.
+    async with httpx.AsyncClient() as web:
+        metrics = (await web.get(f"http://{deployment.metrics}/metrics")).text
+    assert re.search(r'partnerflow_rejections\S*\{[^}]*rule="token_is_valid"[^}]*\} 1', metrics)
+    assert re.search(
+        r'partnerflow_rejections\S*\{[^}]*rule="role"[^}]*update="set_purchase_permission"[^}]*\} 1', metrics
+    )
+    assert re.search(r'partnerflow_transitions\S*\{[^}]*trigger="accept_invitation"[^}]*\} 1', metrics)
+    assert re.search(r'partnerflow_emails_sent\S*\{[^}]*kind="invitation"[^}]*\} 1', metrics)
+    assert "temporal_workflow_task" in metrics or "temporal_request" in metrics
 
 
 async def test_bad_raw_start_json_fails_the_workflow_with_the_field_named(deployment: Deployment) -> None:

@@ -44,6 +44,7 @@ class Runner:
             "PARTNERFLOW_MAIL_SINK__PORT": smtp_port,
             "PARTNERFLOW_MAIL_SINK__MAILDIR": str(self.maildir),
             "PARTNERFLOW_LOG__FORMAT": "json",
+            "PARTNERFLOW_METRICS__PROMETHEUS": f"127.0.0.1:{free_port()}",
         }
         self.output = tmp / "run.log"
         self.process: subprocess.Popen[bytes] | None = None

@@ -390,11 +390,15 @@ async def test_bad_update_payloads_are_refused_naming_the_field(timed: Harness) 
 
 
 async def test_search_attributes_and_details_follow_the_state(timed: Harness) -> None:
-    """Ops can find the relationship by state, partner, customer and cloud."""
+    """Ops can find the relationship by state, partner, customer, cloud and invitation deadline."""
     handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
+    view = await timed.wait_for_state(handle, "invited")
+    attrs_at_start = view.audit[0].at
+    invited_attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
+    assert invited_attrs["InvitationExpiresAt"] == view.invitation_expires_at
     await timed.update(handle, "accept_invitation", accept(timed.token()))
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
+    assert attrs.pop("InvitationExpiresAt") > attrs_at_start
     assert attrs == {
         "RelationshipState": "active",
         "PartnerId": "p-100",
@@ -404,7 +408,7 @@ async def test_search_attributes_and_details_follow_the_state(timed: Harness) ->
     meta = await handle.query("__temporal_workflow_metadata")
     details = meta.current_details if hasattr(meta, "current_details") else meta["currentDetails"]
     assert "**active**" in details and "`end_relationship`" in details
-    assert "@" not in details  # no personal data in unencrypted details
+    assert "`AddCustomer` by admin@contoso.example (customer_admin)" in details
 
 
 async def test_the_view_is_the_contract(timed: Harness) -> None:

@@ -1,8 +1,9 @@
 """What ops read in the Temporal Web UI: the lifecycle in plain Markdown.
 
 The UI renders Markdown but not Mermaid, so the path is text with the current
-state in bold, followed by the actions the table allows next. No personal data:
-current details are stored unencrypted.
+state in bold, followed by the actions the table allows next and the last change.
+Details are served by the workflow on request (not indexed like search attributes),
+so naming who made the last change is fine there; tokens never appear.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def current_details(view: RelationshipView) -> str:
         last = view.audit[-1]
         lines += [
             "",
-            f"**Last change:** `{last.operation}` by {last.actor_role} at {last.at:%Y-%m-%d %H:%M:%S} UTC",
+            f"**Last change:** `{last.operation}` by {last.actor_user} ({last.actor_role})"
+            f" at {last.at:%Y-%m-%d %H:%M:%S} UTC",
         ]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -51,6 +51,7 @@ STATE_KEY = SearchAttributeKey.for_keyword("RelationshipState")
 PARTNER_KEY = SearchAttributeKey.for_keyword("PartnerId")
 CUSTOMER_KEY = SearchAttributeKey.for_keyword("CustomerId")
 CLOUD_KEY = SearchAttributeKey.for_keyword("Cloud")
+EXPIRES_KEY = SearchAttributeKey.for_datetime("InvitationExpiresAt")
 
 #: How many audit entries the workflow keeps (the records keep them all).
 AUDIT_TAIL = 20
@@ -408,14 +409,21 @@ class RelationshipWorkflow:
             partner_kind=s.partner.kind,
         )
         if denial:
-            raise _reject(PERMISSION_DENIED, denial.rule, f"{trigger} rejected: {denial.message}")
+            raise self._rejection(trigger, PERMISSION_DENIED, denial.rule, denial.message)
         if self._is_noop(trigger, command):
             return
         machine = self._machine()
         if not machine.may(trigger, command=command, **facts):
             rule, message = machine.why_not(trigger, command=command, **facts)
             kind = TRANSITION_NOT_ALLOWED if rule == "state" else GUARD_FAILED
-            raise _reject(kind, rule, f"{trigger} rejected: {message}")
+            raise self._rejection(trigger, kind, rule, message)
+
+    @staticmethod
+    def _rejection(trigger: str, kind: str, rule: str, message: str) -> ApplicationError:
+        workflow.metric_meter().create_counter(
+            "partnerflow_rejections", "Updates refused, by update and rule"
+        ).add(1, {"update": trigger, "rule": rule})
+        return _reject(kind, rule, f"{trigger} rejected: {message}")
 
     async def _handle(self, trigger: str, command: Any, who: Who, reason: str = "") -> RelationshipView:
         actor = getattr(command, "actor", None)
@@ -519,9 +527,19 @@ class RelationshipWorkflow:
         )
         del d.audit[:-AUDIT_TAIL]
         self._publish()
+        workflow.metric_meter().create_counter(
+            "partnerflow_transitions", "Lifecycle transitions made, by trigger and new state"
+        ).add(1, {"trigger": row.trigger, "state": row.dest.value})
         workflow.logger.info(
             "relationship.transition",
-            extra={"trigger": row.trigger, "from": from_state, "to": row.dest.value, "role": who.role},
+            extra={
+                "relationship": workflow.info().workflow_id,
+                "trigger": row.trigger,
+                "from_state": from_state.value if from_state else None,
+                "state": row.dest.value,
+                "actor": who.user,
+                "role": who.role,
+            },
         )
         for effect in row.effects:
             if effect != "send_invitation":
@@ -599,15 +617,18 @@ class RelationshipWorkflow:
         return f"{info.workflow_id}/{info.run_id}"
 
     def _publish(self) -> None:
-        s = self.d.start
-        workflow.upsert_search_attributes(
-            [
-                STATE_KEY.value_set(self.d.state.value),
-                PARTNER_KEY.value_set(s.partner.id),
-                CUSTOMER_KEY.value_set(s.customer.id),
-                CLOUD_KEY.value_set(s.cloud.value),
-            ]
-        )
+        s, d = self.d.start, self.d
+        updates: list[SearchAttributeUpdate[Any]] = [
+            STATE_KEY.value_set(d.state.value),
+            PARTNER_KEY.value_set(s.partner.id),
+            CUSTOMER_KEY.value_set(s.customer.id),
+            CLOUD_KEY.value_set(s.cloud.value),
+        ]
+        if d.expires_at:
+            # Kept after the invitation is answered (read it with RelationshipState = 'invited'):
+            # the time-skipping server cannot describe an unset Datetime attribute.
+            updates.append(EXPIRES_KEY.value_set(d.expires_at))
+        workflow.upsert_search_attributes(updates)
         workflow.set_current_details(current_details(self._view()))
 
     def _view(self) -> RelationshipView:
