@@ -1,0 +1,323 @@
+"""partnerflow's test kit: pytest fixtures that run the real thing, fast.
+
+Installed as a pytest plugin (entry point `partnerflow`), so after
+`pip install partnerflow` a backend team's tests can write::
+
+    async def test_our_billing_sync(partnerflow):
+        handle = await partnerflow.bring_to("active")      # one line, any state
+        ...                                                # drive it with your code
+        assert (await partnerflow.view(handle)).purchase_permission
+
+Fixtures:
+- `partnerflow`: a worker on the time-skipping test server (days of timers pass
+  in milliseconds), with a real SMTP sink and SQLite records in a temp folder.
+- `partnerflow_live`: the same on a real Temporal dev server (update-with-start,
+  static summaries, wall-clock timers).
+- `partnerflow_time_env` / `partnerflow_dev_env`: the session's servers, both
+  with namespaces `relationships` and `relationships-usgov` and the search attributes.
+- `partnerflow_mail` / `partnerflow_records`: the sink and the records, per test.
+
+Needs pytest-asyncio with session-scoped loops (`asyncio_default_fixture_loop_scope
+= "session"` and `asyncio_default_test_loop_scope = "session"`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.email import Mailer, SmtpSettings
+from activities.records import Records
+from activities.relationship import RelationshipActivities
+from partnerflow import search_attributes
+from partnerflow.converter import data_converter
+from partnerflow.mailsink import MailSink
+from states.lifecycle import STARTS, TRANSITIONS, State
+from states.models import NAMESPACES, Cloud, RelationshipView, Timers
+from worker import new_worker
+
+BIN = Path(sys.executable).parent
+LINK_BASE = "http://portal.test"
+TOKEN_IN_LINK = re.compile(r"[?&]token=([A-Za-z0-9_-]+)")
+ADMIN = {"user": "Alex Admin", "email": "admin@contoso.example"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_input(**overrides: Any) -> dict[str, Any]:
+    """A valid start input as raw JSON (CONTRACT.md), with a fresh customer id.
+
+    Nested dicts are merged: `start_input(partner={"kind": "indirect_provider"})`.
+    """
+    body: dict[str, Any] = {
+        "cloud": "public",
+        "partner": {"id": "p-100", "name": "Fabrikam", "kind": "direct"},
+        "customer": {
+            "id": f"c-{uuid.uuid4().hex[:12]}",
+            "company": "Contoso Ltd",
+            "admin_email": "admin@contoso.example",
+            "country": "US",
+        },
+        "origin": "invitation",
+        "actor": {"user": "sam@fabrikam.example", "role": "sales_agent", "partner_id": "p-100"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return body
+
+
+def actor(
+    role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example"
+) -> dict[str, str]:
+    return {"user": user, "role": role, "partner_id": partner_id}
+
+
+async def poll(check: Callable[[], Awaitable[Any]], attempts: int = 200) -> Any:
+    """Await a condition that a server makes true (never a fixed sleep)."""
+    delay = 0.01
+    for _ in range(attempts):
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
+    raise AssertionError("condition not met in time")
+
+
+def path_to(target: State) -> tuple[str, list[str]]:
+    """The origin and the shortest trigger sequence reaching `target`, from the lifecycle table."""
+    best: tuple[str, list[str]] | None = None
+    for origin, (initial, _, _) in STARTS.items():
+        seen, frontier = {initial}, [(initial, list[str]())]
+        while frontier:
+            state, steps = frontier.pop(0)
+            if state is target:
+                if best is None or len(steps) < len(best[1]):
+                    best = (origin, steps)
+                break
+            for row in TRANSITIONS:
+                if state in row.sources and row.dest not in seen:
+                    seen.add(row.dest)
+                    frontier.append((row.dest, [*steps, row.trigger]))
+    if best is None:
+        raise ValueError(f"{target} cannot be reached")
+    return best
+
+
+@dataclass
+class Harness:
+    """A running worker on its own task queue, with its mail sink and its records."""
+
+    env: WorkflowEnvironment
+    client: Client
+    sink: MailSink
+    records: Records
+    task_queue: str
+    handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+
+    async def start(self, body: dict[str, Any] | None = None, **overrides: Any) -> WorkflowHandle[Any, Any]:
+        """Start a relationship from raw JSON (`start_input(**overrides)` by default)."""
+        body = body or start_input(**overrides)
+        wid = f"relationship/{body['partner']['id']}/{body['customer']['id']}"
+        handle = await self.client.start_workflow(
+            "Relationship", body, id=wid, task_queue=self.task_queue, result_type=RelationshipView
+        )
+        self.handles.append(handle)
+        return handle
+
+    async def bring_to(self, state: str | State, **overrides: Any) -> WorkflowHandle[Any, Any]:
+        """A relationship in `state`, by the shortest path the lifecycle table allows."""
+        target = State(state)
+        origin, steps = path_to(target)
+        if origin == "referral":
+            overrides.setdefault("referred_by", "dist-1")
+            overrides.setdefault("actor", actor("sales_agent", partner_id="dist-1", user="d@dist.example"))
+        handle = await self.start(origin=origin, **overrides)
+        await self.wait_for_state(handle, STARTS[origin][0].value)
+        body = start_input(**overrides)
+        timers = Timers.model_validate(body.get("timers") or {})
+        customer_id = handle.id.split("/")[-1]
+        for trigger in steps:
+            if trigger == "expire_referral":
+                await self.env.sleep(timers.referral_ttl + timedelta(hours=1))
+            elif trigger == "expire_invitation":
+                await self.env.sleep(timers.invitation_ttl + timedelta(hours=1))
+            else:
+                await self.update(handle, trigger, self.payload(trigger, customer_id))
+        await self.wait_for_state(handle, target.value)
+        return handle
+
+    def payload(self, trigger: str, customer_id: str) -> dict[str, Any]:
+        """A payload that the policy and the guards accept for `trigger`."""
+        boss = actor("global_admin", user="gia@fabrikam.example")
+        if trigger == "accept_invitation":
+            return {"token": self.latest_token(), "customer_admin": ADMIN, "accept_agreement": True}
+        if trigger == "decline_invitation":
+            return {"token": self.latest_token(), "customer_admin": ADMIN}
+        if trigger == "remove_partner":
+            return {"customer_admin": {**ADMIN, "customer_id": customer_id}}
+        if trigger == "set_purchase_permission":
+            return {"actor": boss, "allowed": True}
+        return {"actor": boss, "reason": "test kit"}
+
+    async def wait_for_state(
+        self, handle: WorkflowHandle[Any, Any], state: str | None = None
+    ) -> RelationshipView:
+        """Await the first change (or `state`): the start's email and records are done then."""
+
+        async def ready() -> RelationshipView | None:
+            view = await self.view(handle)
+            if view.audit and (state is None or view.state == state):
+                return view
+            return None
+
+        result: RelationshipView = await poll(ready)
+        return result
+
+    async def view(self, handle: WorkflowHandle[Any, Any]) -> RelationshipView:
+        result: RelationshipView = await handle.query("state", result_type=RelationshipView)
+        return result
+
+    async def update(
+        self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]
+    ) -> RelationshipView:
+        """Send an update as raw JSON, as any SDK or the `temporal` CLI would."""
+        result: RelationshipView = await handle.execute_update(name, payload, result_type=RelationshipView)
+        return result
+
+    def mail(self, to: str | None = None) -> list[Any]:
+        return [m for m in self.sink.messages() if to is None or m["To"] == to]
+
+    def tokens(self) -> list[str]:
+        """Every token ever mailed, oldest first: what the customer's inbox holds."""
+        found: list[str] = []
+        for message in self.sink.messages():
+            payload = message.get_payload(decode=True)
+            text = payload.decode() if isinstance(payload, bytes) else str(payload)
+            found += TOKEN_IN_LINK.findall(text)
+        return found
+
+    def latest_token(self) -> str:
+        """The token in the newest invitation email: what the customer would click."""
+        tokens = self.tokens()
+        if not tokens:
+            raise AssertionError("no invitation email in the sink")
+        return tokens[-1]
+
+    token = latest_token
+
+    async def history_size(self, handle: WorkflowHandle[Any, Any]) -> int:
+        """Events other than workflow-task bookkeeping (which the Java test server
+        writes even for a rejected update; the real server drops them)."""
+        events = (await handle.fetch_history()).events
+        return sum(not EventType.Name(e.event_type).startswith("EVENT_TYPE_WORKFLOW_TASK") for e in events)
+
+
+def client_for(env: WorkflowEnvironment, cloud: Cloud = Cloud.PUBLIC) -> Client:
+    return Client(env.client.service_client, namespace=NAMESPACES[cloud], data_converter=data_converter)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    env: WorkflowEnvironment,
+    sink: MailSink,
+    records: Records,
+    cloud: Cloud = Cloud.PUBLIC,
+    task_queue: str | None = None,
+    link_base: str = LINK_BASE,
+) -> AsyncIterator[Harness]:
+    """partnerflow's worker on `env`; relationships it started are ended on exit."""
+    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), link_base)
+    client = client_for(env, cloud)
+    task_queue = task_queue or f"tq-{uuid.uuid4()}"
+    async with new_worker(client, activities, task_queue):
+        harness = Harness(env, client, sink, records, task_queue)
+        yield harness
+        # Open relationships with pending timers would hold up time skipping for
+        # every later test on the shared server: end them here.
+        for handle in harness.handles:
+            with contextlib.suppress(Exception):
+                await handle.terminate("test finished")
+
+
+# --- fixtures ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def partnerflow_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: days of timers pass in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=data_converter
+    )
+    for namespace in NAMESPACES.values():
+        await search_attributes.register(env.client, namespace)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def partnerflow_dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (in memory), with both namespaces and the search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        namespace=NAMESPACES[Cloud.PUBLIC],
+        data_converter=data_converter,
+        dev_server_extra_args=[f"--namespace={NAMESPACES[Cloud.USGOV]}", *search_attributes.cli_flags()],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def partnerflow_mail(tmp_path: Path) -> Iterator[MailSink]:
+    """A real SMTP server on a free port, keeping each message as a file."""
+    with MailSink(tmp_path / "mail", port=free_port()) as sink:
+        yield sink
+
+
+@pytest.fixture
+def partnerflow_records(tmp_path: Path) -> Iterator[Records]:
+    """The records (customer list, audit, outbox, subscriptions) in a temp SQLite file."""
+    records = Records(f"sqlite:///{tmp_path / 'records.db'}")
+    records.create_schema()
+    yield records
+    records.dispose()
+
+
+@pytest.fixture
+async def partnerflow(
+    partnerflow_time_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
+) -> AsyncIterator[Harness]:
+    """partnerflow's worker on the time-skipping server (cloud public)."""
+    async with running(partnerflow_time_env, partnerflow_mail, partnerflow_records) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def partnerflow_live(
+    partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
+) -> AsyncIterator[Harness]:
+    """partnerflow's worker on the real dev server (cloud public)."""
+    async with running(partnerflow_dev_env, partnerflow_mail, partnerflow_records) as harness:
+        yield harness
