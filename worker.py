@@ -63,9 +63,7 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     """A runtime exporting the SDK's metrics and our counters to Prometheus, if configured."""
     if not settings.metrics.prometheus:
         return None
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics.prometheus))
-    )
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics.prometheus)))
 
 
 async def connect(settings: Settings, namespace: str, runtime: Runtime | None = None) -> Client:

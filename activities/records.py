@@ -244,9 +244,7 @@ class Records:
                 & (subscriptions.c.partner_id == partner_id)
                 & (subscriptions.c.customer_id == customer_id)
             )
-            if not conn.execute(
-                sa.update(subscriptions).where(key).values(active=active, updated_at=now)
-            ).rowcount:
+            if not conn.execute(sa.update(subscriptions).where(key).values(active=active, updated_at=now)).rowcount:
                 conn.execute(
                     sa.insert(subscriptions).values(
                         cloud=cloud,

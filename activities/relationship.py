@@ -89,9 +89,7 @@ class RelationshipActivities:
             return sent.message_id
         message_id = message_id_for(notice.key)
         letter = notice_letter(notice)
-        delivered = await self._deliver(
-            notice.key, notice.workflow_id, notice.kind.value, letter, message_id, None
-        )
+        delivered = await self._deliver(notice.key, notice.workflow_id, notice.kind.value, letter, message_id, None)
         return delivered.message_id
 
     async def _deliver(
@@ -143,9 +141,7 @@ class RelationshipActivities:
 
     @activity.defn(name="count_active_subscriptions")
     async def count_active_subscriptions(self, key: SubscriptionsKey) -> int:
-        return await asyncio.to_thread(
-            self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id
-        )
+        return await asyncio.to_thread(self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id)
 
     def all(self) -> list[Callable[..., Any]]:
         return [

@@ -199,7 +199,5 @@ class Relationships:
     async def accept_invitation(self, cloud: Cloud, wid: str, command: AcceptInvitation) -> RelationshipView:
         return await self.update(cloud, wid, "accept_invitation", command)
 
-    async def decline_invitation(
-        self, cloud: Cloud, wid: str, command: DeclineInvitation
-    ) -> RelationshipView:
+    async def decline_invitation(self, cloud: Cloud, wid: str, command: DeclineInvitation) -> RelationshipView:
         return await self.update(cloud, wid, "decline_invitation", command)

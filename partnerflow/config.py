@@ -136,7 +136,5 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     try:
         return Settings.model_validate(_merge(raw, _overrides(env)))
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
         raise ConfigError(f"{path}: {problems}") from None

@@ -88,22 +88,16 @@ def generate() -> dict[str, str]:
             continue
         payload = _single_arg(update.arg_types, f"update {name}")
         if payload is not None:
-            files[f"update.{name}.json"] = _schema(
-                payload, "validation", f"{WORKFLOW_TYPE} update {name} payload"
-            )
+            files[f"update.{name}.json"] = _schema(payload, "validation", f"{WORKFLOW_TYPE} update {name} payload")
 
     for name, query in sorted(defn.queries.items()):
         if name is None:
             continue
         lookup = _single_arg(query.arg_types, f"query {name}")
         if lookup is not None:
-            files[f"query.{name}.input.json"] = _schema(
-                lookup, "validation", f"{WORKFLOW_TYPE} query {name} input"
-            )
+            files[f"query.{name}.input.json"] = _schema(lookup, "validation", f"{WORKFLOW_TYPE} query {name} input")
         result = _return_type(getattr(query, "ret_type", None), query.fn, f"query {name} result")
-        files[f"query.{name}.result.json"] = _schema(
-            result, "serialization", f"{WORKFLOW_TYPE} query {name} result"
-        )
+        files[f"query.{name}.result.json"] = _schema(result, "serialization", f"{WORKFLOW_TYPE} query {name} result")
 
     return files
 
@@ -144,9 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m partnerflow.schemas",
         description="Write (or check) the JSON Schemas of the Relationship workflow's messages.",
     )
-    parser.add_argument(
-        "--check", action="store_true", help="change nothing; exit 1 if schemas/ is out of date"
-    )
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if schemas/ is out of date")
     args = parser.parse_args(argv)
     shown = SCHEMA_DIR.relative_to(Path.cwd()) if SCHEMA_DIR.is_relative_to(Path.cwd()) else SCHEMA_DIR
     if args.check:

@@ -12,7 +12,8 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "PartnerId": "Keyword",
     "CustomerId": "Keyword",
     "Cloud": "Keyword",
-    "InvitationExpiresAt": "Datetime",  # set while invited: "invitations about to lapse"
+    "InvitationExpiresAt": "Datetime",  # the latest invitation's deadline: "about to lapse"
+    "StateChangedAt": "Datetime",  # when the state last changed: "ended this month"
 }
 
 

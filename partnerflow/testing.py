@@ -87,9 +87,7 @@ def start_input(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def actor(
-    role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example"
-) -> dict[str, str]:
+def actor(role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example") -> dict[str, str]:
     return {"user": user, "role": role, "partner_id": partner_id}
 
 
@@ -157,20 +155,20 @@ class Harness:
         await self.wait_for_state(handle, STARTS[origin][0].value)
         body = start_input(**overrides)
         timers = Timers.model_validate(body.get("timers") or {})
-        customer_id = handle.id.split("/")[-1]
+        partner_id, customer_id = handle.id.split("/")[1:]
         for trigger in steps:
             if trigger == "expire_referral":
                 await self.env.sleep(timers.referral_ttl + timedelta(hours=1))
             elif trigger == "expire_invitation":
                 await self.env.sleep(timers.invitation_ttl + timedelta(hours=1))
             else:
-                await self.update(handle, trigger, self.payload(trigger, customer_id))
+                await self.update(handle, trigger, self.payload(trigger, customer_id, partner_id))
         await self.wait_for_state(handle, target.value)
         return handle
 
-    def payload(self, trigger: str, customer_id: str) -> dict[str, Any]:
+    def payload(self, trigger: str, customer_id: str, partner_id: str = "p-100") -> dict[str, Any]:
         """A payload that the policy and the guards accept for `trigger`."""
-        boss = actor("global_admin", user="gia@fabrikam.example")
+        boss = actor("global_admin", partner_id=partner_id, user="gia@fabrikam.example")
         if trigger == "accept_invitation":
             return {"token": self.latest_token(), "customer_admin": ADMIN, "accept_agreement": True}
         if trigger == "decline_invitation":
@@ -181,9 +179,7 @@ class Harness:
             return {"actor": boss, "allowed": True}
         return {"actor": boss, "reason": "test kit"}
 
-    async def wait_for_state(
-        self, handle: WorkflowHandle[Any, Any], state: str | None = None
-    ) -> RelationshipView:
+    async def wait_for_state(self, handle: WorkflowHandle[Any, Any], state: str | None = None) -> RelationshipView:
         """Await the first change (or `state`): the start's email and records are done then."""
 
         async def ready() -> RelationshipView | None:
@@ -199,9 +195,7 @@ class Harness:
         result: RelationshipView = await handle.query("state", result_type=RelationshipView)
         return result
 
-    async def update(
-        self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]
-    ) -> RelationshipView:
+    async def update(self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]) -> RelationshipView:
         """Send an update as raw JSON, as any SDK or the `temporal` CLI would."""
         result: RelationshipView = await handle.execute_update(name, payload, result_type=RelationshipView)
         return result

@@ -98,15 +98,11 @@ class Portal:
     def _client(self, request: Request) -> str:
         return request.client.host if request.client else "-"
 
-    async def _lookup(
-        self, request: Request, wid: str, token: str
-    ) -> tuple[Cloud, InvitationView] | HTMLResponse:
+    async def _lookup(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
         """The live invitation, or the page that explains why there is none."""
         client = self._client(request)
         if self.limiter.blocked(client):
-            return problem(
-                429, "Too many attempts", "Wait a few minutes, then open the link from your email again."
-            )
+            return problem(429, "Too many attempts", "Wait a few minutes, then open the link from your email again.")
         if not _WORKFLOW_ID.fullmatch(wid) or not _TOKEN.fullmatch(token):
             self.limiter.miss(client)
             return problem(404, *NOT_VALID)
@@ -118,13 +114,9 @@ class Portal:
             return problem(404, *NOT_VALID)
         return problem(410, *SPENT[view.status])
 
-    def _form(
-        self, view: InvitationView, wid: str, token: str, status: int = 200, error: str = ""
-    ) -> Response:
+    def _form(self, view: InvitationView, wid: str, token: str, status: int = 200, error: str = "") -> Response:
         csrf = new_csrf()
-        response = render(
-            "invitation.html", status, view=view, relationship=wid, token=token, csrf=csrf, error=error
-        )
+        response = render("invitation.html", status, view=view, relationship=wid, token=token, csrf=csrf, error=error)
         response.set_cookie(
             CSRF_COOKIE,
             csrf,
@@ -160,9 +152,7 @@ class Portal:
             admin = CustomerAdmin(user=name, email=view.admin_email or "")
             if accepting:
                 if fields.get("agreement") != "yes":
-                    return self._form(
-                        view, wid, token, 400, "Tick the box to accept the customer agreement first."
-                    )
+                    return self._form(view, wid, token, 400, "Tick the box to accept the customer agreement first.")
                 accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
                 await self.relationships.accept_invitation(cloud, wid, accept)
             else:
@@ -173,9 +163,7 @@ class Portal:
             where = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
             return self._form(view, wid, token, 400, f"Please check: {where}.")
         except (GuardFailed, TransitionNotAllowed, NotFound):
-            return problem(
-                410, "This invitation is no longer valid", "Ask your partner for a new invitation."
-            )
+            return problem(410, "This invitation is no longer valid", "Ask your partner for a new invitation.")
         except InvalidInput as error:
             return self._form(view, wid, token, 400, error.message)
         return render("done.html", view=view, accepted=accepting)

@@ -74,9 +74,7 @@ def live(partnerflow_live: Harness) -> Harness:
 
 
 @pytest.fixture
-async def timed_usgov(
-    time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
-) -> AsyncIterator[Harness]:
+async def timed_usgov(time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Harness]:
     async with running(time_env, mail_sink, records, Cloud.USGOV) as harness:
         yield harness
 

@@ -61,9 +61,7 @@ def acts(records: Records, mail_sink: MailSink) -> RelationshipActivities:
     return RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
 
 
-async def test_a_change_recorded_twice_is_one_audit_row(
-    acts: RelationshipActivities, records: Records
-) -> None:
+async def test_a_change_recorded_twice_is_one_audit_row(acts: RelationshipActivities, records: Records) -> None:
     env = ActivityEnvironment()
     assert await env.run(acts.record_change, change(1)) is True
     assert await env.run(acts.record_change, change(1)) is False
@@ -109,9 +107,7 @@ async def test_an_invitation_retried_is_sent_once_with_one_token(
     [message] = mail_sink.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
     assert first == again and first.token_sha256 == token_hash(token)
-    assert (
-        f"{LINK_BASE}/invitation?relationship=relationship%2Fp-1%2Fc-1&token={token}" in message.get_payload()
-    )
+    assert f"{LINK_BASE}/invitation?relationship=relationship%2Fp-1%2Fc-1&token={token}" in message.get_payload()
     assert len(token) >= 43  # 256 bits, url-safe base64
 
 

@@ -38,9 +38,7 @@ async def test_inviting_twice_is_one_relationship_and_one_email(
     assert again.audit == view.audit and len(live_contract_queue.mail()) == 1
 
 
-async def test_a_refused_start_raises_a_typed_error(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
-) -> None:
+async def test_a_refused_start_raises_a_typed_error(live_contract_queue: Harness, dev_env: WorkflowEnvironment) -> None:
     client = relationships(dev_env)
     start = StartRelationship.model_validate(start_input(actor=actor("helpdesk_agent")))
     with pytest.raises(PermissionDenied) as caught:
@@ -96,9 +94,7 @@ async def test_an_update_right_behind_the_start_waits_for_it(
 async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
     live_contract_queue: Harness, dev_env: WorkflowEnvironment
 ) -> None:
-    client = relationships(
-        dev_env, default_timers=Timers(invitation_ttl=timedelta(days=3), reminders_before=())
-    )
+    client = relationships(dev_env, default_timers=Timers(invitation_ttl=timedelta(days=3), reminders_before=()))
     view = await client.start(StartRelationship.model_validate(start_input()))
     assert view.invitation_expires_at and view.audit
     assert view.invitation_expires_at - view.audit[0].at == timedelta(days=3)

@@ -76,9 +76,7 @@ class Deployment:
         return self.process.wait(timeout=60)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "temporal"), *args], env=self.env, capture_output=True, text=True, timeout=60
-        )
+        return subprocess.run([str(BIN / "temporal"), *args], env=self.env, capture_output=True, text=True, timeout=60)
 
     def bash(self, script: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -263,6 +261,4 @@ async def test_bad_raw_start_json_fails_the_workflow_with_the_field_named(deploy
     text = out.stdout + out.stderr
     assert "customer.company: Field required" in text and "origin: Field required" in text
     described = deployment.cli("workflow", "describe", *where, "-o", "json")
-    assert (
-        json.loads(described.stdout)["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_FAILED"
-    )
+    assert json.loads(described.stdout)["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_FAILED"

@@ -126,6 +126,4 @@ async def test_run_serves_everything_and_keeps_state_across_restarts(tmp_path: P
     records.dispose()
     assert row and row["state"] == "active"
     assert runner.interrupt() == 0
-    assert len(read_maildir(runner.maildir)) == 2, (
-        "invitation + partner notice; a restart sends nothing again"
-    )
+    assert len(read_maildir(runner.maildir)) == 2, "invitation + partner notice; a restart sends nothing again"

@@ -96,9 +96,7 @@ async def invitation_link(site: Site, **overrides: Any) -> tuple[Any, str]:
     return handle, link
 
 
-async def test_accepting_in_the_browser_activates_the_relationship(
-    site: Site, tab: Page, tmp_path: Path
-) -> None:
+async def test_accepting_in_the_browser_activates_the_relationship(site: Site, tab: Page, tmp_path: Path) -> None:
     handle, link = await invitation_link(site)
     await tab.goto(link)
     assert await tab.locator("#partner").inner_text() == "Fabrikam"
@@ -108,11 +106,7 @@ async def test_accepting_in_the_browser_activates_the_relationship(
     await tab.fill("input[name=admin_name]", "Alex Wilber")
     await tab.check("#agreement")
     assert await tab.locator("#accept").is_enabled()
-    shot = (
-        ROOT / "docs" / "invitation-page.png"
-        if os.environ.get("PARTNERFLOW_UPDATE_DOCS")
-        else tmp_path / "p.png"
-    )
+    shot = ROOT / "docs" / "invitation-page.png" if os.environ.get("PARTNERFLOW_UPDATE_DOCS") else tmp_path / "p.png"
     shot.parent.mkdir(exist_ok=True)
     await tab.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -71,22 +71,16 @@ async def test_the_link_shows_who_asks_for_what(live: Harness, page: httpx.Async
     assert headers["cache-control"] == "no-store"
     assert "<script>" not in shown.text  # no inline script
     assert not re.search(r'(src|href)="(https?:)?//', shown.text), "no third-party resources"
-    assert (
-        "pf_csrf" in shown.headers["set-cookie"] and "samesite=strict" in shown.headers["set-cookie"].lower()
-    )
+    assert "pf_csrf" in shown.headers["set-cookie"] and "samesite=strict" in shown.headers["set-cookie"].lower()
 
 
-async def test_accepting_activates_and_the_link_then_says_it_was_used(
-    live: Harness, page: httpx.AsyncClient
-) -> None:
+async def test_accepting_activates_and_the_link_then_says_it_was_used(live: Harness, page: httpx.AsyncClient) -> None:
     handle, link = await invited(live)
     done = await submit(page, link, "accept", agreement="yes", admin_name="Alex Wilber")
     assert done.status_code == 200 and "You accepted the invitation" in done.text
     view = await live.view(handle)
     assert view.state == "active" and view.audit[-1].actor_user == "admin@contoso.example"
-    assert any(
-        "accepted your reseller relationship" in m["Subject"] for m in live.mail("sam@fabrikam.example")
-    )
+    assert any("accepted your reseller relationship" in m["Subject"] for m in live.mail("sam@fabrikam.example"))
     again = await page.get(link)
     assert again.status_code == 410 and "already been used" in again.text
 
@@ -107,9 +101,7 @@ async def test_declining_with_a_reason(live: Harness, page: httpx.AsyncClient) -
     assert (await page.get(link)).status_code == 410
 
 
-async def test_a_post_without_the_csrf_cookie_changes_nothing(
-    live: Harness, dev_env: WorkflowEnvironment
-) -> None:
+async def test_a_post_without_the_csrf_cookie_changes_nothing(live: Harness, dev_env: WorkflowEnvironment) -> None:
     handle, link = await invited(live)
     app = create_app(relationships_on(dev_env))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as browser:
@@ -127,9 +119,7 @@ async def test_a_guess_learns_nothing(live: Harness, page: httpx.AsyncClient) ->
     query = parse_qs(urlsplit(link).query)
     real = query["relationship"][0]
     wrong = await page.get("/invitation", params={"relationship": real, "token": "A" * 43})
-    missing = await page.get(
-        "/invitation", params={"relationship": "relationship/p-1/nobody", "token": "A" * 43}
-    )
+    missing = await page.get("/invitation", params={"relationship": "relationship/p-1/nobody", "token": "A" * 43})
     malformed = await page.get("/invitation", params={"relationship": "../etc", "token": "<x>"})
     assert wrong.status_code == missing.status_code == malformed.status_code == 404
     assert wrong.text == missing.text == malformed.text
@@ -169,9 +159,7 @@ async def test_wrong_tokens_are_rate_limited_per_address(live: Harness, page: ht
     _, link = await invited(live)
     real = parse_qs(urlsplit(link).query)["relationship"][0]
     for _ in range(5):
-        assert (
-            await page.get("/invitation", params={"relationship": real, "token": "B" * 43})
-        ).status_code == 404
+        assert (await page.get("/invitation", params={"relationship": real, "token": "B" * 43})).status_code == 404
     blocked = await page.get(link)  # even the right token waits now
     assert blocked.status_code == 429
 
@@ -180,9 +168,7 @@ async def test_temporal_down_is_a_503_and_nothing_changes() -> None:
     dead = await Relationships.connect(f"127.0.0.1:{free_port()}", lazy=True)
     app = create_app(dead)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as client:
-        shown = await client.get(
-            "/invitation", params={"relationship": "relationship/p-1/c-1", "token": "C" * 43}
-        )
+        shown = await client.get("/invitation", params={"relationship": "relationship/p-1/c-1", "token": "C" * 43})
     assert shown.status_code == 503 and "try again" in shown.text
     assert "Traceback" not in shown.text
 
@@ -196,7 +182,5 @@ async def test_no_log_line_carries_the_token(live: Harness, page: httpx.AsyncCli
         await page.get(link)
     assert (await live.view(handle)).state == "active"
     requests = [e for e in logs if e["event"] == "http.request"]
-    assert len(requests) == 3 and all(
-        "token=[redacted]" in e["path"] or "?" not in e["path"] for e in requests
-    )
+    assert len(requests) == 3 and all("token=[redacted]" in e["path"] or "?" not in e["path"] for e in requests)
     assert token not in repr(logs)

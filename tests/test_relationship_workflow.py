@@ -86,9 +86,7 @@ async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(timed:
     await timed.wait_for_state(handle, "invited")
     view = await timed.update(handle, "accept_invitation", accept(timed.token()))
     assert view.state == "active" and not view.purchase_permission
-    view = await timed.update(
-        handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True}
-    )
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True})
     assert view.purchase_permission
     view = await timed.update(handle, "end_relationship", {"actor": actor(), "reason": "moving on"})
     assert view.state == "ended" and not view.purchase_permission
@@ -231,16 +229,10 @@ async def test_setting_the_permission_to_what_it_is_changes_nothing(timed: Harne
     handle = await timed.start()
     await timed.wait_for_state(handle, "invited")
     await timed.update(handle, "accept_invitation", accept(timed.token()))
-    view = await timed.update(
-        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
-    )
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
     assert not view.purchase_permission and len(view.audit) == 2
-    view = await timed.update(
-        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True}
-    )
-    view = await timed.update(
-        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
-    )
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True})
+    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
     assert [a.operation for a in view.audit][-2:] == ["CreateSelfServePolicy", "DeleteSelfServePolicy"]
 
 
@@ -294,9 +286,7 @@ async def test_a_referral_is_accepted_into_an_invitation(timed: Harness) -> None
     )
     view = await timed.wait_for_state(handle, "referred")
     assert view.audit[0].operation == "CreateReferral" and timed.mail() == []
-    error = await rejected(
-        timed, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")}
-    )
+    error = await rejected(timed, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")})
     assert error.type == "PermissionDenied"
     view = await timed.update(handle, "accept_referral", {"actor": actor()})
     assert view.state == "invited" and len(timed.tokens()) == 1
@@ -378,9 +368,7 @@ async def test_bad_update_payloads_are_refused_naming_the_field(timed: Harness) 
     """A payload that does not decode is rejected before history, with field and rule."""
     handle = await timed.start()
     await timed.wait_for_state(handle, "invited")
-    error = await rejected(
-        timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}}
-    )
+    error = await rejected(timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}})
     assert error.type == "InvalidInput"
     assert "customer_admin.email: Field required" in error.message
     assert "accept_agreement: Field required" in error.message
@@ -399,6 +387,7 @@ async def test_search_attributes_and_details_follow_the_state(timed: Harness) ->
     await timed.update(handle, "accept_invitation", accept(timed.token()))
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attrs.pop("InvitationExpiresAt") > attrs_at_start
+    assert attrs.pop("StateChangedAt") == (await timed.view(handle)).audit[-1].at
     assert attrs == {
         "RelationshipState": "active",
         "PartnerId": "p-100",

@@ -52,6 +52,7 @@ PARTNER_KEY = SearchAttributeKey.for_keyword("PartnerId")
 CUSTOMER_KEY = SearchAttributeKey.for_keyword("CustomerId")
 CLOUD_KEY = SearchAttributeKey.for_keyword("Cloud")
 EXPIRES_KEY = SearchAttributeKey.for_datetime("InvitationExpiresAt")
+CHANGED_KEY = SearchAttributeKey.for_datetime("StateChangedAt")
 
 #: How many audit entries the workflow keeps (the records keep them all).
 AUDIT_TAIL = 20
@@ -420,9 +421,9 @@ class RelationshipWorkflow:
 
     @staticmethod
     def _rejection(trigger: str, kind: str, rule: str, message: str) -> ApplicationError:
-        workflow.metric_meter().create_counter(
-            "partnerflow_rejections", "Updates refused, by update and rule"
-        ).add(1, {"update": trigger, "rule": rule})
+        workflow.metric_meter().create_counter("partnerflow_rejections", "Updates refused, by update and rule").add(
+            1, {"update": trigger, "rule": rule}
+        )
         return _reject(kind, rule, f"{trigger} rejected: {message}")
 
     async def _handle(self, trigger: str, command: Any, who: Who, reason: str = "") -> RelationshipView:
@@ -586,9 +587,7 @@ class RelationshipWorkflow:
             "notify_customer_ended": (NoticeKind.CUSTOMER_ENDED, s.customer.admin_email),
             # The referrer's user who sent the referral is the one to tell.
             "notify_referrer": (
-                NoticeKind.REFERRER_EXPIRED
-                if d.state is State.REFERRAL_EXPIRED
-                else NoticeKind.REFERRER_DECLINED,
+                NoticeKind.REFERRER_EXPIRED if d.state is State.REFERRAL_EXPIRED else NoticeKind.REFERRER_DECLINED,
                 s.actor.user,
             ),
         }
@@ -624,6 +623,8 @@ class RelationshipWorkflow:
             CUSTOMER_KEY.value_set(s.customer.id),
             CLOUD_KEY.value_set(s.cloud.value),
         ]
+        if d.audit:
+            updates.append(CHANGED_KEY.value_set(d.audit[-1].at))
         if d.expires_at:
             # Kept after the invitation is answered (read it with RelationshipState = 'invited'):
             # the time-skipping server cannot describe an unset Datetime attribute.
