@@ -8,6 +8,9 @@ survives restarts: run it again and every relationship and record is still there
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +25,15 @@ from states.models import NAMESPACES
 
 log = structlog.get_logger("partnerflow.dev")
 BIN = Path(sys.executable).parent
+
+
+def _die_with_parent() -> None:
+    """Children of `make run` stop when it does, even if it is killed outright (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -47,13 +59,15 @@ def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]
         *search_attributes.cli_flags(),
     ]
     server_log = (dev_dir / "temporal.log").open("ab")
-    return subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
 def start_portal(dev_dir: Path) -> subprocess.Popen[bytes]:
     """The acceptance page in its own process (uvicorn owns its event loop and signals)."""
     portal_log = (dev_dir / "portal.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "portal"], stdout=portal_log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "portal"], stdout=portal_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
 
 
 def terminate(process: subprocess.Popen[bytes]) -> None:

@@ -96,14 +96,18 @@ class Deployment:
 async def deployment(dev_env: WorkflowEnvironment, mail_sink: MailSink, tmp_path: Path) -> Any:
     d = Deployment(dev_env.client.service_client.config.target_host, mail_sink, tmp_path)
     d.start()
+    try:
 
-    async def started() -> bool:
-        return d.log().count('"worker.started"') == 2
+        async def started() -> bool:
+            return d.log().count('"worker.started"') == 2
 
-    await poll(started, attempts=400)
-    yield d
-    assert d.stop() == 0, "the worker must stop cleanly on SIGTERM"
-    assert '"worker.stopped"' in d.log()
+        await poll(started, attempts=400)
+        yield d
+        assert d.stop() == 0, "the worker must stop cleanly on SIGTERM"
+        assert '"worker.stopped"' in d.log()
+    finally:
+        if d.process and d.process.poll() is None:
+            d.process.kill()
 
 
 def _query(d: Deployment, wid: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,6 +57,7 @@ class Runner:
             env=self.env,
             stdout=self.output.open("wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: `kill_all` reaches its children
         )
 
         async def up() -> bool:
@@ -76,14 +78,26 @@ class Runner:
     def logs(self) -> str:
         return "".join(p.read_text() for p in [self.output, *self.dev_dir.glob("*.log")])
 
+    def kill_all(self) -> None:
+        """Whatever happened in the test, leave no server behind."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
     def interrupt(self) -> int:
         assert self.process
         self.process.send_signal(signal.SIGINT)
         return self.process.wait(timeout=60)
 
 
-async def test_run_serves_everything_and_keeps_state_across_restarts(tmp_path: Path) -> None:
-    runner = Runner(tmp_path)
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    r = Runner(tmp_path)
+    yield r
+    r.kill_all()
+
+
+async def test_run_serves_everything_and_keeps_state_across_restarts(runner: Runner) -> None:
     await runner.start()
     text = runner.output.read_text()
     assert "partnerflow is running" in text and "Temporal Web UI http://127.0.0.1:" in text
