@@ -17,12 +17,13 @@ from datetime import timedelta
 import structlog
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from activities.relationship import RelationshipActivities
-from partnerflow import logs
+from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
 from partnerflow.converter import data_converter
 from states.models import NAMESPACES, TASK_QUEUE
@@ -72,6 +73,16 @@ async def connect(settings: Settings, namespace: str, runtime: Runtime | None = 
     )
 
 
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    try:
+        added = await search_attributes.register(client, namespace)
+    except RPCError as error:  # e.g. Temporal Cloud: register them with its own tools
+        log.warning("worker.search_attributes_unchecked", namespace=namespace, error=error.message)
+        return
+    if added:
+        log.info("worker.search_attributes_added", namespace=namespace, added=added)
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker per configured cloud until `stop` is set."""
     activities = build_activities(settings)
@@ -80,6 +91,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         for cloud in settings.temporal.clouds:
             namespace = NAMESPACES[cloud]
             client = await connect(settings, namespace, runtime)
+            await ensure_search_attributes(client, namespace)
             await stack.enter_async_context(new_worker(client, activities))
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
         if runtime:
