@@ -26,6 +26,7 @@ from activities.relationship import RelationshipActivities
 from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
 from partnerflow.converter import data_converter
+from partnerflow.migrate import upgrade
 from states.models import NAMESPACES, TASK_QUEUE
 from workflows.relationship import RelationshipWorkflow
 
@@ -33,8 +34,8 @@ log = structlog.get_logger("partnerflow.worker")
 
 
 def build_activities(settings: Settings) -> RelationshipActivities:
+    upgrade(settings.records_url)  # the schema, by Alembic migrations (idempotent)
     records = Records(settings.records_url)
-    records.create_schema()
     s = settings.smtp
     mailer = Mailer(
         SmtpSettings(

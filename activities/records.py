@@ -140,13 +140,19 @@ class Records:
         with self.engine.begin() as conn:
             yield conn
 
-    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite alike)."""
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
+            return postgresql.insert(table)
         if dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing()
+            return sqlite.insert(table)
         raise RuntimeError(f"unsupported records database: {dialect}")
+
+    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        # `.rowcount` then says whether the row was new. SQLAlchemy keeps an INSERT's rowcount only
+        # when asked: without this, psycopg reports -1 (truthy) and a duplicate looks inserted.
+        return self._insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     # --- changes: audit trail + customer list, in one transaction ----------------
     def apply_change(self, change: Change) -> bool:
@@ -171,11 +177,6 @@ class Records:
             ).rowcount
             if not inserted:
                 return False
-            key = (
-                (customers.c.cloud == change.cloud)
-                & (customers.c.partner_id == change.partner_id)
-                & (customers.c.customer_id == change.customer_id)
-            )
             row = dict(
                 workflow_id=change.workflow_id,
                 company=change.company,
@@ -185,20 +186,22 @@ class Records:
                 updated_at=change.at,
                 last_change_id=change.change_id,
             )
-            updated = conn.execute(
-                sa.update(customers).where(key).values(version=customers.c.version + 1, **row)
-            ).rowcount
-            if not updated:
-                conn.execute(
-                    sa.insert(customers).values(
-                        cloud=change.cloud,
-                        partner_id=change.partner_id,
-                        customer_id=change.customer_id,
-                        created_at=change.at,
-                        version=1,
-                        **row,
-                    )
+            # One statement, so two first changes of one customer cannot both insert (a lost change).
+            conn.execute(
+                self._insert(customers)
+                .values(
+                    cloud=change.cloud,
+                    partner_id=change.partner_id,
+                    customer_id=change.customer_id,
+                    created_at=change.at,
+                    version=1,
+                    **row,
                 )
+                .on_conflict_do_update(
+                    index_elements=[customers.c.cloud, customers.c.partner_id, customers.c.customer_id],
+                    set_=dict(version=customers.c.version + 1, **row),
+                )
+            )
             return True
 
     def customer(self, cloud: str, partner_id: str, customer_id: str) -> dict[str, Any] | None:
@@ -239,21 +242,14 @@ class Records:
         if active < 0:
             raise ValueError("active subscriptions must be >= 0")
         with self._tx() as conn:
-            key = (
-                (subscriptions.c.cloud == cloud)
-                & (subscriptions.c.partner_id == partner_id)
-                & (subscriptions.c.customer_id == customer_id)
-            )
-            if not conn.execute(sa.update(subscriptions).where(key).values(active=active, updated_at=now)).rowcount:
-                conn.execute(
-                    sa.insert(subscriptions).values(
-                        cloud=cloud,
-                        partner_id=partner_id,
-                        customer_id=customer_id,
-                        active=active,
-                        updated_at=now,
-                    )
+            conn.execute(
+                self._insert(subscriptions)
+                .values(cloud=cloud, partner_id=partner_id, customer_id=customer_id, active=active, updated_at=now)
+                .on_conflict_do_update(
+                    index_elements=[subscriptions.c.cloud, subscriptions.c.partner_id, subscriptions.c.customer_id],
+                    set_=dict(active=active, updated_at=now),
                 )
+            )
 
     def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> int:
         with self.engine.connect() as conn:

@@ -79,8 +79,9 @@ def generate() -> dict[str, str]:
     defn = _Definition.must_from_class(RelationshipWorkflow)
     files: dict[str, str] = {}
 
-    # The run method's argument; StartRelationship should its hints be unresolvable.
-    start = _single_arg(defn.arg_types or [StartRelationship], "start input") or StartRelationship
+    # The run method's first argument (the second is the state a continued run carries
+    # on: internal, not for callers); StartRelationship should its hints be unresolvable.
+    start = _single_arg((defn.arg_types or [StartRelationship])[:1], "start input") or StartRelationship
     files["start.json"] = _schema(start, "validation", f"{WORKFLOW_TYPE} start input")
 
     for name, update in sorted(defn.updates.items()):

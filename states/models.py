@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from states.lifecycle import State
 
@@ -137,6 +138,9 @@ class StartRelationship(_Model):
     actor: Actor
     referred_by: Identifier | None = None
     timers: Timers = Timers()
+    # The state a continued run (continue-as-new) carries on. Internal: not in the
+    # published schema, and refused unless the run really is a continuation.
+    continued: SkipJsonSchema[dict[str, Any] | None] = None
 
     @model_validator(mode="after")
     def _referrer_for_referrals(self) -> StartRelationship:

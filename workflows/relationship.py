@@ -58,6 +58,8 @@ CHANGED_KEY = SearchAttributeKey.for_datetime("StateChangedAt")
 AUDIT_TAIL = 20
 #: How many void token hashes it remembers, to tell "used" from "unknown".
 SPENT_TOKENS_KEPT = 10
+#: How many applied update ids it remembers, to drop a retry that reaches a new run.
+RECENT_UPDATES_KEPT = 50
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -66,6 +68,7 @@ ACTIVITY_RETRY = RetryPolicy(
     non_retryable_error_types=["InvalidInput"],
 )
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 
 # ApplicationError types a caller can branch on.
 PERMISSION_DENIED = "PermissionDenied"
@@ -104,6 +107,7 @@ class RelationshipData(BaseModel):
     # Hashes of tokens that no longer work and why, so a link opened again can say so.
     spent_tokens: list[tuple[str, InvitationStatus]] = []
     claimed_by: str | None = None  # the update that holds the live token while it runs
+    recent_updates: list[str] = []  # ids of the last updates applied, carried across runs
 
 
 async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
@@ -119,6 +123,20 @@ async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) 
     return result
 
 
+async def _local_activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
+    """A quick database step runs in the worker itself: no task-queue round trip, one
+    marker in history instead of three events. Retried like any activity (idempotent)."""
+    result: T = await workflow.execute_local_activity(
+        name,
+        arg,
+        result_type=result_type,
+        summary=summary,
+        start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+        retry_policy=ACTIVITY_RETRY,
+    )
+    return result
+
+
 def _reject(kind: str, rule: str, message: str) -> ApplicationError:
     return ApplicationError(message, {"rule": rule}, type=kind, non_retryable=True)
 
@@ -127,13 +145,18 @@ def _reject(kind: str, rule: str, message: str) -> ApplicationError:
 class RelationshipWorkflow:
     @workflow.init
     def __init__(self, start: StartRelationship) -> None:
-        initial = STARTS[start.origin.value][0]
-        self.d = RelationshipData(start=start, state=initial)
         self._lock = asyncio.Lock()
         self._start_denial = self._check_start(start)
+        if start.continued is not None and not self._start_denial:
+            # A continued run carries everything on: state, audit tail, deadlines.
+            self.d = RelationshipData.model_validate(start.continued)
+        else:
+            self.d = RelationshipData(start=start, state=STARTS[start.origin.value][0])
 
     def _check_start(self, start: StartRelationship) -> ApplicationError | None:
         info = workflow.info()
+        if start.continued is not None and info.continued_run_id is None:
+            return _reject(INVALID_START, "continued", "continued is set by partnerflow itself, never by a caller")
         if info.workflow_id != start.workflow_id:
             return _reject(
                 INVALID_START,
@@ -166,15 +189,21 @@ class RelationshipWorkflow:
         if self._start_denial:
             raise self._start_denial
         self._publish()  # findable by partner, customer and state from the first moment
-        initial, operation, effects = STARTS[start.origin.value]
-        async with self._lock:
-            row = Transition("start", (), initial, operation, effects=effects)
-            if initial is State.REFERRED:
-                self.d.referred_at = workflow.now()
-            await self._commit(row, Who(user=start.actor.user, role=start.actor.role.value))
+        if start.continued is None:
+            initial, operation, effects = STARTS[start.origin.value]
+            async with self._lock:
+                row = Transition("start", (), initial, operation, effects=effects)
+                if initial is State.REFERRED:
+                    self.d.referred_at = workflow.now()
+                await self._commit(row, Who(user=start.actor.user, role=start.actor.role.value))
 
         while self.d.state not in FINAL_STATES:
             await self._wait_for_change_or_timer()
+            if workflow.info().is_continue_as_new_suggested():
+                # Years of changes: hand the whole state (deadlines included) to a fresh
+                # run once no handler is mid-flight, so history stays small.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(start.model_copy(update={"continued": self.d.model_dump(mode="json")}))
 
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
@@ -428,10 +457,13 @@ class RelationshipWorkflow:
 
     async def _handle(self, trigger: str, command: Any, who: Who, reason: str = "") -> RelationshipView:
         actor = getattr(command, "actor", None)
+        update_id = workflow.current_update_info().id  # type: ignore[union-attr]
         # An update may arrive with the start (update-with-start, or a quick caller):
         # it waits until the start's change is made, then is checked again.
         await workflow.wait_condition(lambda: self.d.seq > 0)
         async with self._lock:
+            if update_id in self.d.recent_updates:
+                return self._view()  # a caller's retry that reached a continued run: done already
             # Another update may have moved the state since this one was validated.
             self._validate(trigger, command, actor)
             if self._is_noop(trigger, command):
@@ -442,11 +474,12 @@ class RelationshipWorkflow:
                 self._validate(trigger, command, actor, **facts)
             row = self._machine().fire(trigger, command=command, **facts)
             await self._commit(row, who, reason)
+            self.d.recent_updates = [*self.d.recent_updates, update_id][-RECENT_UPDATES_KEPT:]
             return self._view()
 
     async def _active_subscriptions(self) -> int:
         s = self.d.start
-        return await _activity(
+        return await _local_activity(
             "count_active_subscriptions",
             SubscriptionsKey(cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id),
             result_type=int,
@@ -472,7 +505,7 @@ class RelationshipWorkflow:
         if row.trigger == "accept_invitation" and d.reinstating:
             reinstated += 1
         s = d.start
-        await _activity(
+        await _local_activity(
             "record_change",
             Change(
                 change_id=f"{self._key_prefix()}/{seq}",

@@ -1,0 +1,119 @@
+"""Bring a records database to the newest schema with Alembic, driven from code (no alembic.ini).
+
+    python -m partnerflow.migrate            # the configured records database (temporal-dev.yml, env)
+    python -m partnerflow.migrate URL        # any SQLAlchemy URL, e.g. postgresql+psycopg://…
+
+The scripts are in `partnerflow/migrations/` (installed with the package). A database made before migrations
+existed (by `Records.create_schema()`) is adopted: if its tables match revision 0001
+exactly, it is stamped 0001 and then upgraded like any other.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from activities.records import metadata
+from partnerflow.config import ConfigError, load
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
+BASELINE = "0001"  # the revision that creates exactly what `create_schema()` used to create
+_LOCK_ID = 0x7061_7274_6E65_72  # "partner": one migrator at a time on PostgreSQL
+
+
+@dataclass(frozen=True)
+class Outcome:
+    url: str  # password hidden
+    before: str | None
+    after: str | None
+    adopted: bool  # tables from create_schema() found and stamped BASELINE first
+
+    def describe(self) -> str:
+        if self.adopted:
+            done = f"records {self.url}: adopted its tables (made without migrations) as {BASELINE}"
+            return done + ("" if self.after == BASELINE else f", upgraded → {self.after}")
+        if self.before == self.after:
+            return f"records {self.url}: already at {self.after}, nothing to do"
+        return f"records {self.url}: upgraded {self.before or 'empty database'} → {self.after}"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser interpolation
+    return cfg
+
+
+def current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _engine(url: str) -> sa.Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def _adopt(conn: Connection, cfg: Config) -> bool:
+    """Stamp BASELINE on a database whose tables `create_schema()` made; refuse one that differs."""
+    ours = set(metadata.tables)
+    present = set(sa.inspect(conn).get_table_names()) & ours
+    if not present:
+        return False
+    if present != ours:
+        raise RuntimeError(f"records tables {sorted(present)} exist without migration history, others are missing")
+    differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    if differences:
+        raise RuntimeError(f"records tables exist without migration history and differ from {BASELINE}: {differences}")
+    command.stamp(cfg, BASELINE)
+    return True
+
+
+def run(url: str) -> Outcome:
+    """Upgrade the database at `url` to head, in one transaction where the database allows it."""
+    cfg = alembic_config(url)
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))
+            cfg.attributes["connection"] = conn
+            before = current(conn)
+            adopted = before is None and _adopt(conn, cfg)
+            command.upgrade(cfg, "head")
+            after = current(conn)
+    finally:
+        engine.dispose()
+    return Outcome(sa.engine.make_url(url).render_as_string(hide_password=True), before, after, adopted)
+
+
+def upgrade(url: str) -> None:
+    """`alembic upgrade head` on the database at `url`."""
+    run(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or any(a in ("-h", "--help") for a in args):
+        print("usage: python -m partnerflow.migrate [SQLALCHEMY_URL]", file=sys.stderr)
+        return 2
+    try:
+        url = args[0] if args else load().records_url
+    except ConfigError as error:
+        print(f"configuration: {error}", file=sys.stderr)
+        return 2
+    print(run(url).describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
