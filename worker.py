@@ -25,9 +25,9 @@ from activities.records import Records
 from activities.relationship import RelationshipActivities
 from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
-from partnerflow.converter import data_converter
+from partnerflow.connection import connect
 from partnerflow.migrate import upgrade
-from states.models import NAMESPACES, TASK_QUEUE
+from states.models import TASK_QUEUE
 from workflows.relationship import RelationshipWorkflow
 
 log = structlog.get_logger("partnerflow.worker")
@@ -44,7 +44,7 @@ def build_activities(settings: Settings) -> RelationshipActivities:
             sender=s.sender,
             starttls=s.starttls,
             username=s.username,
-            password=s.password,
+            password=s.resolved_password(),
         )
     )
     return RelationshipActivities(records, mailer, settings.invitation.link_base_url)
@@ -68,12 +68,6 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.metrics.prometheus)))
 
 
-async def connect(settings: Settings, namespace: str, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        settings.temporal.address, namespace=namespace, data_converter=data_converter, runtime=runtime
-    )
-
-
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
     try:
         added = await search_attributes.register(client, namespace)
@@ -90,8 +84,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     runtime = metrics_runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
         for cloud in settings.temporal.clouds:
-            namespace = NAMESPACES[cloud]
-            client = await connect(settings, namespace, runtime)
+            namespace = settings.temporal.namespace(cloud)
+            client = await connect(settings, cloud, runtime)
             await ensure_search_attributes(client, namespace)
             await stack.enter_async_context(new_worker(client, activities))
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
@@ -27,7 +27,7 @@ class SmtpSettings:
     sender_name: str = "partnerflow"
     starttls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     timeout_s: float = 10.0  # each SMTP step
     deadline_s: float = 20.0  # the whole conversation: well inside the activity's 30 s
 

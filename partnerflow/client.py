@@ -22,6 +22,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from partnerflow.config import Settings
+from partnerflow.connection import connect
 from partnerflow.converter import data_converter
 from states.models import (
     NAMESPACES,
@@ -129,6 +131,12 @@ class Relationships:
                 address, namespace=NAMESPACES[cloud], data_converter=data_converter, lazy=lazy
             )
         return cls(clients, default_timers=default_timers)
+
+    @classmethod
+    async def from_settings(cls, settings: Settings, *, lazy: bool = False) -> Relationships:
+        """Connected as the configuration says (address, namespaces, TLS or API key, timers)."""
+        clients = {cloud: await connect(settings, cloud, lazy=lazy) for cloud in settings.temporal.clouds}
+        return cls(clients, default_timers=settings.timers)
 
     def _handle(self, cloud: Cloud, wid: str) -> WorkflowHandle[Any, Any]:
         return self.clients[cloud].get_workflow_handle(wid)

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from temporalio.service import TLSConfig
 
-from states.models import Cloud, Timers
+from states.models import NAMESPACES, Cloud, Timers
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "temporal-dev.yml"
@@ -26,11 +27,63 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _secret_file(path: str | None, field: str) -> str | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{field}: no such file: {path}")
+    return file.read_text().strip()
+
+
 class TemporalSettings(_Section):
     address: str = "127.0.0.1:7233"
     ui_port: int = 8233
     db_file: str = ".dev/temporal.db"
     clouds: list[Cloud] = [Cloud.PUBLIC, Cloud.USGOV]
+    # Temporal Cloud names namespaces `<name>.<account>`: map a cloud to its real name here.
+    namespaces: dict[Cloud, str] = {}
+    tls: bool = False
+    tls_client_cert_file: str | None = None  # mTLS (self-hosted or Temporal Cloud)
+    tls_client_key_file: str | None = None
+    tls_server_ca_file: str | None = None
+    api_key_file: str | None = None  # Temporal Cloud API key: from a file ...
+    api_key: SecretStr | None = None  # ... or PARTNERFLOW_TEMPORAL__API_KEY, never the YAML file
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TemporalSettings:
+        if bool(self.tls_client_cert_file) != bool(self.tls_client_key_file):
+            raise ValueError("tls_client_cert_file and tls_client_key_file go together")
+        for name in ("tls_client_cert_file", "tls_client_key_file", "tls_server_ca_file", "api_key_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ValueError(f"{name}: no such file: {value}")
+        for cloud, namespace in self.namespaces.items():
+            base = NAMESPACES[cloud]
+            if namespace != base and not namespace.startswith(base + "."):
+                raise ValueError(f"namespaces.{cloud.value} must be {base} or {base}.<account>")
+        return self
+
+    def namespace(self, cloud: Cloud) -> str:
+        return self.namespaces.get(cloud, NAMESPACES[cloud])
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key.get_secret_value()
+        return _secret_file(self.api_key_file, "temporal.api_key_file")
+
+    def tls_config(self) -> TLSConfig | bool:
+        if not (self.tls or self.tls_client_cert_file or self.tls_server_ca_file or self.resolved_api_key()):
+            return False
+
+        def read(path: str | None) -> bytes | None:
+            return Path(path).read_bytes() if path else None
+
+        return TLSConfig(
+            server_root_ca_cert=read(self.tls_server_ca_file),
+            client_cert=read(self.tls_client_cert_file),
+            client_private_key=read(self.tls_client_key_file),
+        )
 
 
 class RecordsSettings(_Section):
@@ -43,7 +96,13 @@ class SmtpConfig(_Section):
     sender: str = "partnerflow@partnerflow.localhost"
     starttls: bool = False
     username: str | None = None
-    password: str | None = Field(None, repr=False)
+    password: SecretStr | None = None  # PARTNERFLOW_SMTP__PASSWORD, never the YAML file ...
+    password_file: str | None = None  # ... or a file (e.g. a mounted secret)
+
+    def resolved_password(self) -> str | None:
+        if self.password:
+            return self.password.get_secret_value()
+        return _secret_file(self.password_file, "smtp.password_file")
 
 
 class MailSinkSettings(_Section):
@@ -126,6 +185,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Secrets a config file must not hold: they come from the environment or a file.
+SECRETS = {("smtp", "password"): "PARTNERFLOW_SMTP__PASSWORD", ("temporal", "api_key"): "PARTNERFLOW_TEMPORAL__API_KEY"}
+
+
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     path = path or Path(env.get("PARTNERFLOW_CONFIG", DEFAULT_FILE))
@@ -133,6 +196,12 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
         raw = yaml.safe_load(path.read_text()) or {} if path.exists() else {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    for (section, key), variable in SECRETS.items():
+        if isinstance(raw.get(section), dict) and raw[section].get(key):
+            raise ConfigError(
+                f"{path}: {section}.{key}: secrets are not kept in the config file;"
+                f" set {variable} or {section}.{key}_file"
+            )
     try:
         return Settings.model_validate(_merge(raw, _overrides(env)))
     except ValidationError as error:

@@ -20,6 +20,7 @@ import structlog
 import worker
 from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
+from partnerflow.connection import connect
 from partnerflow.mailsink import MailSink
 from states.models import NAMESPACES
 
@@ -83,7 +84,7 @@ async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes])
         if server.poll() is not None:
             raise RuntimeError("the Temporal dev server exited; see temporal.log beside its database")
         try:
-            client = await worker.connect(settings, NAMESPACES[settings.temporal.clouds[0]])
+            client = await connect(settings, settings.temporal.clouds[0])
             await client.service_client.check_health()
             return
         except Exception:

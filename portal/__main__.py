@@ -17,7 +17,7 @@ async def _serve() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
     # Lazy: the page starts (and answers 503) even while Temporal is down.
-    relationships = await Relationships.connect(settings.temporal.address, settings.temporal.clouds, lazy=True)
+    relationships = await Relationships.from_settings(settings, lazy=True)
     config = uvicorn.Config(
         create_app(relationships, settings.portal),
         host=settings.portal.host,

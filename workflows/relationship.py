@@ -164,7 +164,7 @@ class RelationshipWorkflow:
                 f"workflow_id must be {start.workflow_id} (relationship/{{partner_id}}/{{customer_id}})",
             )
         expected_ns = NAMESPACES[start.cloud]
-        if info.namespace != expected_ns:
+        if info.namespace != expected_ns and not info.namespace.startswith(expected_ns + "."):
             return _reject(
                 INVALID_START,
                 "cloud",

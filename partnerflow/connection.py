@@ -1,0 +1,24 @@
+"""One way to reach Temporal for every process (worker, client, CLI, page): address,
+namespace per cloud, TLS or API key, and the pydantic data converter."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+
+from partnerflow.config import Settings
+from partnerflow.converter import data_converter
+from states.models import Cloud
+
+
+async def connect(settings: Settings, cloud: Cloud, runtime: Runtime | None = None, *, lazy: bool = False) -> Client:
+    t = settings.temporal
+    return await Client.connect(
+        t.address,
+        namespace=t.namespace(cloud),
+        data_converter=data_converter,
+        tls=t.tls_config(),
+        api_key=t.resolved_api_key(),
+        runtime=runtime,
+        lazy=lazy,
+    )

@@ -1,0 +1,76 @@
+"""Configuration: the file, environment overrides, secrets only from the environment or files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from partnerflow.config import ConfigError, load
+from states.models import Cloud
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "partnerflow.yml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_file_loads_with_its_defaults() -> None:
+    settings = load(env={})
+    assert settings.temporal.address == "127.0.0.1:7233"
+    assert settings.temporal.namespace(Cloud.USGOV) == "relationships-usgov"
+    assert settings.records_url.startswith("sqlite:////") and settings.records_url.endswith(".dev/records.db")
+
+
+def test_environment_overrides_any_key(tmp_path: Path) -> None:
+    env = {
+        "PARTNERFLOW_SMTP__PORT": "2525",
+        "PARTNERFLOW_SMTP__STARTTLS": "true",
+        "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]",
+        "PARTNERFLOW_RECORDS__URL": "postgresql+psycopg://pf@db.internal/records",
+    }
+    settings = load(write(tmp_path, "smtp: {host: mail.internal}\n"), env)
+    assert (settings.smtp.host, settings.smtp.port, settings.smtp.starttls) == ("mail.internal", 2525, True)
+    assert settings.temporal.clouds == [Cloud.PUBLIC]
+    assert settings.records_url == "postgresql+psycopg://pf@db.internal/records"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("smtp: {port: 70000}\n", {}, "smtp.port"),
+        ("smtp: {password: hunter2}\n", {}, "set PARTNERFLOW_SMTP__PASSWORD or smtp.password_file"),
+        ("temporal: {api_key: abc}\n", {}, "set PARTNERFLOW_TEMPORAL__API_KEY"),
+        (
+            "temporal: {tls_client_cert_file: /nope.pem}\n",
+            {},
+            "tls_client_cert_file and tls_client_key_file go together",
+        ),
+        ("temporal: {api_key_file: /nope}\n", {}, "api_key_file: no such file"),
+        ("temporal: {namespaces: {public: other}}\n", {}, "namespaces.public must be relationships"),
+        ("bogus: 1\n", {}, "bogus"),
+        ("", {"PARTNERFLOW_LOG__FORMAT": "xml"}, "log.format"),
+    ],
+)
+def test_a_bad_setting_is_named(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text), env)
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_secrets_come_from_the_environment_or_files_and_never_show(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("key-from-file\n")
+    settings = load(
+        write(tmp_path, f"temporal: {{api_key_file: {key_file}, namespaces: {{public: relationships.acct1}}}}\n"),
+        {"PARTNERFLOW_SMTP__PASSWORD": "hunter2"},
+    )
+    assert settings.smtp.resolved_password() == "hunter2"
+    assert settings.temporal.resolved_api_key() == "key-from-file"
+    assert settings.temporal.namespace(Cloud.PUBLIC) == "relationships.acct1"
+    assert settings.temporal.tls_config() is not False, "an API key implies TLS"
+    assert "hunter2" not in repr(settings) and "key-from-file" not in repr(settings)
+    env_key = load(write(tmp_path, ""), {"PARTNERFLOW_TEMPORAL__API_KEY": "k-env"})
+    assert env_key.temporal.resolved_api_key() == "k-env" and "k-env" not in repr(env_key)
