@@ -27,13 +27,14 @@ from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
 from partnerflow.connection import connect
 from partnerflow.migrate import upgrade
-from states.models import TASK_QUEUE
+from states.models import TASK_QUEUE, Cloud
 from workflows.relationship import RelationshipWorkflow
 
 log = structlog.get_logger("partnerflow.worker")
 
 
-def build_activities(settings: Settings) -> RelationshipActivities:
+def build_activities(settings: Settings) -> dict[Cloud, RelationshipActivities]:
+    """One set of activities per configured cloud, sharing the database and the mailer."""
     upgrade(settings.records_url)  # the schema, by Alembic migrations (idempotent)
     records = Records(settings.records_url)
     s = settings.smtp
@@ -47,7 +48,8 @@ def build_activities(settings: Settings) -> RelationshipActivities:
             password=s.resolved_password(),
         )
     )
-    return RelationshipActivities(records, mailer, settings.invitation.link_base_url)
+    link = settings.invitation.link_base_url
+    return {cloud: RelationshipActivities(records, mailer, link, cloud.value) for cloud in settings.temporal.clouds}
 
 
 def new_worker(client: Client, activities: RelationshipActivities, task_queue: str = TASK_QUEUE) -> Worker:
@@ -87,13 +89,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             namespace = settings.temporal.namespace(cloud)
             client = await connect(settings, cloud, runtime)
             await ensure_search_attributes(client, namespace)
-            await stack.enter_async_context(new_worker(client, activities))
+            await stack.enter_async_context(new_worker(client, activities[cloud]))
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
         if runtime:
             log.info("worker.metrics", prometheus=f"http://{settings.metrics.prometheus}/metrics")
         await stop.wait()
         log.info("worker.stopping")
-    activities.records.dispose()
+    for acts in activities.values():
+        acts.records.dispose()
     log.info("worker.stopped")
 
 

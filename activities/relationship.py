@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.email import Letter, Mailer, message_id_for
 from activities.letters import Invitation, Notice, invitation_letter, invitation_link, notice_letter
@@ -59,10 +60,21 @@ class SubscriptionsKey(BaseModel):
 
 
 class RelationshipActivities:
-    def __init__(self, records: Records, mailer: Mailer, link_base_url: str) -> None:
+    """One set per cloud: a worker of one cloud never writes or reads another cloud's rows."""
+
+    def __init__(self, records: Records, mailer: Mailer, link_base_url: str, cloud: str | None = None) -> None:
         self.records = records
         self.mailer = mailer
         self.link_base_url = link_base_url
+        self.cloud = cloud
+
+    def _same_cloud(self, cloud: str) -> None:
+        if self.cloud is not None and cloud != self.cloud:
+            raise ApplicationError(
+                f"cloud {cloud} rows are not this {self.cloud} worker's to touch",
+                type="CloudIsolation",
+                non_retryable=True,
+            )
 
     @activity.defn(name="send_invitation")
     async def send_invitation(self, invite: Invitation) -> IssuedToken:
@@ -130,6 +142,7 @@ class RelationshipActivities:
 
     @activity.defn(name="record_change")
     async def record_change(self, change: Change) -> bool:
+        self._same_cloud(change.cloud)
         recorded = await asyncio.to_thread(self.records.apply_change, change)
         _log().info(
             "records.change" if recorded else "records.already_recorded",
@@ -141,6 +154,7 @@ class RelationshipActivities:
 
     @activity.defn(name="count_active_subscriptions")
     async def count_active_subscriptions(self, key: SubscriptionsKey) -> int:
+        self._same_cloud(key.cloud)
         return await asyncio.to_thread(self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id)
 
     def all(self) -> list[Callable[..., Any]]:

@@ -242,7 +242,7 @@ async def running(
     link_base: str = LINK_BASE,
 ) -> AsyncIterator[Harness]:
     """partnerflow's worker on `env`; relationships it started are ended on exit."""
-    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), link_base)
+    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value)
     client = client_for(env, cloud)
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):
