@@ -17,6 +17,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
@@ -177,10 +178,14 @@ class Relationships:
     async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
         """Send one update of CONTRACT.md; returns the new view or raises a RelationshipError."""
         try:
+            # No RPC deadline: an update is awaited until the workflow has made the change
+            # (activities wait out outages; a crashed worker's task moves to another one).
             view: RelationshipView = await self._handle(cloud, wid).execute_update(
-                name, command, result_type=RelationshipView, rpc_timeout=self.rpc_timeout
+                name, command, result_type=RelationshipView
             )
             return view
+        except WorkflowUpdateRPCTimeoutOrCancelledError as error:
+            raise Unavailable("the update was sent but its outcome is unknown: read the state") from error
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
             raise _translate(error) from error
 

@@ -10,7 +10,10 @@ exactly, it is stamped 0001 and then upgraded like any other.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +81,31 @@ def _adopt(conn: Connection, cfg: Config) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _one_migrator(url: str) -> Iterator[None]:
+    """Two workers starting at once must not both migrate one SQLite file (PostgreSQL
+    uses an advisory lock inside the transaction instead)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    lock_path = Path(parsed.database + ".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def run(url: str) -> Outcome:
     """Upgrade the database at `url` to head, in one transaction where the database allows it."""
+    with _one_migrator(url):
+        return _run(url)
+
+
+def _run(url: str) -> Outcome:
     cfg = alembic_config(url)
     engine = _engine(url)
     try:

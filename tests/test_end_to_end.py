@@ -36,14 +36,15 @@ def walk_through() -> str:
 class Deployment:
     """`worker.py` as its own process, configured the way an operator would: by environment."""
 
-    def __init__(self, address: str, sink: MailSink, tmp: Path) -> None:
+    def __init__(self, address: str, sink: MailSink, tmp: Path, name: str = "worker") -> None:
         self.address = address
         self.sink = sink
         self.home = tmp / "home"
-        (self.home / ".dev").mkdir(parents=True)
-        (self.home / ".dev" / "mail").symlink_to(sink.maildir)
+        if not (self.home / ".dev" / "mail").exists():
+            (self.home / ".dev").mkdir(parents=True, exist_ok=True)
+            (self.home / ".dev" / "mail").symlink_to(sink.maildir)
         self.records_url = f"sqlite:///{tmp / 'records.db'}"
-        self.log_path = tmp / "worker.log"
+        self.log_path = tmp / f"{name}.log"
         self.metrics = f"127.0.0.1:{free_port()}"
         self.env = {
             **os.environ,
