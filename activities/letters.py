@@ -14,6 +14,7 @@ from activities.email import Letter
 class NoticeKind(StrEnum):
     REMINDER = "reminder"
     PARTNER_ACCEPTED = "partner_accepted"
+    PARTNER_EXPIRED = "partner_expired"
     REFERRER_DECLINED = "referrer_declined"
     REFERRER_EXPIRED = "referrer_expired"
     CUSTOMER_ENDED = "customer_ended"
@@ -90,6 +91,11 @@ def notice_letter(notice: Notice) -> Letter:
             f"{n.company} accepted your reseller relationship",
             f"{n.company} accepted the invitation from {n.partner_name}.\n"
             f"The customer now appears in your customer list.\n",
+        ),
+        NoticeKind.PARTNER_EXPIRED: (
+            f"Your invitation to {n.company} expired",
+            f"{n.company} did not answer the invitation from {n.partner_name} in time.\n"
+            f"Send it again (resend_invitation) or cancel it.\n",
         ),
         NoticeKind.REFERRER_DECLINED: (
             f"{n.partner_name} declined the referral of {n.company}",

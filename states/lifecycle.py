@@ -49,7 +49,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("expire_referral",         (S.REFERRED,),                    S.REFERRAL_EXPIRED,  "UpdateReferral",                    (),                                          ("notify_referrer",), timer=True),
     Transition("resend_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.INVITED,          "ResendCustomerInvitation",          (),                                          ("send_invitation",)),
     Transition("cancel_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.CANCELLED,        "CancelCustomerInvitation",          ()),
-    Transition("expire_invitation",       (S.INVITED,),                     S.INVITATION_EXPIRED, "ExpireCustomerInvitation",         (),                                          (), timer=True),
+    Transition("expire_invitation",       (S.INVITED,),                     S.INVITATION_EXPIRED, "ExpireCustomerInvitation",         (),                                          ("notify_partner_expired",), timer=True),
     Transition("accept_invitation",       (S.INVITED,),                     S.ACTIVE,            "AddCustomer",                       ("token_is_valid", "agreement_accepted"),   ("notify_partner_accepted",)),
     Transition("decline_invitation",      (S.INVITED,),                     S.DECLINED,          "DeclineCustomerInvitation",         ("token_is_valid",)),
     Transition("set_purchase_permission", (S.ACTIVE,),                      S.ACTIVE,            "CreateSelfServePolicy",             ("grants_purchase",)),

@@ -58,6 +58,8 @@ CHANGED_KEY = SearchAttributeKey.for_datetime("StateChangedAt")
 AUDIT_TAIL = 20
 #: How many void token hashes it remembers, to tell "used" from "unknown".
 SPENT_TOKENS_KEPT = 10
+#: Workflow changes guarded for running relationships (see README, "Changing the workflow").
+PATCH_PARTNER_EXPIRY_NOTICE = "notify-partner-on-invitation-expiry"
 #: How many applied update ids it remembers, to drop a retry that reaches a new run.
 RECENT_UPDATES_KEPT = 50
 
@@ -612,11 +614,16 @@ class RelationshipWorkflow:
         return issued, expires_at
 
     async def _notify(self, effect: str, seq: int, reason: str) -> None:
+        # Added in v2. Relationships whose invitation expired under v1 did not send it:
+        # `patched` keeps their histories replaying (tests/test_replay.py).
+        if effect == "notify_partner_expired" and not workflow.patched(PATCH_PARTNER_EXPIRY_NOTICE):
+            return
         d, s = self.d, self.d.start
         partner_contact = s.partner.contact_email or d.inviter or s.actor.user
         kinds: dict[str, tuple[NoticeKind, str]] = {
             "notify_partner_accepted": (NoticeKind.PARTNER_ACCEPTED, partner_contact),
             "notify_partner_removed": (NoticeKind.PARTNER_REMOVED, partner_contact),
+            "notify_partner_expired": (NoticeKind.PARTNER_EXPIRED, partner_contact),
             "notify_customer_ended": (NoticeKind.CUSTOMER_ENDED, s.customer.admin_email),
             # The referrer's user who sent the referral is the one to tell.
             "notify_referrer": (

@@ -1,0 +1,96 @@
+"""Capture workflow histories from real runs, for the replay tests (`tests/test_replay.py`).
+
+    python -m tests.histories.capture v2     # writes tests/histories/v2-*.json
+
+Run it once per released workflow version and commit the files: every later change
+of workflow code must still replay them (or be guarded by `workflow.patched`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.records import Records
+from partnerflow import search_attributes
+from partnerflow.converter import data_converter
+from partnerflow.mailsink import MailSink
+from partnerflow.testing import BIN, Harness, actor, free_port, poll, running
+from states.models import NAMESPACES, Cloud
+
+HERE = Path(__file__).resolve().parent
+
+
+async def whole_life(h: Harness) -> WorkflowHandle[Any, Any]:
+    handle = await h.bring_to("active")
+    await h.update(handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True})
+    await h.update(handle, "end_relationship", {"actor": actor(), "reason": "contract over"})
+    await h.update(handle, "reinstate", {"actor": actor()})
+    await h.update(handle, "accept_invitation", h.payload("accept_invitation", handle.id.split("/")[-1]))
+    return handle
+
+
+async def invitation_expires(h: Harness) -> WorkflowHandle[Any, Any]:
+    handle = await h.start(timers={"invitation_ttl": "PT3S", "reminders_before": ["PT1S"]})
+    await h.wait_for_state(handle, "invitation_expired")
+    await h.update(handle, "resend_invitation", {"actor": actor()})
+    await h.update(handle, "cancel_invitation", {"actor": actor(), "reason": "gave up"})
+    await handle.result()
+    return handle
+
+
+async def referral_declined(h: Harness) -> WorkflowHandle[Any, Any]:
+    handle = await h.bring_to("referral_declined")
+    await handle.result()
+    return handle
+
+
+SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHandle[Any, Any]]]] = {
+    "whole-life": whole_life,
+    "invitation-expires": invitation_expires,
+    "referral-declined": referral_declined,
+}
+
+
+async def capture(version: str) -> list[Path]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        namespace=NAMESPACES[Cloud.PUBLIC],
+        data_converter=data_converter,
+        dev_server_extra_args=[f"--namespace={NAMESPACES[Cloud.USGOV]}", *search_attributes.cli_flags()],
+    )
+    written = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp, MailSink(Path(tmp) / "mail", port=free_port()) as sink:
+            records = Records(f"sqlite:///{tmp}/records.db")
+            records.create_schema()
+            async with running(env, sink, records) as harness:
+                for name, scenario in SCENARIOS.items():
+                    handle = await scenario(harness)
+
+                    async def settled(handle: WorkflowHandle[Any, Any] = handle) -> bool:
+                        return not (await handle.describe()).raw_description.pending_activities
+
+                    await poll(settled)
+                    history = await handle.fetch_history()
+                    path = HERE / f"{version}-{name}.json"
+                    path.write_text(history.to_json())
+                    written.append(path)
+            records.dispose()
+    finally:
+        await env.shutdown()
+    return written
+
+
+if __name__ == "__main__":
+    version = sys.argv[1] if len(sys.argv) > 1 else datetime.now(UTC).strftime("v%Y%m%d")
+    for path in asyncio.run(capture(version)):
+        print(f"captured {path.relative_to(HERE.parent.parent)}")
