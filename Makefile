@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit browser clean
+.PHONY: run test lint unit browser postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m partnerflow.devrun
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser postgres
 	$(PY) -m pytest
 
 # The browser tests drive Debian's chromium (Playwright cannot download its own here).
@@ -23,6 +23,12 @@ browser:
 	@command -v chromium >/dev/null || { \
 		echo "installing chromium (Debian package) for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The records suite also runs on a real PostgreSQL (a throwaway cluster the tests start).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		echo "installing PostgreSQL server binaries (Debian package) for the records tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -24,7 +25,7 @@ from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from activities.relationship import RelationshipActivities
 from partnerflow import logs, search_attributes
-from partnerflow.config import ConfigError, Settings, load
+from partnerflow.config import ConfigError, Settings, WorkerSettings, load
 from partnerflow.connection import connect
 from partnerflow.migrate import upgrade
 from states.models import TASK_QUEUE, Cloud
@@ -52,14 +53,31 @@ def build_activities(settings: Settings) -> dict[Cloud, RelationshipActivities]:
     return {cloud: RelationshipActivities(records, mailer, link, cloud.value) for cloud in settings.temporal.clouds}
 
 
-def new_worker(client: Client, activities: RelationshipActivities, task_queue: str = TASK_QUEUE) -> Worker:
+def new_worker(
+    client: Client,
+    activities: RelationshipActivities,
+    task_queue: str = TASK_QUEUE,
+    tuning: WorkerSettings | None = None,
+) -> Worker:
+    t = tuning or WorkerSettings()
+    options: dict[str, Any] = {
+        name: value
+        for name in (
+            "max_concurrent_workflow_tasks",
+            "max_concurrent_activities",
+            "max_concurrent_local_activities",
+        )
+        if (value := getattr(t, name)) is not None
+    }
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[RelationshipWorkflow],
         activities=activities.all(),
+        max_cached_workflows=t.max_cached_workflows,
         # SIGTERM lets in-flight activities (an email mid-send) finish first.
-        graceful_shutdown_timeout=timedelta(seconds=25),
+        graceful_shutdown_timeout=timedelta(seconds=t.graceful_shutdown_s),
+        **options,
     )
 
 
@@ -89,7 +107,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             namespace = settings.temporal.namespace(cloud)
             client = await connect(settings, cloud, runtime)
             await ensure_search_attributes(client, namespace)
-            await stack.enter_async_context(new_worker(client, activities[cloud]))
+            await stack.enter_async_context(new_worker(client, activities[cloud], tuning=settings.worker))
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
         if runtime:
             log.info("worker.metrics", prometheus=f"http://{settings.metrics.prometheus}/metrics")

@@ -86,6 +86,16 @@ class TemporalSettings(_Section):
         )
 
 
+class WorkerSettings(_Section):
+    """Tuning knobs of each worker process (Temporal SDK defaults when unset)."""
+
+    max_concurrent_workflow_tasks: int | None = Field(None, ge=1)
+    max_concurrent_activities: int | None = Field(None, ge=1)
+    max_concurrent_local_activities: int | None = Field(None, ge=1)
+    max_cached_workflows: int = Field(10_000, ge=0)  # open relationships kept in memory
+    graceful_shutdown_s: float = Field(25, ge=0)  # SIGTERM: in-flight activities may finish
+
+
 class RecordsSettings(_Section):
     url: str = "sqlite:///.dev/records.db"
 
@@ -138,6 +148,7 @@ class LogSettings(_Section):
 class Settings(_Section):
     temporal: TemporalSettings = TemporalSettings()
     records: RecordsSettings = RecordsSettings()
+    worker: WorkerSettings = WorkerSettings()
     smtp: SmtpConfig = SmtpConfig()
     mail_sink: MailSinkSettings = MailSinkSettings()
     invitation: InvitationSettings = InvitationSettings()
