@@ -184,8 +184,8 @@ def _overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        # Strings, so pydantic coerces by the field's type; a list is written as YAML.
-        node[path[-1]] = yaml.safe_load(value) if value.startswith("[") else value
+        # Strings, so pydantic coerces by the field type; a list or mapping is written as YAML.
+        node[path[-1]] = yaml.safe_load(value) if value.startswith(("[", "{")) else value
     return tree
 
 

@@ -29,11 +29,13 @@ def test_environment_overrides_any_key(tmp_path: Path) -> None:
         "PARTNERFLOW_SMTP__STARTTLS": "true",
         "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]",
         "PARTNERFLOW_RECORDS__URL": "postgresql+psycopg://pf@db.internal/records",
+        "PARTNERFLOW_TEMPORAL__NAMESPACES": "{public: relationships.acct1}",
     }
     settings = load(write(tmp_path, "smtp: {host: mail.internal}\n"), env)
     assert (settings.smtp.host, settings.smtp.port, settings.smtp.starttls) == ("mail.internal", 2525, True)
     assert settings.temporal.clouds == [Cloud.PUBLIC]
     assert settings.records_url == "postgresql+psycopg://pf@db.internal/records"
+    assert settings.temporal.namespace(Cloud.PUBLIC) == "relationships.acct1"
 
 
 @pytest.mark.parametrize(
