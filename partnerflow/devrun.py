@@ -105,6 +105,7 @@ def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
             f"  Invitation page http://{settings.portal.host}:{settings.portal.port}/invitation"
             f"  (log: {dev_dir}/portal.log)",
             f"  Records         {settings.records_url}",
+            f"  Metrics         http://{settings.metrics.prometheus}/metrics" if settings.metrics.prometheus else "",
             "",
         ]
     )

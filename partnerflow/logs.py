@@ -71,7 +71,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("transitions", "aiosmtpd", "mail.log", "asyncio"):
+    for noisy in ("transitions", "aiosmtpd", "mail.log", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The context travels as structured keys; no copy of it appended to each message.
     workflow.logger.workflow_info_on_message = False
