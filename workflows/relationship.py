@@ -4,6 +4,10 @@ Validators ask the policy and the machine and refuse before anything is written
 (a rejected update leaves no trace in history). Handlers run under one lock,
 check again, run the transition's activities (email, records), then commit the
 new state. All state lives in one `RelationshipData`, so it can be handed on.
+
+PYTEST_DONT_REWRITE: the sandbox re-imports this module for every workflow, and
+pytest's assertion rewriting (the test kit is a plugin of this distribution) would
+re-parse it each time.
 """
 
 from __future__ import annotations

@@ -1,0 +1,716 @@
+"""`partnerflow`: the command line for ops and scripts.
+
+Every command is one call of the typed client (`partnerflow.client.Relationships`),
+of Temporal visibility, or of the records database. Exit codes are stable, so
+scripts can branch on them:
+
+    0 ok                     4 TransitionNotAllowed or GuardFailed
+    1 anything else          5 NotFound
+    2 invalid input, usage   6 Unavailable (Temporal cannot be reached)
+    3 PermissionDenied       7 import finished with failed rows
+
+Errors go to stderr as one line, `partnerflow: <type>: <message>`; with `--json`
+stdout also gets `{"error": {"type": ..., "message": ..., "rule": ...}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.records import Records, customers
+from partnerflow import importer
+from partnerflow.client import (
+    GuardFailed,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    RelationshipError,
+    Relationships,
+    TransitionNotAllowed,
+    Unavailable,
+)
+from partnerflow.config import ConfigError, Settings, load
+from partnerflow.connection import connect
+from states.lifecycle import State
+from states.models import (
+    WORKFLOW_TYPE,
+    Cloud,
+    Identifier,
+    Origin,
+    PartnerCommand,
+    PartnerKind,
+    ReasonedCommand,
+    RelationshipView,
+    Role,
+    SetPurchasePermission,
+    StartRelationship,
+    workflow_id,
+)
+
+PROG: Final = "partnerflow"
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_DENIED: Final = 3
+EXIT_REFUSED: Final = 4
+EXIT_NOT_FOUND: Final = 5
+EXIT_UNAVAILABLE: Final = 6
+EXIT_IMPORT_FAILED: Final = 7
+
+EXIT_CODES: Final[Mapping[type[RelationshipError], int]] = {
+    InvalidInput: EXIT_USAGE,
+    PermissionDenied: EXIT_DENIED,
+    TransitionNotAllowed: EXIT_REFUSED,
+    GuardFailed: EXIT_REFUSED,
+    NotFound: EXIT_NOT_FOUND,
+    Unavailable: EXIT_UNAVAILABLE,
+}
+
+ACTOR_ENV: Final[Mapping[str, str]] = {
+    "user": "PARTNERFLOW_ACTOR_USER",
+    "role": "PARTNERFLOW_ACTOR_ROLE",
+    "partner_id": "PARTNERFLOW_ACTOR_PARTNER_ID",
+}
+
+#: The option (or argument) each model field comes from, to name it in errors.
+OPTION_FOR: Final[Mapping[str, str]] = {
+    "partner.id": "PARTNER_ID",
+    "partner_id": "PARTNER_ID",
+    "partner.name": "--partner-name",
+    "partner.kind": "--partner-kind",
+    "partner.indirect_provider_id": "--provider-id",
+    "partner": "--provider-id",
+    "customer.id": "CUSTOMER_ID",
+    "customer_id": "CUSTOMER_ID",
+    "customer.company": "--company",
+    "customer.admin_email": "--admin-email",
+    "customer.country": "--country",
+    "referred_by": "--referred-by",
+    "actor.user": f"--user or {ACTOR_ENV['user']}",
+    "actor.role": f"--role or {ACTOR_ENV['role']}",
+    "actor.partner_id": f"--partner-id or {ACTOR_ENV['partner_id']}",
+    "reason": "--reason",
+}
+
+#: The partner-side updates: command name → (update name, payload model, help).
+UPDATES: Final[Mapping[str, tuple[str, type[PartnerCommand], str]]] = {
+    "accept-referral": ("accept_referral", PartnerCommand, "accept a referral: the invitation goes out"),
+    "decline-referral": ("decline_referral", ReasonedCommand, "decline a referral"),
+    "resend": ("resend_invitation", PartnerCommand, "send a new invitation (the old link stops working)"),
+    "cancel": ("cancel_invitation", ReasonedCommand, "cancel an invitation"),
+    "end": ("end_relationship", ReasonedCommand, "end an active relationship"),
+    "reinstate": ("reinstate", PartnerCommand, "invite an ended relationship's customer again"),
+    "permission": ("set_purchase_permission", SetPurchasePermission, "allow or stop self-service purchases"),
+}
+
+STATE_KEY: Final = importer.STATE_KEY
+PARTNER_KEY: Final = SearchAttributeKey.for_keyword("PartnerId")
+CUSTOMER_KEY: Final = SearchAttributeKey.for_keyword("CustomerId")
+
+EXPORT_COLUMNS: Final = (
+    "cloud",
+    "partner_id",
+    "customer_id",
+    "workflow_id",
+    "company",
+    "state",
+    "purchase_permission",
+    "reinstated_count",
+    "created_at",
+    "updated_at",
+)
+
+
+class UsageError(Exception):
+    """The command line is wrong: exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class _PartnerId(BaseModel):
+    partner_id: Identifier
+
+
+class _Ids(_PartnerId):
+    customer_id: Identifier
+
+
+# --- output ----------------------------------------------------------------------
+
+
+def _out(text: str = "") -> None:
+    print(text, file=sys.stdout)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    _out(json.dumps(value, indent=2, default=str))
+
+
+def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header], *([("" if c is None else str(c)) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _print_view(args: argparse.Namespace, view: RelationshipView) -> None:
+    if args.json:
+        _print_json(view.model_dump(mode="json"))
+        return
+    last = view.audit[-1] if view.audit else None
+    detail = f" ({last.operation} by {last.actor_user})" if last else ""
+    _out(f"{workflow_id(view.partner_id, view.customer_id)}: {view.state.value}{detail}")
+
+
+def _show_view(view: RelationshipView) -> None:
+    facts = [
+        ("relationship", workflow_id(view.partner_id, view.customer_id)),
+        ("cloud", view.cloud.value),
+        ("partner", f"{view.partner_id} ({view.partner_name})"),
+        ("customer", f"{view.customer_id} ({view.company})"),
+        ("state", view.state.value),
+        ("origin", view.origin.value),
+        ("purchase", "allowed" if view.purchase_permission else "not allowed"),
+        ("reinstated", str(view.reinstated_count)),
+    ]
+    if view.invitation_expires_at:
+        facts.append(("expires", _when(view.invitation_expires_at)))
+    width = max(len(name) for name, _ in facts)
+    for name, value in facts:
+        _out(f"{name.ljust(width)}  {value}")
+    _out()
+    _out("audit (latest changes):")
+    rows = [
+        (
+            a.seq,
+            _when(a.at),
+            a.operation,
+            a.from_state.value if a.from_state else "-",
+            a.to_state.value,
+            f"{a.actor_user} ({a.actor_role})",
+            a.reason,
+        )
+        for a in view.audit
+    ]
+    _out(_table(rows, ("SEQ", "AT", "OPERATION", "FROM", "TO", "ACTOR", "REASON")))
+
+
+# --- errors ----------------------------------------------------------------------
+
+
+def _fields(error: ValidationError) -> list[dict[str, str]]:
+    found = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(p) for p in problem["loc"]) or "input"
+        option = OPTION_FOR.get(where)
+        found.append(
+            {
+                "field": where,
+                "option": option or "",
+                "rule": str(problem["msg"]).removeprefix("Value error, "),
+            }
+        )
+    return found
+
+
+def _fail(
+    as_json: bool,
+    kind: str,
+    message: str,
+    code: int,
+    rule: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> int:
+    _err(f"{PROG}: {kind}: {message}")
+    if as_json:
+        _print_json({"error": {"type": kind, "message": message, "rule": rule, **(extra or {})}})
+    return code
+
+
+def _fail_validation(as_json: bool, error: ValidationError) -> int:
+    fields = _fields(error)
+    message = "; ".join(
+        f"{f['field']}" + (f" ({f['option']})" if f["option"] else "") + f": {f['rule']}" for f in fields
+    )
+    return _fail(as_json, "InvalidInput", message, EXIT_USAGE, extra={"fields": fields})
+
+
+def _from_rpc(error: RPCError) -> RelationshipError:
+    if error.status is RPCStatusCode.NOT_FOUND:
+        return NotFound(error.message)
+    if error.status in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}:
+        return Unavailable(f"Temporal is unavailable: {error.message}")
+    if error.status is RPCStatusCode.INVALID_ARGUMENT:
+        return InvalidInput(f"Temporal refused the request: {error.message}")
+    return RelationshipError(f"Temporal refused the request: {error.message}")
+
+
+# --- settings, actor, clients ----------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load(Path(args.config)) if args.config else load()
+
+
+def _actor(args: argparse.Namespace, default_partner_id: str) -> dict[str, str]:
+    """The actor as given by options, else by environment; its partner defaults as documented."""
+    found: dict[str, str] = {}
+    for name, env in ACTOR_ENV.items():
+        value = getattr(args, name, None) or os.environ.get(env)
+        if value:
+            found[name] = value
+    found.setdefault("partner_id", default_partner_id)
+    return found
+
+
+def _ids(args: argparse.Namespace) -> tuple[str, str]:
+    ids = _Ids(partner_id=args.partner, customer_id=args.customer)
+    return ids.partner_id, ids.customer_id
+
+
+async def _connect(args: argparse.Namespace, settings: Settings) -> Relationships:
+    """A client for the chosen cloud only, connected as the configuration says (namespace, TLS, API key)."""
+    if args.address:
+        settings = settings.model_copy(
+            update={"temporal": settings.temporal.model_copy(update={"address": args.address})}
+        )
+    cloud = Cloud(args.cloud)
+    try:
+        client = await connect(settings, cloud)
+    except RuntimeError as error:
+        raise Unavailable(f"Temporal is unavailable at {settings.temporal.address}: {error}") from error
+    return Relationships({cloud: client}, default_timers=settings.timers)
+
+
+@contextmanager
+def _records(settings: Settings) -> Iterator[Records]:
+    records = Records(settings.records_url)
+    try:
+        yield records
+    except SQLAlchemyError as error:
+        url = sa.engine.make_url(settings.records_url).render_as_string(hide_password=True)
+        cause = getattr(error, "orig", None) or error
+        raise RecordsError(f"records database {url}: {cause}") from error
+    finally:
+        records.dispose()
+
+
+class RecordsError(Exception):
+    """The records database cannot be read or written."""
+
+
+# --- commands --------------------------------------------------------------------
+
+
+async def cmd_start(args: argparse.Namespace) -> int:
+    """invite / refer."""
+    referral = args.command == "refer"
+    partner: dict[str, Any] = {"id": args.partner, "name": args.partner_name, "kind": args.partner_kind}
+    if args.provider_id:
+        partner["indirect_provider_id"] = args.provider_id
+    body: dict[str, Any] = {
+        "cloud": args.cloud,
+        "partner": partner,
+        "customer": {
+            "id": args.customer,
+            "company": args.company,
+            "admin_email": args.admin_email,
+            "country": args.country,
+        },
+        "origin": Origin.REFERRAL if referral else Origin.INVITATION,
+        "actor": _actor(args, args.referred_by if referral else args.partner),
+    }
+    if referral:
+        body["referred_by"] = args.referred_by
+    start = StartRelationship.model_validate(body)
+    settings = _settings(args)
+    client = await _connect(args, settings)
+    _print_view(args, await client.start(start))
+    return EXIT_OK
+
+
+async def cmd_update(args: argparse.Namespace) -> int:
+    """accept-referral, decline-referral, resend, cancel, end, reinstate, permission."""
+    partner_id, customer_id = _ids(args)
+    name, model, _ = UPDATES[args.command]
+    payload: dict[str, Any] = {"actor": _actor(args, partner_id)}
+    if model is ReasonedCommand:
+        payload["reason"] = args.reason
+    if model is SetPurchasePermission:
+        payload["allowed"] = args.allowed
+    command = model.model_validate(payload)
+    settings = _settings(args)
+    client = await _connect(args, settings)
+    view = await client.update(Cloud(args.cloud), workflow_id(partner_id, customer_id), name, command)
+    _print_view(args, view)
+    return EXIT_OK
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    partner_id, customer_id = _ids(args)
+    client = await _connect(args, _settings(args))
+    view = await client.state(Cloud(args.cloud), partner_id, customer_id)
+    if args.json:
+        _print_json(view.model_dump(mode="json"))
+    else:
+        _show_view(view)
+    return EXIT_OK
+
+
+def _quote(name: str, value: str) -> str:
+    """A visibility-query string literal; values that could break out of one are refused."""
+    if any(c in value for c in "'\"`\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"--{name} must not contain quotes, backslashes or control characters: {value!r}")
+    return f"'{value}'"
+
+
+def list_query(state: str | None = None, partner: str | None = None, customer: str | None = None) -> str:
+    """The visibility query for `list`: relationships, narrowed by state, partner and customer."""
+    clauses = [f"WorkflowType = {_quote('type', WORKFLOW_TYPE)}"]
+    for name, attribute, value in (
+        ("state", "RelationshipState", state),
+        ("partner", "PartnerId", partner),
+        ("customer", "CustomerId", customer),
+    ):
+        if value is not None:
+            clauses.append(f"{attribute} = {_quote(name, value)}")
+    return " AND ".join(clauses)
+
+
+def _status(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower() if status is not None else "unknown"
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    query = list_query(args.state, args.partner, args.customer)
+    client = await _connect(args, _settings(args))
+    found: list[dict[str, Any]] = []
+    try:
+        async for execution in client.clients[Cloud(args.cloud)].list_workflows(query, limit=args.limit):
+            attributes = execution.typed_search_attributes
+            found.append(
+                {
+                    "workflow_id": execution.id,
+                    "run_id": execution.run_id,
+                    "state": attributes.get(STATE_KEY),
+                    "status": _status(execution.status),
+                    "partner_id": attributes.get(PARTNER_KEY),
+                    "customer_id": attributes.get(CUSTOMER_KEY),
+                    "start_time": _when(execution.start_time),
+                }
+            )
+    except RPCError as error:
+        raise _from_rpc(error) from error
+    except RuntimeError as error:
+        raise Unavailable(f"Temporal is unavailable: {error}") from error
+    if args.json:
+        _print_json(found)
+    else:
+        rows = [(f["workflow_id"], f["state"] or "-", f["status"]) for f in found]
+        _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS")))
+    return EXIT_OK
+
+
+def cmd_subscriptions_set(args: argparse.Namespace) -> int:
+    partner_id, customer_id = _ids(args)
+    settings = _settings(args)
+    with _records(settings) as records:
+        records.set_active_subscriptions(
+            Cloud(args.cloud).value, partner_id, customer_id, args.count, now=datetime.now(UTC)
+        )
+    if args.json:
+        _print_json({"cloud": args.cloud, "partner_id": partner_id, "customer_id": customer_id, "active": args.count})
+    else:
+        _out(f"{workflow_id(partner_id, customer_id)} ({args.cloud}): {args.count} active subscriptions")
+    return EXIT_OK
+
+
+def customer_rows(records: Records, cloud: Cloud, partner_id: str | None = None) -> list[dict[str, Any]]:
+    """The customer list of every partner in `cloud` (or of one), as export writes it."""
+    query = sa.select(*(customers.c[name] for name in EXPORT_COLUMNS)).where(customers.c.cloud == cloud.value)
+    if partner_id is not None:
+        query = query.where(customers.c.partner_id == partner_id)
+    query = query.order_by(customers.c.partner_id, customers.c.customer_id)
+    with records.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    for row in rows:
+        for name in ("created_at", "updated_at"):
+            row[name] = _when(row[name])
+        row["purchase_permission"] = bool(row["purchase_permission"])
+    return rows
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.partner is not None:
+        _PartnerId(partner_id=args.partner)
+    with _records(_settings(args)) as records:
+        rows = customer_rows(records, Cloud(args.cloud), args.partner)
+    if args.json or args.format == "json":
+        _print_json(rows)
+        return EXIT_OK
+    writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "purchase_permission": str(row["purchase_permission"]).lower()})
+    return EXIT_OK
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    rows = importer.read_file(Path(args.file))
+    actor = _actor(args, "any-partner")
+    PartnerCommand.model_validate({"actor": actor})  # one actor for every row: refuse it once, not per row
+    client = await _connect(args, _settings(args))
+    terminal = sys.stderr.isatty()
+    result = await importer.import_rows(
+        client,
+        rows,
+        cloud=Cloud(args.cloud),
+        user=actor.get("user"),
+        role=actor.get("role"),
+        actor_partner_id=getattr(args, "partner_id", None) or os.environ.get(ACTOR_ENV["partner_id"]),
+        concurrency=args.concurrency,
+        timeout=args.row_timeout,
+        progress=lambda total: importer.Progress(total, sys.stderr if terminal else None),
+    )
+    summary = result.summary()
+    if args.report:
+        importer.write_report_file(Path(args.report), result.results)
+    if args.json:
+        body: dict[str, Any] = {"summary": summary, "report": args.report}
+        if args.report:
+            body["failures"] = [r.as_dict() for r in result.results if r.status == importer.FAILED]
+        else:
+            body["rows"] = [r.as_dict() for r in result.results]
+        _print_json(body)
+    elif not args.report:
+        importer.write_report(sys.stdout, result.results)
+    rate = f" ({summary['rows_per_second']} rows/s)" if summary["rows_per_second"] else ""
+    _err(
+        f"imported {summary['rows']} rows in {summary['seconds']:.1f} s{rate}: "
+        f"invited={summary['invited']} already={summary['already']} failed={summary['failed']}"
+        + (f" (report: {args.report})" if args.report else "")
+    )
+    return EXIT_IMPORT_FAILED if result.failed else EXIT_OK
+
+
+# --- the parser ------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Drive partner–customer relationships (one Temporal workflow each).",
+        epilog="exit codes: 0 ok, 1 error, 2 invalid input or usage, 3 permission denied, "
+        "4 transition not allowed or guard failed, 5 not found, 6 Temporal unavailable, "
+        "7 import finished with failed rows",
+    )
+    parser.add_argument("--config", metavar="PATH", help="configuration file (default: temporal-dev.yml)")
+    parser.add_argument("--cloud", choices=[c.value for c in Cloud], default=Cloud.PUBLIC.value)
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument("--address", help="Temporal address (default: temporal.address of the config)")
+
+    actor = _Parser(add_help=False)
+    group = actor.add_argument_group("actor (the partner user acting)")
+    group.add_argument("--user", help=f"the user's email (default: ${ACTOR_ENV['user']})")
+    group.add_argument(
+        "--role", choices=[r.value for r in Role], help=f"the user's role (default: ${ACTOR_ENV['role']})"
+    )
+    group.add_argument(
+        "--partner-id",
+        dest="partner_id",
+        help=f"the user's partner (default: ${ACTOR_ENV['partner_id']}, else the relationship's partner)",
+    )
+
+    def relationship(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("partner", metavar="PARTNER_ID")
+        sub.add_argument("customer", metavar="CUSTOMER_ID")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, about in (
+        ("invite", "invite a customer: the invitation email goes out at once"),
+        ("refer", "record a referral for another partner (the actor is the referring partner's)"),
+    ):
+        sub = commands.add_parser(name, parents=[actor], help=about, description=about)
+        relationship(sub)
+        sub.add_argument("--partner-name", required=True)
+        sub.add_argument("--company", required=True, help="the customer's company name")
+        sub.add_argument("--admin-email", required=True, help="the customer's global admin")
+        sub.add_argument("--country", default="US", help="ISO country code (default: US)")
+        sub.add_argument("--partner-kind", choices=[k.value for k in PartnerKind], default=PartnerKind.DIRECT.value)
+        sub.add_argument("--provider-id", help="the indirect provider (required for indirect_reseller)")
+        if name == "refer":
+            sub.add_argument("--referred-by", required=True, metavar="PARTNER_ID", help="the referring partner")
+        sub.set_defaults(run=cmd_start)
+
+    for name, (_, model, about) in UPDATES.items():
+        sub = commands.add_parser(name, parents=[actor], help=about, description=about)
+        relationship(sub)
+        if model is ReasonedCommand:
+            sub.add_argument("--reason", default="")
+        if model is SetPurchasePermission:
+            choice = sub.add_mutually_exclusive_group(required=True)
+            choice.add_argument("--allow", dest="allowed", action="store_true")
+            choice.add_argument("--deny", dest="allowed", action="store_false")
+        sub.set_defaults(run=cmd_update)
+
+    sub = commands.add_parser("show", help="the state and the latest changes of one relationship")
+    relationship(sub)
+    sub.set_defaults(run=cmd_show)
+
+    sub = commands.add_parser("list", help="relationships by state, partner or customer (Temporal visibility)")
+    sub.add_argument("--state", choices=[s.value for s in State])
+    sub.add_argument("--partner", metavar="PARTNER_ID")
+    sub.add_argument("--customer", metavar="CUSTOMER_ID")
+    sub.add_argument("--limit", type=_positive, default=1000, help="at most this many (default: 1000)")
+    sub.set_defaults(run=cmd_list)
+
+    sub = commands.add_parser("subscriptions", help="the billing feed's active subscription counts")
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    setter = actions.add_parser("set", help="set a customer's count of active subscriptions")
+    relationship(setter)
+    setter.add_argument("count", metavar="COUNT", type=_count)
+    setter.set_defaults(run=cmd_subscriptions_set)
+
+    sub = commands.add_parser("export", help="the customer list from the records database")
+    sub.add_argument("--format", choices=("csv", "json"), default="csv")
+    sub.add_argument("--partner", metavar="PARTNER_ID", help="only this partner's customers")
+    sub.set_defaults(run=cmd_export)
+
+    sub = commands.add_parser(
+        "import",
+        parents=[actor],
+        help="invite every customer of a CSV file (idempotent: run it again safely)",
+        description="Columns: "
+        + ",".join(importer.REQUIRED_COLUMNS)
+        + " (optional: "
+        + ",".join(importer.OPTIONAL_COLUMNS)
+        + "). The report has one line per data row "
+        "(row 1 is the line after the header): " + ",".join(importer.REPORT_COLUMNS) + ".",
+    )
+    sub.add_argument("file", metavar="FILE.csv")
+    sub.add_argument("--concurrency", type=_positive, default=8, help="starts in flight (default: 8)")
+    sub.add_argument(
+        "--row-timeout",
+        type=_positive,
+        default=120,
+        metavar="SECONDS",
+        help="a row waiting longer fails (its start may still complete: run again) (default: 120)",
+    )
+    sub.add_argument("--report", metavar="PATH", help="where to write the report CSV (default: stdout)")
+    sub.set_defaults(run=cmd_import)
+    return parser
+
+
+# --- main ------------------------------------------------------------------------
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (see the module's docstring).
+
+    Without `argv` (the console script, `python -m partnerflow.cli`) the process also
+    ends with that code as soon as it exits, skipping the interpreter's teardown:
+    Temporal's native client threads can crash it (SIGSEGV or SIGABRT instead of the
+    code, temporalio/sdk-python#300), and scripts rely on the code.
+    """
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        _exit_codes.append(code)
+        if len(_exit_codes) == 1:
+            atexit.register(_exit_without_teardown)
+    return code
+
+
+_exit_codes: list[int] = []
+
+
+def _exit_without_teardown() -> None:
+    """At exit, before the teardown that can crash: flush, then end with main's code."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (`partnerflow list | head`)
+            stream.flush()
+    logging.shutdown()
+    os._exit(_exit_codes[-1])
+
+
+def _main(argv: list[str]) -> int:
+    as_json = _wants_json(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _fail(as_json, "UsageError", str(error), EXIT_USAGE)
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else EXIT_OK
+    command: Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]] = args.run
+    try:
+        outcome = command(args)
+        return outcome if isinstance(outcome, int) else asyncio.run(outcome)
+    except ValidationError as error:
+        return _fail_validation(as_json, error)
+    except UsageError as error:
+        return _fail(as_json, "UsageError", str(error), EXIT_USAGE)
+    except (ConfigError, importer.ImportFileError) as error:
+        return _fail(as_json, type(error).__name__, str(error), EXIT_USAGE)
+    except RelationshipError as error:
+        code = EXIT_CODES.get(type(error), EXIT_ERROR)
+        return _fail(as_json, error.type, error.message, code, error.rule)
+    except KeyboardInterrupt:
+        return _fail(as_json, "Interrupted", "stopped by the user", 130)
+    except Exception as error:  # the promise: one line, exit 1, whatever went wrong
+        return _fail(as_json, type(error).__name__, str(error) or repr(error), EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
