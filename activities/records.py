@@ -118,10 +118,6 @@ class OutboxEntry(BaseModel):
     attempts: int
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class Records:
     """The records database. Thread-safe: activities call it from a thread pool."""
 
@@ -321,4 +317,4 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["Change", "OutboxEntry", "Records", "_utc", "utc_now"]
+__all__ = ["Change", "OutboxEntry", "Records", "utc_now"]
