@@ -92,7 +92,7 @@ class WorkerSettings(_Section):
     max_concurrent_workflow_tasks: int | None = Field(None, ge=1)
     max_concurrent_activities: int | None = Field(None, ge=1)
     max_concurrent_local_activities: int | None = Field(None, ge=1)
-    max_cached_workflows: int = Field(10_000, ge=0)  # open relationships kept in memory
+    max_cached_workflows: int = Field(1_000, ge=0)  # open relationships kept in memory (~0.3 MB each)
     graceful_shutdown_s: float = Field(25, ge=0)  # SIGTERM: in-flight activities may finish
 
 

@@ -1,0 +1,88 @@
+"""One benchmark worker process: `python -m bench.worker VARIANT --address … --task-queue …`.
+
+Each variant runs in a process of its own, so its CPU time and peak memory can be read
+from /proc. Logging is set up as partnerflow's worker does it (JSON lines, INFO) for all
+three, to a file. SIGTERM or SIGINT stops it; on the way out it writes its own
+`getrusage` next to the ready file, as a cross-check of what /proc said.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.email import Mailer, SmtpSettings
+from activities.records import Records
+from activities.relationship import RelationshipActivities
+from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
+from bench.floor import FloorWorkflow
+from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
+from partnerflow import logs
+from partnerflow.converter import data_converter
+from worker import new_worker
+
+VARIANTS = ("floor", "handwritten", "partnerflow")
+LINK_BASE = "http://portal.bench"
+
+
+async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
+    """The variant's worker; partnerflow's exactly as `worker.py` makes it (its defaults)."""
+    if args.variant == "floor":
+        client = await Client.connect(args.address, namespace=args.namespace)
+        worker = Worker(client, task_queue=args.task_queue, workflows=[FloorWorkflow], activities=FLOOR_ACTIVITIES)
+        return worker, None
+    records = Records(args.records)
+    records.create_schema()
+    mailer = Mailer(SmtpSettings(port=args.smtp_port))
+    if args.variant == "handwritten":
+        client = await Client.connect(args.address, namespace=args.namespace)
+        hand = HandwrittenActivities(records, mailer, LINK_BASE)
+        worker = Worker(client, task_queue=args.task_queue, workflows=[HandwrittenRelationship], activities=hand.all())
+        return worker, records
+    client = await Client.connect(args.address, namespace=args.namespace, data_converter=data_converter)
+    activities = RelationshipActivities(records, mailer, LINK_BASE, "public")
+    return new_worker(client, activities, args.task_queue), records
+
+
+async def serve(args: argparse.Namespace) -> None:
+    logs.configure("json", "INFO")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker, records = await build(args)
+    async with worker:
+        Path(args.ready_file).write_text(str(os.getpid()))
+        await stop.wait()
+    if records is not None:
+        records.dispose()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {"cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_mb": usage.ru_maxrss / 1024}
+    Path(args.ready_file + ".exit.json").write_text(json.dumps(report))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--namespace", default="relationships")
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--records", default="sqlite://", help="records database URL")
+    parser.add_argument("--smtp-port", type=int, default=0)
+    parser.add_argument("--ready-file", required=True, help="written (with the pid) once the worker polls")
+    asyncio.run(serve(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
