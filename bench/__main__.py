@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,20 +358,34 @@ def percentile(values: Sequence[float], q: int) -> float:
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
-    n = sum(r.n for r in runs)
-    accept = [ms for r in runs for ms in r.accept_ms]
-    events = [e for r in runs for e in r.events]
+    """Each figure per round, then the median over rounds: a load spike from elsewhere on the
+    machine that hits one run (it happens) moves one round's figure, not the result."""
+
+    def median(values: Iterable[float]) -> float:
+        return statistics.median(list(values))
+
     return {
-        "lifecycles_per_s": n / sum(r.seconds for r in runs),
-        "accept_p50_ms": percentile(accept, 50),
-        "accept_p99_ms": percentile(accept, 99),
-        "events_per_lifecycle": statistics.mean(events),
-        "cpu_s_per_lifecycle": sum(r.worker_cpu_s for r in runs) / n,
+        "lifecycles_per_s": median(r.lifecycles_per_s for r in runs),
+        "accept_p50_ms": median(percentile(r.accept_ms, 50) for r in runs),
+        "accept_p99_ms": median(percentile(r.accept_ms, 99) for r in runs),
+        "events_per_lifecycle": statistics.mean(e for r in runs for e in r.events),
+        "cpu_s_per_lifecycle": median(r.worker_cpu_s / r.n for r in runs),
         "peak_rss_mb": max(r.peak_rss_mb for r in runs),
-        "server_cpu_s_per_lifecycle": sum(r.server_cpu_s for r in runs) / n,
-        "lifecycles_per_s_by_round": [r.lifecycles_per_s for r in runs],
-        "lifecycles": n,
+        "server_cpu_s_per_lifecycle": median(r.server_cpu_s / r.n for r in runs),
+        "lifecycles": sum(r.n for r in runs),
+        "by_round": {
+            "lifecycles_per_s": [r.lifecycles_per_s for r in runs],
+            "accept_p99_ms": [percentile(r.accept_ms, 99) for r in runs],
+            "cpu_s_per_lifecycle": [r.worker_cpu_s / r.n for r in runs],
+        },
     }
+
+
+def paired_ratio(runs: list[Run], variant: str, versus: str) -> float:
+    """The median over rounds of `variant`'s lifecycles per second over `versus`'s in the same round."""
+    rate = {(r.variant, r.round): r.lifecycles_per_s for r in runs}
+    rounds = sorted({r.round for r in runs})
+    return statistics.median(rate[variant, i] / rate[versus, i] for i in rounds)
 
 
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -465,12 +479,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 file=sys.stderr,
                             )
                     results: dict[str, Any] = {v: summarize([r for r in runs if r.variant == v]) for v in VARIANTS}
-                    results["ratio_vs_handwritten"] = (
-                        results["partnerflow"]["lifecycles_per_s"] / results["handwritten"]["lifecycles_per_s"]
-                    )
-                    results["ratio_vs_floor"] = (
-                        results["partnerflow"]["lifecycles_per_s"] / results["floor"]["lifecycles_per_s"]
-                    )
+                    results["ratio_vs_handwritten"] = paired_ratio(runs, "partnerflow", "handwritten")
+                    results["ratio_vs_floor"] = paired_ratio(runs, "partnerflow", "floor")
                     imported, opened = await b.import_and_open()
                     results["rss_mb_10k_open"] = opened["rss_mb"] if opened else None
                     results["import_rows_per_s"] = imported["rows_per_s"] if imported else None
