@@ -122,6 +122,14 @@ class WorkerProcess:
     log: Path
     exit_report: Path
 
+    def exit(self) -> dict[str, Any]:
+        """The worker's own report, written when it stopped cleanly ({} otherwise)."""
+        try:
+            report: dict[str, Any] = json.loads(self.exit_report.read_text())
+        except (OSError, ValueError):
+            return {}
+        return report
+
 
 @contextlib.asynccontextmanager
 async def worker_process(
@@ -165,6 +173,7 @@ class Run:
     peak_rss_mb: float
     accept_ms: list[float] = field(repr=False)
     events: list[int]
+    worker_exit: dict[str, Any]  # what the worker said of itself on the way out (whole life)
 
     @property
     def lifecycles_per_s(self) -> float:
@@ -224,6 +233,7 @@ class Bench:
             peak_rss_mb=peak,
             accept_ms=done.accept_ms,
             events=await history_events(self.client, ids),
+            worker_exit=worker.exit(),
         )
 
     async def open_rss(self, variant: str = "partnerflow") -> dict[str, float]:
@@ -235,6 +245,7 @@ class Bench:
             seconds = await start_many(self.client, queue, ids, self.args.concurrency)
             opened = await self.settled_open(worker, queue, idle)
         opened["starts_per_s"] = len(ids) / seconds
+        opened["worker_gc_s"] = worker.exit().get("gc_s", float("nan"))
         return opened
 
     async def settled_open(self, worker: WorkerProcess, queue: str, idle_mb: float) -> dict[str, float]:
@@ -272,7 +283,9 @@ class Bench:
                 if top_up:
                     await start_many(self.client, queue, top_up, self.args.concurrency)
                 opened = await self.settled_open(worker, queue, idle)
-                print(f"open: {opened}", file=sys.stderr)
+        if opened is not None:
+            opened["worker_gc_s"] = worker.exit().get("gc_s", float("nan"))
+            print(f"open: {opened}", file=sys.stderr)
         self.inbox.forget()
         return imported, opened
 
@@ -467,6 +480,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     b = Bench(args, env, work, smtp_port, inbox, proc.child_named("temporal"))
                     if args.profile:
                         return await profile_only(b)
+                    if args.memory:
+                        return await memory_only(b)
                     runs: list[Run] = []
                     for round_ in range(1, args.rounds + 1):
                         for variant in VARIANTS:
@@ -488,7 +503,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await env.shutdown()
     results["targets"] = targets(results)
-    results["params"] = {k: v for k, v in vars(args).items() if k not in ("keep", "profile", "check", "output")}
+    modes = ("keep", "profile", "memory", "check", "output")
+    results["params"] = {k: v for k, v in vars(args).items() if k not in modes}
     results["machine"] = {
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
@@ -510,6 +526,14 @@ async def profile_only(b: Bench) -> dict[str, Any]:
     return {"profile": str(PROFILE_REPORT)}
 
 
+async def memory_only(b: Bench) -> dict[str, Any]:
+    """Each variant's worker memory per open relationship (`--open` of them): where the bytes go."""
+    report = {variant: await b.open_rss(variant) for variant in VARIANTS}
+    for variant, opened in report.items():
+        print(f"{variant:12} {opened['kb_per_relationship']:6.1f} KB per open relationship  {opened}")
+    return {"memory": report}
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="lifecycles per variant and round (default 500)")
@@ -522,13 +546,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the worker logs and databases")
     parser.add_argument("--profile", action="store_true", help="only profile partnerflow's worker with py-spy")
+    parser.add_argument("--memory", action="store_true", help="only each variant's memory per open relationship")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     results = asyncio.run(bench(args))
-    if args.profile:
+    if args.profile or args.memory:
         return 0
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

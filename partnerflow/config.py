@@ -92,7 +92,9 @@ class WorkerSettings(_Section):
     max_concurrent_workflow_tasks: int | None = Field(None, ge=1)
     max_concurrent_activities: int | None = Field(None, ge=1)
     max_concurrent_local_activities: int | None = Field(None, ge=1)
-    max_cached_workflows: int = Field(1_000, ge=0)  # open relationships kept in memory (~0.3 MB each)
+    # Open relationships kept in memory (~0.2 MB each); the rest wait on timers and are
+    # replayed when something happens. 250 keeps 10,000 open ones near 150 MB (BENCHMARKS.md).
+    max_cached_workflows: int = Field(250, ge=0)
     graceful_shutdown_s: float = Field(25, ge=0)  # SIGTERM: in-flight activities may finish
 
 

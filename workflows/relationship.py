@@ -22,8 +22,6 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from activities.letters import Invitation, Notice, NoticeKind
     from activities.records import Change
     from activities.relationship import IssuedToken, SubscriptionsKey
@@ -47,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         SetPurchasePermission,
         StartRelationship,
     )
+    from workflows.data import SYSTEM, RelationshipData, Who
     from workflows.details import current_details
 
 T = TypeVar("T")
@@ -81,39 +80,6 @@ PERMISSION_DENIED = "PermissionDenied"
 TRANSITION_NOT_ALLOWED = "TransitionNotAllowed"
 GUARD_FAILED = "GuardFailed"
 INVALID_START = "InvalidStart"
-
-
-class Who(BaseModel):
-    """Who caused a change, as the audit trail names them."""
-
-    user: str
-    role: str
-
-
-SYSTEM = Who(user="partnerflow", role="system")
-
-
-class RelationshipData(BaseModel):
-    """Everything the workflow knows: one object, so it can be handed on whole."""
-
-    start: StartRelationship
-    state: State
-    seq: int = 0  # changes so far: part of every idempotency key
-    purchase_permission: bool = False
-    reinstated_count: int = 0
-    reinstating: bool = False
-    referred_at: datetime | None = None
-    invitation_seq: int = 0
-    token_sha256: str | None = None
-    invited_at: datetime | None = None
-    expires_at: datetime | None = None
-    reminders_sent: int = 0
-    inviter: str = ""
-    audit: list[AuditEntry] = []
-    # Hashes of tokens that no longer work and why, so a link opened again can say so.
-    spent_tokens: list[tuple[str, InvitationStatus]] = []
-    claimed_by: str | None = None  # the update that holds the live token while it runs
-    recent_updates: list[str] = []  # ids of the last updates applied, carried across runs
 
 
 async def _activity(name: str, arg: Any, *, result_type: type[T], summary: str) -> T:
