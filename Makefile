@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit browser postgres bench clean
+.PHONY: run test lint unit browser postgres bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ postgres:
 # Not part of `make test`: partnerflow against a bare and a hand-written workflow (BENCHMARKS.md).
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Not part of `make test` (a short version is): 500 lives under worker kills, a server
+# restart, SMTP and database outages (RELIABILITY.md).
+chaos: $(STAMP) postgres
+	$(PY) -m reliability
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

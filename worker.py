@@ -49,8 +49,17 @@ def build_activities(settings: Settings) -> dict[Cloud, RelationshipActivities]:
             password=s.resolved_password(),
         )
     )
-    link = settings.invitation.link_base_url
-    return {cloud: RelationshipActivities(records, mailer, link, cloud.value) for cloud in settings.temporal.clouds}
+    link, key = settings.invitation.link_base_url, settings.invitation.resolved_token_key()
+    if key is None:
+        log.warning(
+            "worker.no_token_key",
+            hint="set PARTNERFLOW_INVITATION__TOKEN_KEY (shared by all workers): without it, an invitation"
+            " retried on another worker after a crash goes out again with a new link",
+        )
+    return {
+        cloud: RelationshipActivities(records, mailer, link, cloud.value, token_key=key)
+        for cloud in settings.temporal.clouds
+    }
 
 
 def new_worker(

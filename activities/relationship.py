@@ -8,6 +8,9 @@ leaves only as its SHA-256.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +41,22 @@ def _log() -> Any:
     )
 
 
-#: 256 bits from the OS's CSPRNG (the contract asks for at least 128).
+#: 256 bits: the token key's size when the worker makes its own (the contract asks for at least 128).
 TOKEN_BYTES = 32
+
+
+def invitation_token(token_key: bytes, invitation_key: str) -> str:
+    """An invitation's token: HMAC-SHA256 of the invitation's id (unique: it holds the run id
+    and the invitation's number) under a 256-bit secret key.
+
+    Why not a fresh random value per attempt: an attempt whose worker dies after the SMTP
+    server took the message, before the outbox row says so, is retried; a fresh value would
+    mail a second invitation with a second (dead) link. The same key makes the same token,
+    so the retry sends the very same message (same link, same Message-ID), which receiving
+    mail systems fold into one. Without the key, a token is as unguessable as a random one.
+    """
+    digest = hmac.new(token_key, invitation_key.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class IssuedToken(BaseModel):
@@ -62,11 +79,21 @@ class SubscriptionsKey(BaseModel):
 class RelationshipActivities:
     """One set per cloud: a worker of one cloud never writes or reads another cloud's rows."""
 
-    def __init__(self, records: Records, mailer: Mailer, link_base_url: str, cloud: str | None = None) -> None:
+    def __init__(
+        self,
+        records: Records,
+        mailer: Mailer,
+        link_base_url: str,
+        cloud: str | None = None,
+        token_key: bytes | None = None,
+    ) -> None:
         self.records = records
         self.mailer = mailer
         self.link_base_url = link_base_url
         self.cloud = cloud
+        # Workers share the configured key; without one, this process makes its own (from
+        # `secrets`), and only its own retries send the same token again.
+        self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
 
     def _same_cloud(self, cloud: str) -> None:
         if self.cloud is not None and cloud != self.cloud:
@@ -82,13 +109,12 @@ class RelationshipActivities:
         if sent and sent.status == "sent" and sent.token_sha256:
             _log().info("email.already_sent", kind="invitation", key=invite.key)
             return IssuedToken(token_sha256=sent.token_sha256, message_id=sent.message_id)
-        # A pending row means an earlier attempt may or may not have delivered. Its
-        # token is unknown (never stored), so a fresh one replaces it: at worst the
-        # customer holds one dead link, never two live ones.
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        # A pending row means an earlier attempt may or may not have delivered: the same
+        # key makes the same token, so at worst the same message goes again.
+        token = invitation_token(self._token_key, invite.key)
         letter = invitation_letter(invite, invitation_link(self.link_base_url, invite.workflow_id, token))
         digest = token_hash(token)
-        # One Message-ID per token: a resent email with a new link is a new message.
+        # One Message-ID per token: a resent invitation (a new link) is a new message.
         message_id = message_id_for(f"{invite.key}/{digest}")
         sent = await self._deliver(invite.key, invite.workflow_id, "invitation", letter, message_id, digest)
         return IssuedToken(token_sha256=sent.token_sha256 or digest, message_id=sent.message_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from temporalio.service import TLSConfig
 
 from states.models import NAMESPACES, Cloud, Timers
@@ -25,6 +25,9 @@ ENV_PREFIX = "PARTNERFLOW_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+MIN_TOKEN_KEY = 32
 
 
 def _secret_file(path: str | None, field: str) -> str | None:
@@ -125,6 +128,25 @@ class MailSinkSettings(_Section):
 
 class InvitationSettings(_Section):
     link_base_url: str = "http://127.0.0.1:8080"
+    # The key invitation tokens are made with (HMAC of the invitation's id): every worker
+    # must share it, so that a retry after a crash sends the very same email. At least 32
+    # characters, e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`.
+    token_key: SecretStr | None = None  # PARTNERFLOW_INVITATION__TOKEN_KEY, never the YAML file ...
+    token_key_file: str | None = None  # ... or a file
+
+    @field_validator("token_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_KEY:
+            raise ValueError(f"must be at least {MIN_TOKEN_KEY} characters")
+        return value
+
+    def resolved_token_key(self) -> bytes | None:
+        key = self.token_key.get_secret_value() if self.token_key else None
+        key = key or _secret_file(self.token_key_file, "invitation.token_key_file")
+        if key is not None and len(key) < MIN_TOKEN_KEY:
+            raise ValueError(f"invitation.token_key_file: must be at least {MIN_TOKEN_KEY} characters")
+        return key.encode() if key else None
 
 
 class PortalSettings(_Section):
@@ -199,7 +221,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Secrets a config file must not hold: they come from the environment or a file.
-SECRETS = {("smtp", "password"): "PARTNERFLOW_SMTP__PASSWORD", ("temporal", "api_key"): "PARTNERFLOW_TEMPORAL__API_KEY"}
+SECRETS = {
+    ("smtp", "password"): "PARTNERFLOW_SMTP__PASSWORD",
+    ("temporal", "api_key"): "PARTNERFLOW_TEMPORAL__API_KEY",
+    ("invitation", "token_key"): "PARTNERFLOW_INVITATION__TOKEN_KEY",
+}
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

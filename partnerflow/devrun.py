@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import secrets
 import signal
 import subprocess
 import sys
@@ -111,12 +112,25 @@ def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
     )
 
 
+def with_dev_token_key(settings: Settings, dev_dir: Path) -> Settings:
+    """`make run` keeps one invitation token key in .dev/, as a deployment keeps one secret."""
+    if settings.invitation.resolved_token_key() is not None:
+        return settings
+    key_file = dev_dir / "invitation-token.key"
+    if not key_file.exists():
+        key_file.touch(mode=0o600)
+        key_file.write_text(secrets.token_urlsafe(32))
+    invitation = settings.invitation.model_copy(update={"token_key_file": str(key_file)})
+    return settings.model_copy(update={"invitation": invitation})
+
+
 async def _main() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
     dev_dir = settings.resolve(settings.temporal.db_file).parent  # .dev/ by default
     dev_dir.mkdir(parents=True, exist_ok=True)
     maildir = settings.resolve(settings.mail_sink.maildir)
+    settings = with_dev_token_key(settings, dev_dir)
     server = start_temporal(settings, dev_dir)
     sink: MailSink | None = None
     portal: subprocess.Popen[bytes] | None = None

@@ -18,18 +18,24 @@ class MailSink:
         self.maildir = maildir
         for sub in ("tmp", "new", "cur"):  # a Maildir is these three folders
             (maildir / sub).mkdir(parents=True, exist_ok=True)
-        self._controller = Controller(Mailbox(maildir), hostname=host, port=port)
+        self.host = host
+        self._port = port
+        self._controller: Controller | None = None
 
     @property
     def port(self) -> int:
-        return int(self._controller.port)
+        return self._port
 
     def start(self) -> MailSink:
+        """Listen (again, after `stop()`: an SMTP outage and its end, on the same port)."""
+        self._controller = Controller(Mailbox(self.maildir), hostname=self.host, port=self._port)
         self._controller.start()
         return self
 
     def stop(self) -> None:
-        self._controller.stop()
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
 
     def messages(self) -> list[mailbox.MaildirMessage]:
         return read_maildir(self.maildir)

@@ -171,6 +171,26 @@ class ThrowawayPostgres:
         )
         return self.url_for(name)
 
+    def pause(self) -> None:
+        """Take the server down (an outage); `resume()` brings it back on the same port."""
+        if self.directory is None or not self._running:
+            raise RuntimeError("not started")
+        self._run([self._tool("pg_ctl"), "stop", "-D", str(self.directory / "data"), "-m", "fast", "-w"])
+        self._running = False
+
+    def resume(self) -> None:
+        if self.directory is None or self._running or self.port is None:
+            raise RuntimeError("not paused")
+        data, log = self.directory / "data", self.directory / "server.log"
+        self._run(
+            [
+                self._tool("pg_ctl"),
+                *("start", "-w", "-t", str(self.start_timeout_s)),
+                *("-D", str(data), "-l", str(log), "-o", f"-p {self.port}"),
+            ]
+        )
+        self._running = True
+
     # --- internals ---------------------------------------------------------------------
     def _tool(self, name: str) -> str:
         assert self._bin is not None

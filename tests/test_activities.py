@@ -5,18 +5,20 @@ Each is run twice where Temporal could retry it: nothing may be sent or written 
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import structlog
 from aiosmtplib.errors import SMTPException
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import Letter, Mailer, SmtpSettings
 from activities.letters import Invitation, Notice, NoticeKind
-from activities.records import Change, Records
-from activities.relationship import RelationshipActivities, SubscriptionsKey
+from activities.records import Change, Records, outbox
+from activities.relationship import RelationshipActivities, SubscriptionsKey, invitation_token
 from partnerflow.mailsink import MailSink
 from states.machine import token_hash
 from tests.conftest import LINK_BASE, TOKEN_IN_LINK, free_port
@@ -114,19 +116,51 @@ async def test_an_invitation_retried_is_sent_once_with_one_token(
 async def test_an_attempt_that_died_mid_send_leaves_one_live_token(
     acts: RelationshipActivities, records: Records, mail_sink: MailSink, tmp_path: Path
 ) -> None:
-    """SMTP down: the attempt fails, the outbox row stays pending; the retry sends a fresh token."""
-    down = RelationshipActivities(records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE)
+    """SMTP down: the attempt fails, the outbox row stays pending; the retry sends the same token."""
+    key = secrets.token_bytes(32)
+    down = RelationshipActivities(
+        records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE, token_key=key
+    )
     with pytest.raises((SMTPException, OSError)):
         await ActivityEnvironment().run(down.send_invitation, invitation())
     entry = records.outbox_entry(invitation().key)
     assert entry and entry.status == "pending"
 
-    issued = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    up = RelationshipActivities(records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
+    issued = await ActivityEnvironment().run(up.send_invitation, invitation())
     [message] = mail_sink.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
-    assert issued.token_sha256 == token_hash(token)
+    assert issued.token_sha256 == token_hash(token) == token_hash(invitation_token(key, invitation().key))
     entry = records.outbox_entry(invitation().key)
     assert entry and (entry.status, entry.attempts) == ("sent", 2)
+
+
+async def test_a_retry_after_the_server_took_the_message_sends_the_very_same_one(
+    records: Records, mail_sink: MailSink
+) -> None:
+    """The worker died after the SMTP server took the invitation, before the outbox said so:
+    the retry (on a worker with the same key) mails the identical message, same link and
+    Message-ID, so a mailbox folds them into one; never a second, different link."""
+    key = secrets.token_bytes(32)
+    acts = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE, token_key=key)
+    first = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    with records.engine.begin() as conn:  # as if the worker had died before marking it sent
+        conn.execute(sa.update(outbox).values(status="pending"))
+    again = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    one, two = mail_sink.messages()
+    assert first == again
+    assert (one["Message-ID"], one.get_payload()) == (two["Message-ID"], two.get_payload())
+
+
+def test_tokens_differ_by_invitation_and_by_key() -> None:
+    key, other = secrets.token_bytes(32), secrets.token_bytes(32)
+    tokens = {
+        invitation_token(key, "relationship/p-1/c-1/run-a/1/invitation"),
+        invitation_token(key, "relationship/p-1/c-1/run-a/2/invitation"),
+        invitation_token(key, "relationship/p-1/c-1/run-b/1/invitation"),
+        invitation_token(other, "relationship/p-1/c-1/run-a/1/invitation"),
+    }
+    assert len(tokens) == 4 and all(len(t) == 43 for t in tokens)  # 256 bits, url-safe base64
 
 
 async def test_notices_are_sent_once_per_key(acts: RelationshipActivities, mail_sink: MailSink) -> None:

@@ -51,6 +51,12 @@ def test_environment_overrides_any_key(tmp_path: Path) -> None:
         ),
         ("temporal: {api_key_file: /nope}\n", {}, "api_key_file: no such file"),
         ("temporal: {namespaces: {public: other}}\n", {}, "namespaces.public must be relationships"),
+        ("invitation: {token_key: hunter2hunter2}\n", {}, "set PARTNERFLOW_INVITATION__TOKEN_KEY"),
+        (
+            "",
+            {"PARTNERFLOW_INVITATION__TOKEN_KEY": "hunter2"},
+            "invitation.token_key: Value error, must be at least 32",
+        ),
         ("bogus: 1\n", {}, "bogus"),
         ("", {"PARTNERFLOW_LOG__FORMAT": "xml"}, "log.format"),
     ],
@@ -76,3 +82,15 @@ def test_secrets_come_from_the_environment_or_files_and_never_show(tmp_path: Pat
     assert "hunter2" not in repr(settings) and "key-from-file" not in repr(settings)
     env_key = load(write(tmp_path, ""), {"PARTNERFLOW_TEMPORAL__API_KEY": "k-env"})
     assert env_key.temporal.resolved_api_key() == "k-env" and "k-env" not in repr(env_key)
+
+
+def test_the_token_key_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    key = "k" * 40
+    assert (
+        load(write(tmp_path, ""), {"PARTNERFLOW_INVITATION__TOKEN_KEY": key}).invitation.resolved_token_key()
+        == key.encode()
+    )
+    (tmp_path / "key").write_text(key + "\n")
+    from_file = load(write(tmp_path, f"invitation: {{token_key_file: {tmp_path / 'key'}}}\n"), {})
+    assert from_file.invitation.resolved_token_key() == key.encode()
+    assert key not in repr(load(write(tmp_path, ""), {"PARTNERFLOW_INVITATION__TOKEN_KEY": key}))

@@ -1,0 +1,1 @@
+"""Fault runs (`make chaos`): partnerflow under worker kills, a server restart and outages."""

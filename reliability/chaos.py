@@ -1,0 +1,356 @@
+"""Whole relationship lives driven while partnerflow's parts fail around them.
+
+One run: a Temporal dev server on a SQLite file, `worker.py` as a process of its own,
+records on a throwaway PostgreSQL, a real SMTP sink. Relationships go invite → accept →
+purchase permission → end → reinstate → accept while the worker is SIGKILLed every few
+seconds and started again, the dev server is restarted once, the SMTP server is down for a
+while and the database is down for a while. The driver behaves like a careful backend
+service: it retries a call that did not get an answer with the same update id, and never
+retries one that got a refusal. What is checked afterwards lives in `reliability.verify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError
+
+from partnerflow import search_attributes
+from partnerflow.client import Relationships
+from partnerflow.converter import data_converter
+from partnerflow.mailsink import MailSink
+from partnerflow.pgcluster import ThrowawayPostgres
+from partnerflow.testing import ADMIN, BIN, actor, free_port, start_input
+from reliability.inbox import Inbox
+from states.models import (
+    NAMESPACES,
+    Cloud,
+    InvitationLookup,
+    InvitationStatus,
+    InvitationView,
+    RelationshipView,
+    StartRelationship,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTNER = "p-chaos"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to break and when. Outages start once that fraction of all steps is done."""
+
+    relationships: int = 500
+    concurrency: int = 50
+    kill_every_s: tuple[float, float] = (2.0, 6.0)
+    server_restart_at: float = 0.25
+    smtp_outage_at: float = 0.45
+    smtp_down_s: float = 60.0
+    db_outage_at: float = 0.70
+    db_down_s: float = 30.0
+    seed: int = 7
+
+
+#: The steps of one life after its start, in order (update name, what it sends).
+STEPS = ("accept_invitation", "set_purchase_permission", "end_relationship", "reinstate", "accept_invitation")
+
+
+@dataclass
+class Tally:
+    """What happened during the run (faults made, lives finished, what went wrong)."""
+
+    worker_kills: int = 0
+    worker_starts: int = 0
+    server_restarts: int = 0
+    smtp_outages: list[float] = field(default_factory=list)
+    db_outages: list[float] = field(default_factory=list)
+    steps_done: int = 0
+    transient_retries: int = 0
+    refused: list[str] = field(default_factory=list)  # an update the workflow refused: a real failure
+    seconds: float = 0.0
+
+
+class DevServer:
+    """`temporal server start-dev` on a SQLite file, so a restart keeps everything."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db = work / "temporal.db"
+        self.log = work / "temporal.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            str(BIN / "temporal"),
+            *("server", "start-dev", "--headless", "--ip=127.0.0.1", f"--port={self.port}"),
+            *(f"--db-filename={self.db}", "--log-level=error"),
+            *(f"--namespace={n}" for n in NAMESPACES.values()),
+            *search_attributes.cli_flags(),
+        ]
+        self.process = subprocess.Popen(command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+
+    async def ready(self) -> None:
+        for _ in range(600):
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the dev server exited; see {self.log}")
+            with contextlib.suppress(Exception):
+                client = await Client.connect(self.address, namespace=NAMESPACES[Cloud.PUBLIC])
+                await client.count_workflows()  # the namespace answers, not only the frontend
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the dev server did not come up; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class WorkerProcess:
+    """`python worker.py`, configured by environment as an operator would."""
+
+    def __init__(self, work: Path, address: str, records_url: str, smtp_port: int) -> None:
+        self.log = work / "worker.log"
+        self.env = {
+            **os.environ,
+            "PARTNERFLOW_TEMPORAL__ADDRESS": address,
+            "PARTNERFLOW_RECORDS__URL": records_url,
+            "PARTNERFLOW_SMTP__PORT": str(smtp_port),
+            "PARTNERFLOW_LOG__FORMAT": "json",
+            "PARTNERFLOW_METRICS__PROMETHEUS": "",
+            "PARTNERFLOW_INVITATION__TOKEN_KEY": secrets.token_urlsafe(32),  # shared by every restart
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)  # no goodbye: its tasks are simply abandoned
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Chaos:
+    def __init__(self, plan: Plan, work: Path) -> None:
+        self.plan = plan
+        self.work = work
+        self.rng = random.Random(plan.seed)
+        self.tally = Tally()
+        self.server = DevServer(work)
+        self.postgres = ThrowawayPostgres("chaos")
+        self.sink = MailSink(work / "mail", port=free_port())
+        self.inbox = Inbox(work / "mail")
+        self.worker: WorkerProcess | None = None
+        self.client: Client | None = None
+        self.starts: list[StartRelationship] = []
+        self._calm = asyncio.Event()  # set while the worker must stay up (the end of the run)
+        self._server_down = asyncio.Event()
+
+    # --- the run ---------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Chaos]:
+        self.postgres.start()
+        self.sink.start()
+        self.server.start()
+        try:
+            await self.server.ready()
+            from partnerflow.migrate import upgrade
+
+            upgrade(self.postgres.url)
+            self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port)
+            self.worker.start()
+            self.tally.worker_starts += 1
+            self.client = await Client.connect(
+                self.server.address, namespace=NAMESPACES[Cloud.PUBLIC], data_converter=data_converter
+            )
+            yield self
+        finally:
+            if self.worker:
+                self.worker.stop()
+            self.server.stop()
+            with contextlib.suppress(Exception):
+                self.sink.stop()
+            self.postgres.stop()
+
+    async def drive(self) -> Tally:
+        """Every life to its end while the faults happen; returns what was done to it."""
+        plan = self.plan
+        ids = [f"c-{i:04d}" for i in range(plan.relationships)]
+        self.starts = [
+            StartRelationship.model_validate(
+                start_input(
+                    partner={"id": PARTNER, "contact_email": "ops@fabrikam.example"},
+                    actor={"partner_id": PARTNER},
+                    customer={"id": cid, "company": f"Contoso {cid}", "admin_email": f"admin@{cid}.example"},
+                )
+            )
+            for cid in ids
+        ]
+        began = time.monotonic()
+        gate = asyncio.Semaphore(plan.concurrency)
+
+        async def one(start: StartRelationship) -> None:
+            async with gate:
+                await self.life(start)
+
+        faults = [
+            asyncio.create_task(self.kill_worker_now_and_then()),
+            asyncio.create_task(self.at(plan.server_restart_at, self.restart_server)),
+            asyncio.create_task(self.at(plan.smtp_outage_at, self.smtp_outage)),
+            asyncio.create_task(self.at(plan.db_outage_at, self.db_outage)),
+        ]
+        async with self.inbox.watching():
+            try:
+                await asyncio.gather(*(one(s) for s in self.starts))
+                await asyncio.gather(*faults[1:])  # an outage still under way ends first
+            finally:
+                for task in faults:
+                    task.cancel()
+                await asyncio.gather(*faults, return_exceptions=True)
+        self._calm.set()
+        self.ensure_worker()
+        self.tally.seconds = time.monotonic() - began
+        return self.tally
+
+    async def life(self, start: StartRelationship) -> None:
+        wid = start.workflow_id
+        view = await self.patiently(Relationships(self.clients()).start, start)
+        used: set[str] = set()
+        for n, name in enumerate(STEPS):
+            payload: dict[str, Any]
+            if name == "accept_invitation":
+                token = await self.live_token(wid, used)
+                used.add(token)
+                payload = {"token": token, "customer_admin": {**ADMIN, "email": start.customer.admin_email}}
+                payload["accept_agreement"] = True
+            elif name == "set_purchase_permission":
+                payload = {"actor": actor("admin_agent", PARTNER), "allowed": True}
+            else:
+                payload = {"actor": actor("sales_agent", PARTNER)}
+            try:
+                view = await self.patiently(self.update, wid, name, payload, f"{wid}/chaos/{n}")
+            except WorkflowUpdateFailedError as refused:
+                self.tally.refused.append(f"{wid} {name}: {refused.cause}")
+                return
+            self.tally.steps_done += 1
+        del view
+
+    # --- talking to partnerflow like a careful backend service ---------------------------
+    def clients(self) -> dict[Cloud, Client]:
+        assert self.client is not None
+        return {Cloud.PUBLIC: self.client}
+
+    async def update(self, wid: str, name: str, payload: dict[str, Any], update_id: str) -> RelationshipView:
+        assert self.client is not None
+        handle = self.client.get_workflow_handle(wid)
+        view: RelationshipView = await handle.execute_update(name, payload, id=update_id, result_type=RelationshipView)
+        return view
+
+    async def patiently(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Repeat a call that got no answer (server restarting, worker gone); a refusal is final.
+        Repeating is safe: starts are idempotent by workflow id, updates by their id."""
+        while True:
+            try:
+                return await asyncio.wait_for(call(*args, **kwargs), timeout=120)
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError):
+                self.tally.transient_retries += 1
+                await asyncio.sleep(1.0)
+
+    async def live_token(self, wid: str, used: set[str]) -> str:
+        """The token of the live invitation, read from the customer's inbox (the sink)."""
+        assert self.client is not None
+        handle = self.client.get_workflow_handle(wid)
+        while True:
+            for token in reversed(self.inbox.tokens(wid)):
+                if token in used:
+                    continue
+                lookup = InvitationLookup(token=token)
+                found = await self.patiently(handle.query, "invitation", lookup, result_type=InvitationView)
+                if found.status == InvitationStatus.VALID:
+                    return token
+            await self.inbox.changed()
+
+    # --- the faults ------------------------------------------------------------------
+    def progress(self) -> float:
+        return self.tally.steps_done / (self.plan.relationships * len(STEPS))
+
+    async def at(self, fraction: float, fault: Callable[[], Awaitable[None]]) -> None:
+        while self.progress() < fraction:
+            await asyncio.sleep(0.2)
+        await fault()
+
+    def ensure_worker(self) -> None:
+        assert self.worker is not None
+        if not self.worker.alive():
+            self.worker.start()
+            self.tally.worker_starts += 1
+
+    async def kill_worker_now_and_then(self) -> None:
+        assert self.worker is not None
+        low, high = self.plan.kill_every_s
+        next_kill = time.monotonic() + self.rng.uniform(low, high)
+        while True:
+            await asyncio.sleep(0.2)
+            if time.monotonic() >= next_kill:
+                self.worker.kill()
+                self.tally.worker_kills += 1
+                next_kill = time.monotonic() + self.rng.uniform(low, high)
+            self.ensure_worker()  # also one that died by itself (the database was down at its start)
+
+    async def restart_server(self) -> None:
+        self.server.stop()
+        self.server.start()
+        await self.server.ready()
+        self.tally.server_restarts += 1
+
+    async def smtp_outage(self) -> None:
+        began = time.monotonic()
+        self.sink.stop()
+        await asyncio.sleep(self.plan.smtp_down_s)
+        self.sink.start()
+        self.tally.smtp_outages.append(time.monotonic() - began)
+
+    async def db_outage(self) -> None:
+        began = time.monotonic()
+        await asyncio.to_thread(self.postgres.pause)
+        await asyncio.sleep(self.plan.db_down_s)
+        await asyncio.to_thread(self.postgres.resume)
+        self.tally.db_outages.append(time.monotonic() - began)

@@ -1,0 +1,105 @@
+"""After a chaos run: did every relationship end where it should, with every email and
+record exactly once? The expectations come from the lifecycle table, not from this file."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+
+from activities.records import Records
+from reliability.chaos import PARTNER, STEPS, Chaos
+from states.lifecycle import STARTS, State, rows_for
+from states.models import RelationshipView
+
+
+def expected_life() -> tuple[list[str], int, State]:
+    """One chaos life, read off the table: its audit operations, its emails, its last state."""
+    state, operation, effects = STARTS["invitation"]
+    operations, emails = [operation], len(effects)
+    for trigger in STEPS:
+        rows = [r for r in rows_for(trigger) if state in r.sources]
+        if trigger == "set_purchase_permission":
+            rows = [r for r in rows if "grants_purchase" in r.guards]
+        (row,) = rows
+        operations.append(row.operation)
+        emails += len(row.effects)  # every effect is an email
+        state = row.dest
+    return operations, emails, state
+
+
+async def verify(chaos: Chaos) -> dict[str, Any]:
+    assert chaos.client is not None
+    client = chaos.client
+    records = Records(chaos.postgres.url)
+    operations, emails_per_life, final = expected_life()
+    counts = chaos.inbox.message_ids()
+    known: set[str] = set()
+    state_ok = audit_bad = records_bad = missing = task_failures = 0
+    try:
+        for start in chaos.starts:
+            wid = start.workflow_id
+            handle = client.get_workflow_handle(wid)
+            view = await chaos.patiently(handle.query, "state", result_type=RelationshipView)
+            state_ok += view.state == final.value and view.reinstated_count == 1 and not view.purchase_permission
+
+            trail = records.audit_trail(wid)
+            same_ops = [r["operation"] for r in trail] == operations
+            unique = len({r["change_id"] for r in trail}) == len(trail)
+            tail_agrees = [a.operation for a in view.audit] == operations[-len(view.audit) :]
+            audit_bad += not (same_ops and unique and tail_agrees)
+
+            row = records.customer("public", PARTNER, start.customer.id)
+            records_bad += not (
+                row
+                and row["state"] == view.state
+                and row["version"] == len(trail)
+                and row["purchase_permission"] == view.purchase_permission
+                and row["reinstated_count"] == view.reinstated_count
+            )
+
+            outbox = records.outbox_for(wid)
+            known.update(e.message_id for e in outbox)
+            delivered = sum(1 for e in outbox if e.status == "sent" and counts[e.message_id] >= 1)
+            missing += max(0, emails_per_life - delivered)
+
+            history = await chaos.patiently(handle.fetch_history)
+            task_failures += any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in history.events)
+        failed = await chaos.patiently(client.count_workflows, "ExecutionStatus = 'Failed'")
+    finally:
+        records.dispose()
+
+    redelivered = sum(c - 1 for c in counts.values() if c > 1)  # the same message (Message-ID) again
+    orphans = sum(c for mid, c in counts.items() if mid not in known)  # a message no outbox row stands for
+    tokens = Counter(d.token for d in chaos.inbox.delivered if d.token)
+    t = chaos.tally
+    return {
+        "relationships": len(chaos.starts),
+        "expected_state_ok": state_ok,
+        "worker_kills": t.worker_kills,
+        "server_restarts": t.server_restarts,
+        "duplicate_emails": redelivered + orphans,
+        "missing_emails": missing,
+        "audit_mismatches": audit_bad,
+        "records_mismatches": records_bad,
+        "failed_workflows": failed.count + task_failures,
+        "detail": {
+            "expected_state": final.value,
+            "expected_audit": operations,
+            "emails_per_relationship": emails_per_life,
+            "emails_delivered": sum(counts.values()),
+            "same_message_redelivered": redelivered,
+            "emails_without_outbox_row": orphans,
+            "tokens_in_more_than_one_email": sum(1 for c in tokens.values() if c > 1),
+            "tokens_mailed": len(tokens),
+            "workflows_failed": failed.count,
+            "workflows_with_a_failed_task": task_failures,
+            "refused_updates": t.refused[:20],
+            "worker_starts": t.worker_starts,
+            "smtp_outage_s": [round(s, 1) for s in t.smtp_outages],
+            "db_outage_s": [round(s, 1) for s in t.db_outages],
+            "transient_retries": t.transient_retries,
+            "seconds": round(t.seconds, 1),
+        },
+    }
