@@ -118,6 +118,7 @@ class RelationshipWorkflow:
     @workflow.init
     def __init__(self, start: StartRelationship) -> None:
         self._lock = asyncio.Lock()
+        self._lifecycle: Lifecycle | None = None  # built once, refreshed per use (see _machine)
         self._start_denial = self._check_start(start)
         if start.continued is not None and not self._start_denial:
             # A continued run carries everything on: state, audit tail, deadlines.
@@ -203,7 +204,7 @@ class RelationshipWorkflow:
             if at > workflow.now():
                 return
             if what == "expire_referral" or what == "expire_invitation":
-                await self._commit(Lifecycle(self.d.state).fire(what), SYSTEM)
+                await self._commit(self._machine().fire(what), SYSTEM)
                 return
             self.d.reminders_sent += 1
             if what == "reminder":
@@ -381,7 +382,9 @@ class RelationshipWorkflow:
         d = self.d
         claimant = workflow.current_update_info()
         mine = claimant is not None and claimant.id == d.claimed_by
-        return Lifecycle(
+        if self._lifecycle is None:
+            self._lifecycle = Lifecycle(d.state)
+        return self._lifecycle.refresh(
             d.state,
             token_sha256=d.token_sha256 if d.claimed_by is None or mine else None,
             token_expires_at=d.expires_at,
