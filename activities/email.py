@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import smtplib
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-
-import aiosmtplib
 
 from activities.records import utc_now
 
@@ -67,17 +69,30 @@ class Mailer:
         message.set_content(letter.body, cte="8bit")
         return message
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, on_accepted: Callable[[], None] | None = None) -> None:
+        """Deliver `message`; `on_accepted` runs the moment the server has taken it.
+
+        The conversation runs in a thread of its own and `on_accepted` (the outbox's "sent")
+        in that same thread, before QUIT: a worker that dies between the server taking a
+        message and the outbox saying so makes the retry send it again, and this keeps that
+        window to one database write (no event-loop or thread-pool hop in between).
+        """
+        loop = asyncio.get_running_loop()
+        conversation = loop.run_in_executor(_SMTP_THREADS, self._converse, message, on_accepted)
+        await asyncio.wait_for(conversation, timeout=self.settings.deadline_s)
+
+    def _converse(self, message: EmailMessage, on_accepted: Callable[[], None] | None) -> None:
         s = self.settings
-        await asyncio.wait_for(
-            aiosmtplib.send(
-                message,
-                hostname=s.host,
-                port=s.port,
-                start_tls=s.starttls,
-                username=s.username,
-                password=s.password,
-                timeout=s.timeout_s,
-            ),
-            timeout=s.deadline_s,
-        )
+        with smtplib.SMTP(s.host, s.port, timeout=s.timeout_s) as smtp:
+            if s.starttls:
+                smtp.starttls(context=ssl.create_default_context())  # certificates checked
+            if s.username and s.password:
+                smtp.login(s.username, s.password)
+            smtp.send_message(message)
+            if on_accepted is not None:
+                on_accepted()
+
+
+#: SMTP conversations block a thread each (at most `timeout_s` per step): their own pool,
+#: so a slow mail server never queues the records' database calls behind it.
+_SMTP_THREADS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="smtp")

@@ -157,8 +157,10 @@ class RelationshipActivities:
             assert done is not None
             _log().info("email.already_sent", kind=kind, key=key)
             return done
-        await self.mailer.send(self.mailer.build(letter, message_id))
-        await asyncio.to_thread(self.records.outbox_mark_sent, key, now=utc_now())
+        await self.mailer.send(
+            self.mailer.build(letter, message_id),
+            on_accepted=lambda: self.records.outbox_mark_sent(key, now=utc_now()),
+        )
         _log().info("email.sent", kind=kind, key=key, message_id=message_id)
         if activity.in_activity():
             activity.metric_meter().create_counter(

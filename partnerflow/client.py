@@ -83,7 +83,14 @@ class Unavailable(RelationshipError):
 _BY_TYPE: dict[str, type[RelationshipError]] = {
     cls.type: cls for cls in (InvalidInput, PermissionDenied, TransitionNotAllowed, GuardFailed)
 }
-_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+#: Worth trying again: the server is restarting, overloaded, moving a shard, or out of reach.
+_UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def _translate(error: BaseException) -> RelationshipError:
@@ -94,7 +101,8 @@ def _translate(error: BaseException) -> RelationshipError:
     if isinstance(error, RPCError):
         if error.status is RPCStatusCode.NOT_FOUND:
             return NotFound(error.message)
-        if error.status in _UNAVAILABLE:
+        # A connection dropped mid-call comes back as UNKNOWN "transport error".
+        if error.status in _UNAVAILABLE or "transport error" in error.message:
             return Unavailable(f"Temporal is unavailable: {error.message}")
         return RelationshipError(f"Temporal refused the request: {error.message}")
     if isinstance(error, WorkflowQueryFailedError):

@@ -25,11 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError
 
 from partnerflow import search_attributes
-from partnerflow.client import Relationships
+from partnerflow.client import Relationships, Unavailable
 from partnerflow.converter import data_converter
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
@@ -81,6 +86,7 @@ class Tally:
     steps_done: int = 0
     transient_retries: int = 0
     refused: list[str] = field(default_factory=list)  # an update the workflow refused: a real failure
+    errors: list[str] = field(default_factory=list)  # anything else that stopped a life
     seconds: float = 0.0
 
 
@@ -176,7 +182,8 @@ class Chaos:
         self.tally = Tally()
         self.server = DevServer(work)
         self.postgres = ThrowawayPostgres("chaos")
-        self.sink = MailSink(work / "mail", port=free_port())
+        # The customers' mail system: like Exchange or Gmail, it keeps one copy per Message-ID.
+        self.sink = MailSink(work / "mail", port=free_port(), fold_redeliveries=True)
         self.inbox = Inbox(work / "mail")
         self.worker: WorkerProcess | None = None
         self.client: Client | None = None
@@ -229,7 +236,10 @@ class Chaos:
 
         async def one(start: StartRelationship) -> None:
             async with gate:
-                await self.life(start)
+                try:
+                    await self.life(start)
+                except Exception as error:  # counted (that life is not where it should be), never fatal
+                    self.tally.errors.append(f"{start.workflow_id}: {error!r}")
 
         faults = [
             asyncio.create_task(self.kill_worker_now_and_then()),
@@ -290,7 +300,13 @@ class Chaos:
         while True:
             try:
                 return await asyncio.wait_for(call(*args, **kwargs), timeout=120)
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError):
+            except (
+                RPCError,  # the server restarting
+                Unavailable,  # the same, through the typed client
+                WorkflowUpdateRPCTimeoutOrCancelledError,  # no answer yet: the same id again
+                WorkflowQueryFailedError,  # no worker to answer a query at the moment
+                TimeoutError,
+            ):
                 self.tally.transient_retries += 1
                 await asyncio.sleep(1.0)
 
@@ -336,7 +352,7 @@ class Chaos:
             self.ensure_worker()  # also one that died by itself (the database was down at its start)
 
     async def restart_server(self) -> None:
-        self.server.stop()
+        await asyncio.to_thread(self.server.stop)
         self.server.start()
         await self.server.ready()
         self.tally.server_restarts += 1

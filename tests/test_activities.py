@@ -8,11 +8,11 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from smtplib import SMTPException
 
 import pytest
 import sqlalchemy as sa
 import structlog
-from aiosmtplib.errors import SMTPException
 from temporalio.testing import ActivityEnvironment
 
 from activities.email import Letter, Mailer, SmtpSettings

@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from partnerflow.client import NotFound, PermissionDenied, Relationships, TransitionNotAllowed
+from partnerflow.client import (
+    NotFound,
+    PermissionDenied,
+    RelationshipError,
+    Relationships,
+    TransitionNotAllowed,
+    Unavailable,
+    _translate,
+)
 from states.models import (
     Cloud,
     PartnerCommand,
@@ -98,3 +107,21 @@ async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
     view = await client.start(StartRelationship.model_validate(start_input()))
     assert view.invitation_expires_at and view.audit
     assert view.invitation_expires_at - view.audit[0].at == timedelta(days=3)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (RPCStatusCode.UNAVAILABLE, "tcp connect error", Unavailable),
+        (RPCStatusCode.UNKNOWN, "transport error", Unavailable),  # the connection dropped mid-call
+        (RPCStatusCode.ABORTED, "Shard is owned by another host", Unavailable),
+        (RPCStatusCode.RESOURCE_EXHAUSTED, "namespace rate limit", Unavailable),
+        (RPCStatusCode.NOT_FOUND, "workflow not found", NotFound),
+        (RPCStatusCode.INVALID_ARGUMENT, "bad request", RelationshipError),
+    ],
+)
+def test_server_errors_become_typed_errors_a_caller_can_retry_on(
+    status: RPCStatusCode, message: str, expected: type[RelationshipError]
+) -> None:
+    translated = _translate(RPCError(message, status, b""))
+    assert type(translated) is expected and message in str(translated)
