@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -107,6 +108,15 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         log.info("worker.search_attributes_added", namespace=namespace, added=added)
 
 
+def settle_memory() -> None:
+    """Once everything is imported and built: the cyclic garbage collector walks every live
+    object in its oldest generation, and a worker holds a large, permanent graph (modules,
+    pydantic schemas, the SDK). Freezing it takes it out of every later walk; the measured
+    share of the worker's CPU in the collector fell from about 12% (BENCHMARKS.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker per configured cloud until `stop` is set."""
     activities = build_activities(settings)
@@ -120,6 +130,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.info("worker.started", namespace=namespace, task_queue=TASK_QUEUE)
         if runtime:
             log.info("worker.metrics", prometheus=f"http://{settings.metrics.prometheus}/metrics")
+        settle_memory()
         await stop.wait()
         log.info("worker.stopping")
     for acts in activities.values():

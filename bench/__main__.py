@@ -537,7 +537,7 @@ async def memory_only(b: Bench) -> dict[str, Any]:
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="lifecycles per variant and round (default 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of floor, handwritten, partnerflow (default 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of floor, handwritten, partnerflow (default 2)")
     parser.add_argument("--concurrency", type=int, default=64, help="lifecycles in flight (default 64)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured lifecycles per run first (default 10)")
     parser.add_argument("--open", type=int, default=10_000, help="relationships left invited (default 10000; 0 skips)")

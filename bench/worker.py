@@ -31,7 +31,7 @@ from bench.floor import FloorWorkflow
 from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
 from partnerflow import logs
 from partnerflow.converter import data_converter
-from worker import new_worker
+from worker import new_worker, settle_memory
 
 VARIANTS = ("floor", "handwritten", "partnerflow")
 LINK_BASE = "http://portal.bench"
@@ -83,6 +83,8 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     worker, records = await build(args)
     async with worker:
+        if args.variant == "partnerflow":
+            settle_memory()  # as worker.py does once it is up
         Path(args.ready_file).write_text(str(os.getpid()))
         await stop.wait()
     if records is not None:
