@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -108,6 +111,16 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         log.info("worker.search_attributes_added", namespace=namespace, added=added)
 
 
+def keep_bytecode() -> None:
+    """The workflow sandbox imports `workflows/relationship.py` again for every workflow it
+    runs; where bytecode is not written (PYTHONDONTWRITEBYTECODE, common in container
+    images) each of those compiles it from source. Keep bytecode in a private folder
+    instead: the source tree stays as clean as the setting intends."""
+    if sys.dont_write_bytecode:
+        sys.pycache_prefix = sys.pycache_prefix or str(Path(tempfile.gettempdir()) / f"partnerflow-pyc-{os.getuid()}")
+        sys.dont_write_bytecode = False
+
+
 def settle_memory() -> None:
     """Once everything is imported and built: the cyclic garbage collector walks every live
     object in its oldest generation, and a worker holds a large, permanent graph (modules,
@@ -119,6 +132,7 @@ def settle_memory() -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one worker per configured cloud until `stop` is set."""
+    keep_bytecode()
     activities = build_activities(settings)
     runtime = metrics_runtime(settings)
     async with contextlib.AsyncExitStack() as stack:
