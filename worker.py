@@ -33,6 +33,7 @@ from partnerflow.config import ConfigError, Settings, WorkerSettings, load
 from partnerflow.connection import connect
 from partnerflow.migrate import upgrade
 from states.models import TASK_QUEUE, Cloud
+from workflows.arguments import ArgumentsInterceptor
 from workflows.relationship import RelationshipWorkflow
 
 log = structlog.get_logger("partnerflow.worker")
@@ -87,6 +88,7 @@ def new_worker(
         task_queue=task_queue,
         workflows=[RelationshipWorkflow],
         activities=activities.all(),
+        interceptors=[ArgumentsInterceptor(RelationshipWorkflow)],
         max_cached_workflows=t.max_cached_workflows,
         # SIGTERM lets in-flight activities (an email mid-send) finish first.
         graceful_shutdown_timeout=timedelta(seconds=t.graceful_shutdown_s),

@@ -49,7 +49,10 @@ def message_id_for(key: str) -> str:
 
 
 def _one_line(value: str) -> str:
-    return " ".join(value.split())
+    # One line, and no RFC 2047 encoded word: the email package may decode one into the
+    # header it writes out, line breaks and all. The models refuse both; this is the
+    # second line of defence for names that reached the records some other way.
+    return " ".join(value.split()).replace("=?", "= ?")
 
 
 class Mailer:
@@ -61,7 +64,7 @@ class Mailer:
     def build(self, letter: Letter, message_id: str) -> EmailMessage:
         message = EmailMessage()
         message["From"] = formataddr((self.settings.sender_name, self.settings.sender))
-        message["To"] = letter.to
+        message["To"] = letter.to  # validated as one address; a line break here raises
         message["Subject"] = _one_line(letter.subject)
         message["Message-ID"] = message_id
         message["Date"] = format_datetime(utc_now())

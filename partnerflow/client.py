@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from partnerflow.config import Settings
 from partnerflow.connection import connect
-from partnerflow.converter import data_converter
+from partnerflow.converter import data_converter, describe
 from states.models import (
     NAMESPACES,
     TASK_QUEUE,
@@ -112,6 +112,15 @@ def _translate(error: BaseException) -> RelationshipError:
     raise error
 
 
+def _checked(start: StartRelationship) -> StartRelationship:
+    """Validated again: a model built with `model_construct` or `model_copy(update=...)` skipped
+    its validators, and a refused start would otherwise come back as a closed workflow."""
+    try:
+        return StartRelationship.model_validate(start.model_dump(mode="json", warnings=False, exclude_unset=True))
+    except ValidationError as error:
+        raise InvalidInput(describe(error), None) from None
+
+
 class Relationships:
     """Drive relationships through Temporal, one client per cloud namespace."""
 
@@ -156,6 +165,7 @@ class Relationships:
         Update-with-start answers once the start's change (records, email) is made,
         or with the reason the start was refused.
         """
+        start = _checked(start)
         if "timers" not in start.model_fields_set and self.default_timers is not None:
             start = start.model_copy(update={"timers": self.default_timers})
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(

@@ -50,12 +50,16 @@ def workflow_id(partner_id: str, customer_id: str) -> str:
     return f"relationship/{partner_id}/{customer_id}"
 
 
-_EMAIL = re.compile(r"[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOT_IN_ADDRESS = "@\\s<>\"',;\x00-\x1f\x7f"  # nor control characters: they would reach RCPT TO
+_EMAIL = re.compile(f"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\\.[^{_NOT_IN_ADDRESS}]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+# RFC 2047 encoded words: an email library may decode one inside a header it writes out,
+# line breaks and all (CPython's email package on 3.11.7 does), so none go in.
+_ENCODED_WORD = "=?"
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
+    if not _EMAIL.fullmatch(value) or _ENCODED_WORD in value:
         raise ValueError("must be an email address like name@example.com")
     return value.lower()
 
@@ -64,6 +68,8 @@ def _plain_text(value: str) -> str:
     # Names end up in email headers and pages: no line breaks or control characters.
     if _CONTROL.search(value):
         raise ValueError("must not contain line breaks or control characters")
+    if _ENCODED_WORD in value:
+        raise ValueError("must not contain '=?' (email header encoding syntax)")
     return value
 
 

@@ -22,9 +22,12 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.letters import Invitation, Notice, NoticeKind
     from activities.records import Change
     from activities.relationship import IssuedToken, SubscriptionsKey
+    from partnerflow.converter import describe
     from states import policy
     from states.lifecycle import FINAL_STATES, STARTS, State, Transition, sources_of
     from states.machine import Lifecycle, token_hash
@@ -79,6 +82,7 @@ LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 PERMISSION_DENIED = "PermissionDenied"
 TRANSITION_NOT_ALLOWED = "TransitionNotAllowed"
 GUARD_FAILED = "GuardFailed"
+INVALID_INPUT = "InvalidInput"
 INVALID_START = "InvalidStart"
 
 
@@ -113,12 +117,33 @@ def _reject(kind: str, rule: str, message: str) -> ApplicationError:
     return ApplicationError(message, {"rule": rule}, type=kind, non_retryable=True)
 
 
+def _read_start(inputs: tuple[Any, ...]) -> StartRelationship | ApplicationError:
+    """The start input, validated here rather than by the data converter (see __init__)."""
+    if len(inputs) != 1 or inputs[0] is None:
+        got = "null" if inputs == (None,) else f"{len(inputs)} inputs"
+        message = f"invalid StartRelationship: input: must be one JSON object, got {got}"
+        return _reject(INVALID_INPUT, "input", message)
+    if isinstance(inputs[0], StartRelationship):
+        return inputs[0]
+    try:
+        return StartRelationship.model_validate(inputs[0])
+    except ValidationError as error:
+        return ApplicationError(describe(error), {"rule": "input"}, type=INVALID_INPUT, non_retryable=True)
+
+
 @workflow.defn(name=WORKFLOW_TYPE)
 class RelationshipWorkflow:
     @workflow.init
-    def __init__(self, start: StartRelationship) -> None:
+    def __init__(self, *inputs: Any) -> None:
+        # `*inputs`, not one typed parameter: nothing a caller sends (no input, null, two
+        # inputs) may fail the workflow task; a bad start fails the workflow instead.
         self._lock = asyncio.Lock()
         self._lifecycle: Lifecycle | None = None  # built once, refreshed per use (see _machine)
+        start = _read_start(inputs)
+        if isinstance(start, ApplicationError):
+            self._start_denial: ApplicationError | None = start
+            return  # run() fails the start at once; nothing is read or written
+        self._start = start
         self._start_denial = self._check_start(start)
         if start.continued is not None and not self._start_denial:
             # A continued run carries everything on: state, audit tail, deadlines.
@@ -158,9 +183,10 @@ class RelationshipWorkflow:
 
     # --- main: the start, then durable timers until a final state ---------------
     @workflow.run
-    async def run(self, start: StartRelationship) -> RelationshipView:
+    async def run(self, *inputs: Any) -> RelationshipView:
         if self._start_denial:
             raise self._start_denial
+        start = self._start
         self._publish()  # findable by partner, customer and state from the first moment
         if start.continued is None:
             initial, operation, effects = STARTS[start.origin.value]
