@@ -32,6 +32,7 @@ from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, WorkerSettings, load
 from partnerflow.connection import connect
 from partnerflow.migrate import upgrade
+from partnerflow.process import exit_without_teardown
 from states.models import TASK_QUEUE, Cloud
 from workflows.arguments import ArgumentsInterceptor
 from workflows.relationship import RelationshipWorkflow
@@ -178,4 +179,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

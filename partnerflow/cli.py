@@ -51,6 +51,7 @@ from partnerflow.client import (
 )
 from partnerflow.config import ConfigError, Settings, load
 from partnerflow.connection import connect
+from partnerflow.process import exit_without_teardown
 from states.lifecycle import State
 from states.models import (
     WORKFLOW_TYPE,
@@ -712,5 +713,10 @@ def _main(argv: list[str]) -> int:
         return _fail(as_json, type(error).__name__, str(error) or repr(error), EXIT_ERROR)
 
 
+def console_main() -> NoReturn:
+    """The installed `partnerflow` command: `main`, then an exit that cannot turn into a crash."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

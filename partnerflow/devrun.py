@@ -23,6 +23,7 @@ from partnerflow import logs, search_attributes
 from partnerflow.config import ConfigError, Settings, load
 from partnerflow.connection import connect
 from partnerflow.mailsink import MailSink
+from partnerflow.process import exit_without_teardown
 from states.models import NAMESPACES
 
 log = structlog.get_logger("partnerflow.dev")
@@ -163,4 +164,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
