@@ -51,7 +51,8 @@ class ArgumentsInterceptor(Interceptor):
     """Installed by `worker.new_worker` for the workflows it runs."""
 
     def __init__(self, *workflow_classes: type) -> None:
-        self.arity = {name: n for cls in workflow_classes for name, n in update_arity(cls).items()}
+        arity = {name: n for cls in workflow_classes for name, n in update_arity(cls).items()}
+        self._class = type("CheckArguments", (_CheckArguments,), {"arity": arity})  # one class, every workflow
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
-        return type("CheckArguments", (_CheckArguments,), {"arity": self.arity})
+        return self._class
