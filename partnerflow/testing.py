@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -203,13 +204,17 @@ class Harness:
     def mail(self, to: str | None = None) -> list[Any]:
         return [m for m in self.sink.messages() if to is None or m["To"] == to]
 
-    def tokens(self) -> list[str]:
-        """Every token ever mailed, oldest first: what the customer's inbox holds."""
+    def tokens(self, relationship: str | None = None) -> list[str]:
+        """Every token ever mailed (for one relationship, if given), oldest first: what the
+        customer's inbox holds."""
+        link = TOKEN_IN_LINK
+        if relationship is not None:  # the sink may be shared by many relationships
+            link = re.compile(re.escape(urlencode({"relationship": relationship})) + r"&token=([A-Za-z0-9_-]+)")
         found: list[str] = []
         for message in self.sink.messages():
             payload = message.get_payload(decode=True)
             text = payload.decode() if isinstance(payload, bytes) else str(payload)
-            found += TOKEN_IN_LINK.findall(text)
+            found += link.findall(text)
         return found
 
     def latest_token(self) -> str:

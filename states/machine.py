@@ -30,18 +30,8 @@ class Lifecycle:
 
     state: str
 
-    def __init__(
-        self,
-        state: State,
-        *,
-        token_sha256: str | None = None,
-        token_expires_at: datetime | None = None,
-        purchase_permission: bool = False,
-        customer_id: str = "",
-        now: datetime | None = None,
-    ) -> None:
-        self.fired: Transition | None = None
-        self._facts(token_sha256, token_expires_at, purchase_permission, customer_id, now)
+    def __init__(self, state: State, **facts: Any) -> None:
+        """Build the machine for `state`; `facts` are `refresh`'s (what the guards read)."""
         self._machine = Machine(
             model=self,
             states=[s.value for s in State],
@@ -58,6 +48,7 @@ class Lifecycle:
                 conditions=list(row.guards),
                 after=lambda event, row=row: self._remember(row),
             )
+        self.refresh(state, **facts)
 
     def refresh(
         self,
@@ -72,23 +63,13 @@ class Lifecycle:
         """The same machine, set to the workflow's facts of now: building a `transitions`
         machine costs about a millisecond, so a workflow builds one and refreshes it."""
         self._machine.set_state(state.value)
-        self.fired = None
-        self._facts(token_sha256, token_expires_at, purchase_permission, customer_id, now)
-        return self
-
-    def _facts(
-        self,
-        token_sha256: str | None,
-        token_expires_at: datetime | None,
-        purchase_permission: bool,
-        customer_id: str,
-        now: datetime | None,
-    ) -> None:
+        self.fired: Transition | None = None
         self.token_sha256 = token_sha256
         self.token_expires_at = token_expires_at
         self.purchase_permission = purchase_permission
         self.customer_id = customer_id
         self.now = now
+        return self
 
     def _remember(self, row: Transition) -> None:
         self.fired = row

@@ -32,11 +32,10 @@ import itertools
 import re
 import string
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 import pydantic
 import pytest
@@ -74,22 +73,12 @@ from states.models import (
     StartRelationship,
 )
 from tests.conftest import ADMIN, Harness, actor, client_for, poll, start_input
+from tests.test_lifecycle import CONTRACT
 from workflows.relationship import AUDIT_TAIL
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.usefixtures("garbage_collected")]
 
 T = TypeVar("T")
-
-
-@pytest.fixture(autouse=True)
-def _garbage_collected_between_tests() -> Iterator[None]:
-    """Refused starts leave garbage with finalizers in the SDK (an un-retrieved future, a
-    never-awaited coroutine). CPython 3.11 fails a `compile()` that a finalizer runs inside
-    ("AST constructor recursion depth mismatch"), e.g. the workflow sandbox's or pytest's:
-    collect such garbage between tests, where nothing is compiling."""
-    gc.collect()
-    yield
-    gc.collect()
 
 
 #: How long one step may take before the test calls it stuck (a normal one takes milliseconds).
@@ -153,17 +142,6 @@ async def failed_tasks(handle: WorkflowHandle[Any, Any]) -> list[str]:
     ]
 
 
-def tokens_for(harness: Harness, wid: str) -> list[str]:
-    """Every token mailed for the relationship `wid` (the sink is shared by many)."""
-    link = re.compile(re.escape(urlencode({"relationship": wid})) + r"&token=([A-Za-z0-9_-]+)")
-    found: list[str] = []
-    for message in harness.sink.messages():
-        payload = message.get_payload(decode=True)
-        text = payload.decode() if isinstance(payload, bytes) else str(payload)
-        found += link.findall(text)
-    return found
-
-
 #: Every state the lifecycle table names (where relationships begin, come from and go to).
 TABLE_STATES = {s.value for row in TRANSITIONS for s in (*row.sources, row.dest)} | {
     initial.value for initial, _, _ in STARTS.values()
@@ -189,18 +167,7 @@ STAFF = {"global_admin", "admin_agent", "sales_agent"}
 MAY: dict[str, set[str]] = {name: STAFF for name in PARTNER_UPDATES} | {
     "set_purchase_permission": {"global_admin", "admin_agent"}
 }
-MOVES: dict[str, tuple[set[str], str]] = {
-    "accept_referral": ({"referred"}, "invited"),
-    "decline_referral": ({"referred"}, "referral_declined"),
-    "resend_invitation": ({"invited", "invitation_expired"}, "invited"),
-    "cancel_invitation": ({"invited", "invitation_expired"}, "cancelled"),
-    "accept_invitation": ({"invited"}, "active"),
-    "decline_invitation": ({"invited"}, "declined"),
-    "set_purchase_permission": ({"active"}, "active"),
-    "end_relationship": ({"active"}, "ended"),
-    "remove_partner": ({"active"}, "ended"),
-    "reinstate": ({"ended"}, "invited"),
-}
+MOVES = CONTRACT  # CONTRACT.md's update table, as test_lifecycle restates it
 NEW_TOKEN = {"accept_referral", "resend_invitation", "reinstate"}
 FINAL = {"referral_declined", "referral_expired", "declined", "cancelled"}
 REFERRAL_DAYS, INVITATION_DAYS = 14, 30
@@ -304,7 +271,7 @@ class RelationshipMachine(RuleBasedStateMachine):
         return self.run(self.h.view(self.handle))
 
     def _take_new_token(self) -> None:
-        mailed = tokens_for(self.h, self.wid)
+        mailed = self.h.tokens(self.wid)
         new = [t for t in mailed if t not in self.m.seen]
         assert len(new) == 1, f"expected one new invitation token, found {len(new)}"
         if self.m.live:
@@ -835,7 +802,7 @@ async def start_case(harness: Harness, case: Case) -> None:
         failure = history.events[-1].workflow_execution_failed_event_attributes.failure
         assert failure.application_failure_info.type in ("InvalidInput", "InvalidStart")
         refusal_names_the_field(failure.message, case)
-        assert harness.records.audit_trail(wid) == [] and tokens_for(harness, wid) == []
+        assert harness.records.audit_trail(wid) == [] and harness.tokens(wid) == []
     finally:
         with contextlib.suppress(RPCError):
             await handle.terminate("fuzz case finished")

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from activities.records import Records
 from activities.relationship import RelationshipActivities
 from partnerflow.mailsink import MailSink
 from portal.app import create_app
-from tests.conftest import Harness, client_for, free_port
+from tests.conftest import Harness, client_for
 from tests.test_portal_routes import relationships_on
 from worker import new_worker
 
@@ -54,15 +55,13 @@ class Site:
 @pytest.fixture
 async def site(dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Site]:
     """The page on a real port (uvicorn), and a worker whose emails link to it."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    config = uvicorn.Config(
-        create_app(relationships_on(dev_env)), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
+    # Our own listening socket: the browser's first connection waits in its backlog
+    # until uvicorn accepts it, so there is nothing to wait for here.
+    listening = socket.create_server(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    config = uvicorn.Config(create_app(relationships_on(dev_env)), log_config=None, access_log=False)
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     activities = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), base_url)
     client = client_for(dev_env)
     task_queue = f"tq-{uuid.uuid4()}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import gc
 import hmac
 import io
 import logging
@@ -65,18 +64,8 @@ from states.models import Cloud
 from tests.conftest import ADMIN, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
 from worker import build_activities, new_worker
 
+pytestmark = pytest.mark.usefixtures("garbage_collected")
 URLSAFE = string.ascii_letters + string.digits + "-_"
-
-
-@pytest.fixture(autouse=True)
-def _garbage_collected_between_tests() -> Iterator[None]:
-    """Refused starts leave garbage with finalizers in the SDK (an un-retrieved future, a
-    never-awaited coroutine). CPython 3.11 fails a `compile()` that a finalizer runs inside
-    ("AST constructor recursion depth mismatch"), e.g. the workflow sandbox's or pytest's:
-    collect such garbage between tests, where nothing is compiling."""
-    gc.collect()
-    yield
-    gc.collect()
 
 
 def accept(token: str, **extra: Any) -> dict[str, Any]:
