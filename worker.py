@@ -25,36 +25,27 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.email import Mailer, SmtpSettings
+from activities.capabilities import Capabilities
+from activities.email import Mailer
 from activities.records import Records
-from activities.relationship import RelationshipActivities
-from partnerflow import logs, search_attributes
-from partnerflow.config import ConfigError, Settings, WorkerSettings, load
-from partnerflow.connection import connect
-from partnerflow.migrate import upgrade
-from partnerflow.process import exit_without_teardown
-from states.models import TASK_QUEUE, Cloud
+from runtime import logs, search_attributes
+from runtime.config import ConfigError, Settings, WorkerSettings, load
+from runtime.connection import connect
+from runtime.migrate import upgrade
+from runtime.process import exit_without_teardown
+from states.models import Cloud
+from states.names import TASK_QUEUE
 from workflows.arguments import ArgumentsInterceptor
-from workflows.relationship import RelationshipWorkflow
+from workflows.lifecycles import WORKFLOWS
 
 log = structlog.get_logger("partnerflow.worker")
 
 
-def build_activities(settings: Settings) -> dict[Cloud, RelationshipActivities]:
+def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
     """One set of activities per configured cloud, sharing the database and the mailer."""
     upgrade(settings.records_url)  # the schema, by Alembic migrations (idempotent)
     records = Records(settings.records_url)
-    s = settings.smtp
-    mailer = Mailer(
-        SmtpSettings(
-            host=s.host,
-            port=s.port,
-            sender=s.sender,
-            starttls=s.starttls,
-            username=s.username,
-            password=s.resolved_password(),
-        )
-    )
+    mailer = Mailer(settings.smtp.settings())
     link, key = settings.invitation.link_base_url, settings.invitation.resolved_token_key()
     if key is None:
         log.warning(
@@ -63,18 +54,20 @@ def build_activities(settings: Settings) -> dict[Cloud, RelationshipActivities]:
             " retried on another worker after a crash goes out again with a new link",
         )
     return {
-        cloud: RelationshipActivities(records, mailer, link, cloud.value, token_key=key)
-        for cloud in settings.temporal.clouds
+        cloud: Capabilities(records, mailer, link, cloud.value, token_key=key) for cloud in settings.temporal.clouds
     }
 
 
 def new_worker(
     client: Client,
-    activities: RelationshipActivities,
+    activities: Capabilities,
     task_queue: str = TASK_QUEUE,
     tuning: WorkerSettings | None = None,
+    workflows: Sequence[type] | None = None,
 ) -> Worker:
+    """A worker for `workflows` (default: every declared lifecycle's) and the activities."""
     t = tuning or WorkerSettings()
+    classes = list(workflows or WORKFLOWS.values())
     options: dict[str, Any] = {
         name: value
         for name in (
@@ -87,9 +80,9 @@ def new_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[RelationshipWorkflow],
+        workflows=classes,
         activities=activities.all(),
-        interceptors=[ArgumentsInterceptor(RelationshipWorkflow)],
+        interceptors=[ArgumentsInterceptor(*classes)],
         max_cached_workflows=t.max_cached_workflows,
         # SIGTERM lets in-flight activities (an email mid-send) finish first.
         graceful_shutdown_timeout=timedelta(seconds=t.graceful_shutdown_s),

@@ -7,7 +7,7 @@ earlier write (by `change_id` or outbox key) and does nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+
+from states.messages import Change
 
 metadata = sa.MetaData()
 
@@ -71,6 +73,23 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+# The current row of a lifecycle that keeps no list of its own: keyed by its workflow id.
+entities = sa.Table(
+    "entities",
+    metadata,
+    sa.Column("workflow_id", sa.String(250), primary_key=True),
+    sa.Column("cloud", sa.String(16), nullable=False),
+    sa.Column("partner_id", sa.String(100), nullable=False, index=True),
+    sa.Column("customer_id", sa.String(100), nullable=False),
+    sa.Column("company", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_change_id", sa.String(250), nullable=False),
+)
+
 subscriptions = sa.Table(
     "subscriptions",
     metadata,
@@ -80,28 +99,6 @@ subscriptions = sa.Table(
     sa.Column("active", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
-
-
-class Change(BaseModel):
-    """One transition to record: the audit row and the customer-list row it implies."""
-
-    model_config = ConfigDict(frozen=True)
-
-    change_id: str  # unique per change of one relationship: the idempotency key
-    cloud: str
-    partner_id: str
-    customer_id: str
-    workflow_id: str
-    company: str
-    operation: str
-    actor_user: str
-    actor_role: str
-    from_state: str | None
-    to_state: str
-    purchase_permission: bool
-    reinstated_count: int
-    at: datetime
-    reason: str = ""
 
 
 class OutboxEntry(BaseModel):
@@ -173,32 +170,44 @@ class Records:
             ).rowcount
             if not inserted:
                 return False
-            row = dict(
-                workflow_id=change.workflow_id,
-                company=change.company,
-                state=change.to_state,
-                purchase_permission=change.purchase_permission,
-                reinstated_count=change.reinstated_count,
-                updated_at=change.at,
-                last_change_id=change.change_id,
-            )
-            # One statement, so two first changes of one customer cannot both insert (a lost change).
-            conn.execute(
-                self._insert(customers)
-                .values(
-                    cloud=change.cloud,
-                    partner_id=change.partner_id,
-                    customer_id=change.customer_id,
-                    created_at=change.at,
-                    version=1,
-                    **row,
-                )
-                .on_conflict_do_update(
-                    index_elements=[customers.c.cloud, customers.c.partner_id, customers.c.customer_id],
-                    set_=dict(version=customers.c.version + 1, **row),
-                )
-            )
+            self._upsert_current(conn, change)
             return True
+
+    def _upsert_current(self, conn: Connection, change: Change) -> None:
+        """The lifecycle's current row, in its declared table. One statement, so two first
+        changes of one lifecycle cannot both insert (a lost change)."""
+        table = metadata.tables.get(change.table)
+        if table is None or table.name not in ROW_TABLES:
+            raise ValueError(f"table: {change.table} is not a lifecycle's table ({', '.join(ROW_TABLES)})")
+        row: dict[str, Any] = dict(
+            workflow_id=change.workflow_id,
+            cloud=change.cloud,
+            partner_id=change.partner_id,
+            customer_id=change.customer_id,
+            company=change.company,
+            state=change.to_state,
+            updated_at=change.at,
+            last_change_id=change.change_id,
+        )
+        if table is entities:
+            row["fields"] = dict(change.fields)
+        else:
+            unknown = sorted(set(change.fields) - set(table.c.keys()))
+            if unknown:
+                raise ValueError(f"fields: {', '.join(unknown)} are not columns of {table.name}")
+            row.update(change.fields)
+        keys = [c for c in table.primary_key.columns]
+        conn.execute(
+            self._insert(table)
+            .values(created_at=change.at, version=1, **row)
+            .on_conflict_do_update(index_elements=keys, set_=dict(version=table.c.version + 1, **row))
+        )
+
+    def current(self, table: str, workflow_id: str) -> dict[str, Any] | None:
+        t = metadata.tables[table]
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(t).where(t.c.workflow_id == workflow_id)).mappings().first()
+            return dict(found) if found else None
 
     def customer(self, cloud: str, partner_id: str, customer_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -224,12 +233,31 @@ class Records:
             ).mappings()
             return [dict(r) for r in rows]
 
+    def customer_export(
+        self, cloud: str, columns: Sequence[str], partner_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`columns` of the customer list of every partner in `cloud` (or of one), in a stable order."""
+        query = sa.select(*(customers.c[name] for name in columns)).where(customers.c.cloud == cloud)
+        if partner_id is not None:
+            query = query.where(customers.c.partner_id == partner_id)
+        query = query.order_by(customers.c.partner_id, customers.c.customer_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
     def audit_trail(self, workflow_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(audit).where(audit.c.workflow_id == workflow_id).order_by(audit.c.id)
             ).mappings()
             return [dict(r) for r in rows]
+
+    # --- facts a guard may need -------------------------------------------------------
+    def fact(self, name: str, cloud: str, partner_id: str, customer_id: str) -> int:
+        """A named fact about one customer (the billing feed's counts); unknown names are refused."""
+        read = {"active_subscriptions": self.active_subscriptions}.get(name)
+        if read is None:
+            raise ValueError(f"fact: {name} is not a fact the records know")
+        return read(cloud, partner_id, customer_id)
 
     # --- subscriptions (fed by billing) ------------------------------------------
     def set_active_subscriptions(
@@ -295,6 +323,10 @@ class Records:
                 sa.select(outbox).where(outbox.c.workflow_id == workflow_id).order_by(outbox.c.created_at)
             ).mappings()
             return [OutboxEntry.model_validate(dict(r)) for r in rows]
+
+
+#: The tables a lifecycle may keep its current row in (`Lifecycle.table`).
+ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
 
 
 def _engine(url: str, echo: bool) -> Engine:

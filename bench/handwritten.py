@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from temporalio import activity, workflow
 from temporalio.common import SearchAttributeKey
@@ -28,8 +29,8 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.email import Letter, Mailer, message_id_for
-    from activities.letters import invitation_link
-    from activities.records import Change, Records
+    from activities.records import Records
+    from states.messages import Change
 
 INVITATION_TTL = timedelta(days=30)
 REMINDERS_BEFORE = (timedelta(days=7), timedelta(days=1))
@@ -168,7 +169,7 @@ class HandwrittenActivities:
     async def send_invitation(self, mail: InvitationMail) -> str:
         """Mail a fresh token; the workflow only ever sees its hash."""
         token = secrets.token_urlsafe(32)
-        link = invitation_link(self.link_base_url, mail.workflow_id, token)
+        link = f"{self.link_base_url}/invitation?" + urlencode({"relationship": mail.workflow_id, "token": token})
         letter = Letter(
             to=mail.to,
             subject=f"{mail.partner_name} invites {mail.company} to a reseller relationship",

@@ -23,14 +23,14 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
-from activities.relationship import RelationshipActivities
 from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
 from bench.floor import FloorWorkflow
 from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
-from partnerflow import logs
-from partnerflow.converter import data_converter
+from runtime import logs
+from runtime.converter import data_converter
 from worker import new_worker, settle_memory
 
 VARIANTS = ("floor", "handwritten", "partnerflow")
@@ -52,7 +52,7 @@ async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
         worker = Worker(client, task_queue=args.task_queue, workflows=[HandwrittenRelationship], activities=hand.all())
         return worker, records
     client = await Client.connect(args.address, namespace=args.namespace, data_converter=data_converter)
-    activities = RelationshipActivities(records, mailer, LINK_BASE, "public")
+    activities = Capabilities(records, mailer, LINK_BASE, "public")
     return new_worker(client, activities, args.task_queue), records
 
 

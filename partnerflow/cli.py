@@ -37,36 +37,39 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import Records, customers
+from activities.records import Records
 from partnerflow import importer
 from partnerflow.client import (
     GuardFailed,
     InvalidInput,
+    InvalidStart,
     NotFound,
     PermissionDenied,
     RelationshipError,
     Relationships,
     TransitionNotAllowed,
     Unavailable,
+    translate,
 )
-from partnerflow.config import ConfigError, Settings, load
-from partnerflow.connection import connect
-from partnerflow.process import exit_without_teardown
-from states.lifecycle import State
+from runtime.config import ConfigError, Settings, load
+from runtime.connection import connect
+from runtime.process import exit_without_teardown
+from states.declaration import PartnerStaff
+from states.errors import problems
 from states.models import (
-    WORKFLOW_TYPE,
     Cloud,
     Identifier,
     Origin,
     PartnerCommand,
     PartnerKind,
-    ReasonedCommand,
     RelationshipView,
     Role,
-    SetPurchasePermission,
     StartRelationship,
+    State,
     workflow_id,
 )
+from states.names import CUSTOMER_ID, PARTNER_ID
+from states.relationship import RELATIONSHIP
 
 PROG: Final = "partnerflow"
 
@@ -81,6 +84,7 @@ EXIT_IMPORT_FAILED: Final = 7
 
 EXIT_CODES: Final[Mapping[type[RelationshipError], int]] = {
     InvalidInput: EXIT_USAGE,
+    InvalidStart: EXIT_USAGE,
     PermissionDenied: EXIT_DENIED,
     TransitionNotAllowed: EXIT_REFUSED,
     GuardFailed: EXIT_REFUSED,
@@ -114,20 +118,16 @@ OPTION_FOR: Final[Mapping[str, str]] = {
     "reason": "--reason",
 }
 
-#: The partner-side updates: command name → (update name, payload model, help).
-UPDATES: Final[Mapping[str, tuple[str, type[PartnerCommand], str]]] = {
-    "accept-referral": ("accept_referral", PartnerCommand, "accept a referral: the invitation goes out"),
-    "decline-referral": ("decline_referral", ReasonedCommand, "decline a referral"),
-    "resend": ("resend_invitation", PartnerCommand, "send a new invitation (the old link stops working)"),
-    "cancel": ("cancel_invitation", ReasonedCommand, "cancel an invitation"),
-    "end": ("end_relationship", ReasonedCommand, "end an active relationship"),
-    "reinstate": ("reinstate", PartnerCommand, "invite an ended relationship's customer again"),
-    "permission": ("set_purchase_permission", SetPurchasePermission, "allow or stop self-service purchases"),
+#: The partner-side updates, from the lifecycle's declaration: CLI command name → trigger.
+UPDATES: Final[Mapping[str, str]] = {
+    RELATIONSHIP.commands[trigger].cli: trigger
+    for trigger in RELATIONSHIP.updates
+    if isinstance(RELATIONSHIP.by(trigger), PartnerStaff)
 }
 
 STATE_KEY: Final = importer.STATE_KEY
-PARTNER_KEY: Final = SearchAttributeKey.for_keyword("PartnerId")
-CUSTOMER_KEY: Final = SearchAttributeKey.for_keyword("CustomerId")
+PARTNER_KEY: Final = SearchAttributeKey.for_keyword(PARTNER_ID)
+CUSTOMER_KEY: Final = SearchAttributeKey.for_keyword(CUSTOMER_ID)
 
 EXPORT_COLUMNS: Final = (
     "cloud",
@@ -234,18 +234,8 @@ def _show_view(view: RelationshipView) -> None:
 
 
 def _fields(error: ValidationError) -> list[dict[str, str]]:
-    found = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(p) for p in problem["loc"]) or "input"
-        option = OPTION_FOR.get(where)
-        found.append(
-            {
-                "field": where,
-                "option": option or "",
-                "rule": str(problem["msg"]).removeprefix("Value error, "),
-            }
-        )
-    return found
+    """The formatter's problems, each with the option a user of the CLI sets it with."""
+    return [{"field": p["field"], "option": OPTION_FOR.get(p["field"], ""), "rule": p["rule"]} for p in problems(error)]
 
 
 def _fail(
@@ -271,13 +261,10 @@ def _fail_validation(as_json: bool, error: ValidationError) -> int:
 
 
 def _from_rpc(error: RPCError) -> RelationshipError:
-    if error.status is RPCStatusCode.NOT_FOUND:
-        return NotFound(error.message)
-    if error.status in {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}:
-        return Unavailable(f"Temporal is unavailable: {error.message}")
+    """The client's translation (one list of what counts as unavailable), and a bad query is input."""
     if error.status is RPCStatusCode.INVALID_ARGUMENT:
         return InvalidInput(f"Temporal refused the request: {error.message}")
-    return RelationshipError(f"Temporal refused the request: {error.message}")
+    return translate(error)
 
 
 # --- settings, actor, clients ----------------------------------------------------
@@ -367,12 +354,10 @@ async def cmd_start(args: argparse.Namespace) -> int:
 async def cmd_update(args: argparse.Namespace) -> int:
     """accept-referral, decline-referral, resend, cancel, end, reinstate, permission."""
     partner_id, customer_id = _ids(args)
-    name, model, _ = UPDATES[args.command]
+    name = UPDATES[args.command]
+    model = RELATIONSHIP.commands[name].payload
     payload: dict[str, Any] = {"actor": _actor(args, partner_id)}
-    if model is ReasonedCommand:
-        payload["reason"] = args.reason
-    if model is SetPurchasePermission:
-        payload["allowed"] = args.allowed
+    payload |= {field: getattr(args, field) for field in model.model_fields if field != "actor"}
     command = model.model_validate(payload)
     settings = _settings(args)
     client = await _connect(args, settings)
@@ -401,11 +386,11 @@ def _quote(name: str, value: str) -> str:
 
 def list_query(state: str | None = None, partner: str | None = None, customer: str | None = None) -> str:
     """The visibility query for `list`: relationships, narrowed by state, partner and customer."""
-    clauses = [f"WorkflowType = {_quote('type', WORKFLOW_TYPE)}"]
+    clauses = [f"WorkflowType = {_quote('type', RELATIONSHIP.workflow_type)}"]
     for name, attribute, value in (
-        ("state", "RelationshipState", state),
-        ("partner", "PartnerId", partner),
-        ("customer", "CustomerId", customer),
+        ("state", RELATIONSHIP.state_attribute, state),
+        ("partner", PARTNER_ID, partner),
+        ("customer", CUSTOMER_ID, customer),
     ):
         if value is not None:
             clauses.append(f"{attribute} = {_quote(name, value)}")
@@ -462,12 +447,7 @@ def cmd_subscriptions_set(args: argparse.Namespace) -> int:
 
 def customer_rows(records: Records, cloud: Cloud, partner_id: str | None = None) -> list[dict[str, Any]]:
     """The customer list of every partner in `cloud` (or of one), as export writes it."""
-    query = sa.select(*(customers.c[name] for name in EXPORT_COLUMNS)).where(customers.c.cloud == cloud.value)
-    if partner_id is not None:
-        query = query.where(customers.c.partner_id == partner_id)
-    query = query.order_by(customers.c.partner_id, customers.c.customer_id)
-    with records.engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(query).mappings()]
+    rows = records.customer_export(cloud.value, EXPORT_COLUMNS, partner_id)
     for row in rows:
         for name in ("created_at", "updated_at"):
             row[name] = _when(row[name])
@@ -591,15 +571,18 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--referred-by", required=True, metavar="PARTNER_ID", help="the referring partner")
         sub.set_defaults(run=cmd_start)
 
-    for name, (_, model, about) in UPDATES.items():
-        sub = commands.add_parser(name, parents=[actor], help=about, description=about)
+    for name, trigger in UPDATES.items():
+        command = RELATIONSHIP.commands[trigger]
+        sub = commands.add_parser(name, parents=[actor], help=command.about, description=command.about)
         relationship(sub)
-        if model is ReasonedCommand:
-            sub.add_argument("--reason", default="")
-        if model is SetPurchasePermission:
-            choice = sub.add_mutually_exclusive_group(required=True)
-            choice.add_argument("--allow", dest="allowed", action="store_true")
-            choice.add_argument("--deny", dest="allowed", action="store_false")
+        for field, info in command.payload.model_fields.items():
+            if field in command.flags:  # a yes/no field: two flags, one required
+                on, off = command.flags[field]
+                choice = sub.add_mutually_exclusive_group(required=True)
+                choice.add_argument(on, dest=field, action="store_true")
+                choice.add_argument(off, dest=field, action="store_false")
+            elif field != "actor":
+                sub.add_argument(f"--{field.replace('_', '-')}", dest=field, default=info.default)
         sub.set_defaults(run=cmd_update)
 
     sub = commands.add_parser("show", help="the state and the latest changes of one relationship")

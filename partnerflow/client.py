@@ -23,13 +23,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from partnerflow.config import Settings
-from partnerflow.connection import connect
-from partnerflow.converter import data_converter, describe
+from runtime.config import Settings
+from runtime.connection import connect
+from runtime.converter import data_converter
+from states.errors import describe
 from states.models import (
-    NAMESPACES,
-    TASK_QUEUE,
-    WORKFLOW_TYPE,
     AcceptInvitation,
     Cloud,
     DeclineInvitation,
@@ -41,12 +39,15 @@ from states.models import (
     Timers,
     workflow_id,
 )
+from states.names import NAMESPACES, TASK_QUEUE, ErrorType
+from states.relationship import RELATIONSHIP
+from workflows.visibility import inert
 
 
 class RelationshipError(Exception):
     """A request partnerflow refused or could not serve. `type` and `rule` say why."""
 
-    type = "Error"
+    type: str = "Error"
 
     def __init__(self, message: str, rule: str | None = None) -> None:
         super().__init__(message)
@@ -55,33 +56,40 @@ class RelationshipError(Exception):
 
 
 class InvalidInput(RelationshipError):
-    type = "InvalidInput"
+    type = ErrorType.INVALID_INPUT
+
+
+class InvalidStart(RelationshipError):
+    """A start that cannot be this workflow's (its id, its namespace, a `continued` field)."""
+
+    type = ErrorType.INVALID_START
 
 
 class PermissionDenied(RelationshipError):
-    type = "PermissionDenied"
+    type = ErrorType.PERMISSION_DENIED
 
 
 class TransitionNotAllowed(RelationshipError):
-    type = "TransitionNotAllowed"
+    type = ErrorType.TRANSITION_NOT_ALLOWED
 
 
 class GuardFailed(RelationshipError):
-    type = "GuardFailed"
+    type = ErrorType.GUARD_FAILED
 
 
 class NotFound(RelationshipError):
-    type = "NotFound"
+    type = ErrorType.NOT_FOUND
 
 
 class Unavailable(RelationshipError):
     """Temporal cannot be reached: nothing was changed; try again later."""
 
-    type = "Unavailable"
+    type = ErrorType.UNAVAILABLE
 
 
 _BY_TYPE: dict[str, type[RelationshipError]] = {
-    cls.type: cls for cls in (InvalidInput, PermissionDenied, TransitionNotAllowed, GuardFailed)
+    str(cls.type): cls
+    for cls in (InvalidInput, InvalidStart, PermissionDenied, TransitionNotAllowed, GuardFailed, NotFound, Unavailable)
 }
 #: Worth trying again: the server is restarting, overloaded, moving a shard, or out of reach.
 _UNAVAILABLE = {
@@ -93,7 +101,7 @@ _UNAVAILABLE = {
 }
 
 
-def _translate(error: BaseException) -> RelationshipError:
+def translate(error: BaseException) -> RelationshipError:
     cause = error.cause if isinstance(error, WorkflowUpdateFailedError | WorkflowQueryFailedError) else error
     if isinstance(error, WorkflowUpdateFailedError) and isinstance(cause, ApplicationError):
         rule = cause.details[0].get("rule") if cause.details and isinstance(cause.details[0], dict) else None
@@ -169,12 +177,12 @@ class Relationships:
         if "timers" not in start.model_fields_set and self.default_timers is not None:
             start = start.model_copy(update={"timers": self.default_timers})
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            WORKFLOW_TYPE,
+            RELATIONSHIP.workflow_type,
             start,
             id=start.workflow_id,
             task_queue=TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"{start.customer.company} ← {start.partner.name} ({start.cloud.value})",
+            static_summary=inert(RELATIONSHIP.summary(start)),  # names shown as typed, never as links
         )
         try:
             view: RelationshipView = await self.clients[start.cloud].execute_update_with_start_workflow(
@@ -182,7 +190,7 @@ class Relationships:
             )
             return view
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
-            raise _translate(error) from error
+            raise translate(error) from error
 
     async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:
         try:
@@ -191,10 +199,20 @@ class Relationships:
             )
             return view
         except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
-            raise _translate(error) from error
+            raise translate(error) from error
 
     async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
-        """Send one update of CONTRACT.md; returns the new view or raises a RelationshipError."""
+        """Send one update of the declaration; returns the new view or raises a RelationshipError.
+
+        `name` must be a declared update and `command` must read as its declared payload: a
+        wrong pair is refused here, before anything is sent."""
+        declared = RELATIONSHIP.commands.get(name)
+        if declared is None or name not in RELATIONSHIP.updates:
+            raise InvalidInput(f"update: {name} is not an update of {RELATIONSHIP.workflow_type}", "update")
+        try:
+            command = declared.payload.model_validate(command.model_dump(mode="json", warnings=False))
+        except ValidationError as error:
+            raise InvalidInput(f"{name}: {describe(error)}", "input") from None
         try:
             # No RPC deadline: an update is awaited until the workflow has made the change
             # (activities wait out outages; a crashed worker's task moves to another one).
@@ -205,7 +223,7 @@ class Relationships:
         except WorkflowUpdateRPCTimeoutOrCancelledError as error:
             raise Unavailable("the update was sent but its outcome is unknown: read the state") from error
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
-            raise _translate(error) from error
+            raise translate(error) from error
 
     async def find_invitation(self, wid: str, token: str) -> tuple[Cloud | None, InvitationView]:
         """Which cloud holds the relationship this token belongs to, and what its holder may see."""
@@ -219,7 +237,7 @@ class Relationships:
                     rpc_timeout=self.rpc_timeout,
                 )
             except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
-                translated = _translate(error)
+                translated = translate(error)
                 if isinstance(translated, NotFound):
                     continue
                 raise translated from error

@@ -19,12 +19,12 @@ from pathlib import Path
 import structlog
 
 import worker
-from partnerflow import logs, search_attributes
-from partnerflow.config import ConfigError, Settings, load
-from partnerflow.connection import connect
 from partnerflow.mailsink import MailSink
-from partnerflow.process import exit_without_teardown
-from states.models import NAMESPACES
+from runtime import logs, search_attributes
+from runtime.config import ConfigError, Settings, load
+from runtime.connection import connect
+from runtime.process import exit_without_teardown
+from states.names import NAMESPACES
 
 log = structlog.get_logger("partnerflow.dev")
 BIN = Path(sys.executable).parent

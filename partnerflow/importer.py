@@ -25,7 +25,9 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from partnerflow.client import RelationshipError, Relationships, Unavailable
+from states.errors import problems as field_problems
 from states.models import Cloud, Origin, StartRelationship
+from states.relationship import RELATIONSHIP
 
 REQUIRED_COLUMNS: Final = ("partner_id", "partner_name", "customer_id", "company", "admin_email", "country")
 OPTIONAL_COLUMNS: Final = ("partner_kind", "indirect_provider_id")
@@ -51,7 +53,7 @@ FIELD_SOURCES: Final[Mapping[str, str]] = {
     "actor.partner_id": "--partner-id",
 }
 
-STATE_KEY: Final = SearchAttributeKey.for_keyword("RelationshipState")
+STATE_KEY: Final = SearchAttributeKey.for_keyword(RELATIONSHIP.state_attribute)
 
 #: Tries per row when Temporal is briefly unavailable (a start is idempotent: safe to repeat).
 ATTEMPTS: Final = 3
@@ -63,12 +65,7 @@ class ImportFileError(ValueError):
 
 def problems(error: ValidationError, sources: Mapping[str, str] = FIELD_SOURCES) -> list[tuple[str, str]]:
     """(field, rule) for each problem of `error`, naming fields as the user wrote them."""
-    found = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(p) for p in problem["loc"]) or "input"
-        rule = str(problem["msg"]).removeprefix("Value error, ")
-        found.append((sources.get(where, where), rule))
-    return found
+    return [(sources.get(p["field"], p["field"]), p["rule"]) for p in field_problems(error)]
 
 
 def describe(error: ValidationError, sources: Mapping[str, str] = FIELD_SOURCES) -> str:

@@ -25,8 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from temporalio.workflow import _Definition
 
-from states.models import WORKFLOW_TYPE, StartRelationship
-from workflows.relationship import RelationshipWorkflow
+from states.declaration import Lifecycle
+from states.lifecycles import LIFECYCLES
+from workflows.lifecycles import WORKFLOWS
 
 #: Where the committed schemas live: `schemas/` at the repository's root.
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -75,14 +76,22 @@ def _return_type(ret_type: Any, fn: Callable[..., Any] | None, what: str) -> typ
 
 
 def generate() -> dict[str, str]:
-    """Every schema file of the contract, by file name → its text."""
-    defn = _Definition.must_from_class(RelationshipWorkflow)
+    """Every schema file of the contract, by file name → its text. The first lifecycle's files
+    sit at the top (their names are the v1 contract's); each other's in a folder of its name."""
     files: dict[str, str] = {}
+    for i, lifecycle in enumerate(LIFECYCLES.values()):
+        prefix = "" if i == 0 else f"{lifecycle.name}/"
+        files |= {prefix + name: text for name, text in _lifecycle_files(lifecycle).items()}
+    return files
 
-    # The run method's first argument (the second is the state a continued run carries
-    # on: internal, not for callers); StartRelationship should its hints be unresolvable.
-    start = _single_arg((defn.arg_types or [StartRelationship])[:1], "start input") or StartRelationship
-    files["start.json"] = _schema(start, "validation", f"{WORKFLOW_TYPE} start input")
+
+def _lifecycle_files(lifecycle: Lifecycle) -> dict[str, str]:
+    defn = _Definition.must_from_class(WORKFLOWS[lifecycle.name])
+    files: dict[str, str] = {}
+    WORKFLOW_TYPE = lifecycle.workflow_type
+    # The run method takes `*inputs` (so no input can fail a workflow task): the
+    # declaration names the one start input it reads.
+    files["start.json"] = _schema(lifecycle.start_model, "validation", f"{WORKFLOW_TYPE} start input")
 
     for name, update in sorted(defn.updates.items()):
         if name is None:  # a dynamic update handler has no name and no fixed payload
@@ -106,7 +115,7 @@ def generate() -> dict[str, str]:
 def differences(directory: Path = SCHEMA_DIR) -> list[str]:
     """What differs between `generate()` and the files in `directory`, one line each."""
     expected = generate()
-    present = {p.name: p for p in directory.glob("*.json")} if directory.is_dir() else {}
+    present = {p.relative_to(directory).as_posix(): p for p in directory.rglob("*.json")} if directory.is_dir() else {}
     problems: list[str] = []
     for name, text in sorted(expected.items()):
         if name not in present:
@@ -124,13 +133,15 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     changes: list[str] = []
     for name, text in sorted(expected.items()):
         path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
             changes.append(f"wrote:   {name}")
-    for path in sorted(directory.glob("*.json")):
-        if path.name not in expected:
+    for path in sorted(directory.rglob("*.json")):
+        name = path.relative_to(directory).as_posix()
+        if name not in expected:
             path.unlink()
-            changes.append(f"removed: {path.name}")
+            changes.append(f"removed: {name}")
     return changes
 
 

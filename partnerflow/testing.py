@@ -41,14 +41,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
-from activities.relationship import RelationshipActivities
-from partnerflow import search_attributes
-from partnerflow.converter import data_converter
 from partnerflow.mailsink import MailSink
-from states.lifecycle import STARTS, TRANSITIONS, State
-from states.models import NAMESPACES, Cloud, RelationshipView, Timers
+from runtime import search_attributes
+from runtime.converter import data_converter
+from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
+from states.models import Cloud, RelationshipView, State, Timers
+from states.names import NAMESPACES
+from states.relationship import RELATIONSHIP
 from worker import new_worker
 
 BIN = Path(sys.executable).parent
@@ -104,24 +106,35 @@ async def poll(check: Callable[[], Awaitable[Any]], attempts: int = 200) -> Any:
     raise AssertionError("condition not met in time")
 
 
-def path_to(target: State) -> tuple[str, list[str]]:
-    """The origin and the shortest trigger sequence reaching `target`, from the lifecycle table."""
-    best: tuple[str, list[str]] | None = None
-    for origin, (initial, _, _) in STARTS.items():
-        seen, frontier = {initial}, [(initial, list[str]())]
+def path_to(target: str, lifecycle: Lifecycle = RELATIONSHIP) -> tuple[Row, list[Row]]:
+    """The start row and the shortest row sequence reaching `target`, from the declaration."""
+    best: tuple[Row, list[Row]] | None = None
+    for start in lifecycle.starts:
+        seen, frontier = {start.dest}, [(start.dest, list[Row]())]
         while frontier:
             state, steps = frontier.pop(0)
-            if state is target:
+            if state == target:
                 if best is None or len(steps) < len(best[1]):
-                    best = (origin, steps)
+                    best = (start, steps)
                 break
-            for row in TRANSITIONS:
+            for row in lifecycle.rows:
                 if state in row.sources and row.dest not in seen:
                     seen.add(row.dest)
-                    frontier.append((row.dest, [*steps, row.trigger]))
+                    frontier.append((row.dest, [*steps, row]))
     if best is None:
         raise ValueError(f"{target} cannot be reached")
     return best
+
+
+#: Start inputs by start row (beyond `start_input`'s defaults): how each begins.
+START_OVERRIDES: dict[str, dict[str, Any]] = {
+    "invite": {"origin": "invitation"},
+    "refer": {
+        "origin": "referral",
+        "referred_by": "dist-1",
+        "actor": {"user": "d@dist.example", "role": "sales_agent", "partner_id": "dist-1"},
+    },
+}
 
 
 @dataclass
@@ -138,47 +151,49 @@ class Harness:
     async def start(self, body: dict[str, Any] | None = None, **overrides: Any) -> WorkflowHandle[Any, Any]:
         """Start a relationship from raw JSON (`start_input(**overrides)` by default)."""
         body = body or start_input(**overrides)
-        wid = f"relationship/{body['partner']['id']}/{body['customer']['id']}"
+        wid = RELATIONSHIP.workflow_id.format(partner_id=body["partner"]["id"], customer_id=body["customer"]["id"])
         handle = await self.client.start_workflow(
-            "Relationship", body, id=wid, task_queue=self.task_queue, result_type=RelationshipView
+            RELATIONSHIP.workflow_type, body, id=wid, task_queue=self.task_queue, result_type=RelationshipView
         )
         self.handles.append(handle)
         return handle
 
     async def bring_to(self, state: str | State, **overrides: Any) -> WorkflowHandle[Any, Any]:
-        """A relationship in `state`, by the shortest path the lifecycle table allows."""
-        target = State(state)
-        origin, steps = path_to(target)
-        if origin == "referral":
-            overrides.setdefault("referred_by", "dist-1")
-            overrides.setdefault("actor", actor("sales_agent", partner_id="dist-1", user="d@dist.example"))
-        handle = await self.start(origin=origin, **overrides)
-        await self.wait_for_state(handle, STARTS[origin][0].value)
-        body = start_input(**overrides)
-        timers = Timers.model_validate(body.get("timers") or {})
+        """A relationship in `state`, by the shortest path the declaration allows."""
+        first, steps = path_to(str(state))
+        for key, value in START_OVERRIDES[first.trigger].items():
+            overrides.setdefault(key, value)
+        handle = await self.start(**overrides)
+        await self.wait_for_state(handle, first.dest)
+        timers = Timers.model_validate(start_input(**overrides).get("timers") or {})
         partner_id, customer_id = handle.id.split("/")[1:]
-        for trigger in steps:
-            if trigger == "expire_referral":
-                await self.env.sleep(timers.referral_ttl + timedelta(hours=1))
-            elif trigger == "expire_invitation":
-                await self.env.sleep(timers.invitation_ttl + timedelta(hours=1))
+        for row in steps:
+            deadline = RELATIONSHIP.deadline_in(row.sources[0]) if isinstance(row.by, Timer) else None
+            if deadline:
+                await self.env.sleep(getattr(timers, deadline.after) + timedelta(hours=1))
             else:
-                await self.update(handle, trigger, self.payload(trigger, customer_id, partner_id))
-        await self.wait_for_state(handle, target.value)
+                await self.update(handle, row.trigger, self.payload(row.trigger, customer_id, partner_id))
+        await self.wait_for_state(handle, str(state))
         return handle
 
     def payload(self, trigger: str, customer_id: str, partner_id: str = "p-100") -> dict[str, Any]:
-        """A payload that the policy and the guards accept for `trigger`."""
-        boss = actor("global_admin", partner_id=partner_id, user="gia@fabrikam.example")
-        if trigger == "accept_invitation":
-            return {"token": self.latest_token(), "customer_admin": ADMIN, "accept_agreement": True}
-        if trigger == "decline_invitation":
-            return {"token": self.latest_token(), "customer_admin": ADMIN}
-        if trigger == "remove_partner":
-            return {"customer_admin": {**ADMIN, "customer_id": customer_id}}
-        if trigger == "set_purchase_permission":
-            return {"actor": boss, "allowed": True}
-        return {"actor": boss, "reason": "test kit"}
+        """A payload that the policy and the guards accept for `trigger`, from its row and command."""
+        by, model = RELATIONSHIP.by(trigger), RELATIONSHIP.commands[trigger].payload
+        body: dict[str, Any] = {}
+        if isinstance(by, PartnerStaff):
+            role = "global_admin" if "global_admin" in by.roles else sorted(by.roles)[0].value
+            body["actor"] = actor(role, partner_id=partner_id, user="gia@fabrikam.example")
+        elif isinstance(by, CustomerAdmin):
+            admin = {**ADMIN, "customer_id": customer_id} if by.proof == "portal" else dict(ADMIN)
+            body["customer_admin"] = admin
+            if by.proof == "token":
+                body["token"] = self.latest_token()
+        for name, info in model.model_fields.items():
+            if info.annotation is bool and name not in body:
+                body[name] = True  # yes/no fields: the one that changes something
+            elif name == "reason":
+                body[name] = "test kit"
+        return body
 
     async def wait_for_state(self, handle: WorkflowHandle[Any, Any], state: str | None = None) -> RelationshipView:
         """Await the first change (or `state`): the start's email and records are done then."""
@@ -247,7 +262,7 @@ async def running(
     link_base: str = LINK_BASE,
 ) -> AsyncIterator[Harness]:
     """partnerflow's worker on `env`; relationships it started are ended on exit."""
-    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value)
+    activities = Capabilities(records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value)
     client = client_for(env, cloud)
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):

@@ -7,10 +7,10 @@ import sys
 
 import uvicorn
 
-from partnerflow import logs
 from partnerflow.client import Relationships
-from partnerflow.config import ConfigError, load
 from portal.app import create_app
+from runtime import logs
+from runtime.config import ConfigError, load
 
 
 async def _serve() -> None:

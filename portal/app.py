@@ -30,8 +30,9 @@ from partnerflow.client import (
     TransitionNotAllowed,
     Unavailable,
 )
-from partnerflow.config import PortalSettings
 from portal.security import CSRF_COOKIE, Hardened, WrongTokenLimiter, csrf_ok, new_csrf
+from runtime.config import PortalSettings
+from states.errors import problems
 from states.models import (
     AcceptInvitation,
     Cloud,
@@ -160,7 +161,7 @@ class Portal:
                 decline = DeclineInvitation(token=token, customer_admin=admin, reason=reason)
                 await self.relationships.decline_invitation(cloud, wid, decline)
         except ValidationError as error:
-            where = ", ".join(".".join(map(str, e["loc"])) for e in error.errors())
+            where = ", ".join(p["field"] for p in problems(error))
             return self._form(view, wid, token, 400, f"Please check: {where}.")
         except (GuardFailed, TransitionNotAllowed, NotFound):
             return problem(410, "This invitation is no longer valid", "Ask your partner for a new invitation.")

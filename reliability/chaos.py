@@ -33,15 +33,14 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from partnerflow import search_attributes
 from partnerflow.client import Relationships, Unavailable
-from partnerflow.converter import data_converter
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
 from partnerflow.testing import ADMIN, BIN, actor, free_port, start_input
 from reliability.inbox import Inbox
+from runtime import search_attributes
+from runtime.converter import data_converter
 from states.models import (
-    NAMESPACES,
     Cloud,
     InvitationLookup,
     InvitationStatus,
@@ -49,6 +48,7 @@ from states.models import (
     RelationshipView,
     StartRelationship,
 )
+from states.names import NAMESPACES
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTNER = "p-chaos"
@@ -199,7 +199,7 @@ class Chaos:
         self.server.start()
         try:
             await self.server.ready()
-            from partnerflow.migrate import upgrade
+            from runtime.migrate import upgrade
 
             upgrade(self.postgres.url)
             self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port)

@@ -10,21 +10,21 @@ from temporalio.api.enums.v1 import EventType
 
 from activities.records import Records
 from reliability.chaos import PARTNER, STEPS, Chaos
-from states.lifecycle import STARTS, State, rows_for
 from states.models import RelationshipView
+from states.relationship import GRANTS, RELATIONSHIP
 
 
-def expected_life() -> tuple[list[str], int, State]:
-    """One chaos life, read off the table: its audit operations, its emails, its last state."""
-    state, operation, effects = STARTS["invitation"]
-    operations, emails = [operation], len(effects)
+def expected_life() -> tuple[list[str], int, str]:
+    """One chaos life, read off the declaration: its audit operations, its emails, its last state."""
+    (start,) = RELATIONSHIP.rows_for("invite")
+    state, operations, emails = start.dest, [start.operation], len(start.sends())
     for trigger in STEPS:
-        rows = [r for r in rows_for(trigger) if state in r.sources]
-        if trigger == "set_purchase_permission":
-            rows = [r for r in rows if "grants_purchase" in r.guards]
+        rows = [r for r in RELATIONSHIP.rows_for(trigger) if state in r.sources]
+        if len(rows) > 1:  # the permission's two rows: the life grants it
+            rows = [r for r in rows if GRANTS in r.guards]
         (row,) = rows
         operations.append(row.operation)
-        emails += len(row.effects)  # every effect is an email
+        emails += len(row.sends())
         state = row.dest
     return operations, emails, state
 
@@ -42,7 +42,7 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
             wid = start.workflow_id
             handle = client.get_workflow_handle(wid)
             view = await chaos.patiently(handle.query, "state", result_type=RelationshipView)
-            state_ok += view.state == final.value and view.reinstated_count == 1 and not view.purchase_permission
+            state_ok += view.state == final and view.reinstated_count == 1 and not view.purchase_permission
 
             trail = records.audit_trail(wid)
             same_ops = [r["operation"] for r in trail] == operations
@@ -85,7 +85,7 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
         "records_mismatches": records_bad,
         "failed_workflows": failed.count + task_failures,
         "detail": {
-            "expected_state": final.value,
+            "expected_state": final,
             "expected_audit": operations,
             "emails_per_relationship": emails_per_life,
             "emails_delivered": sum(counts.values()),

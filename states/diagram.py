@@ -1,26 +1,29 @@
-"""The lifecycle diagram (Mermaid), generated from the same table as the machine."""
+"""A lifecycle's diagram (Mermaid), generated from the same rows as its machine."""
 
 from __future__ import annotations
 
-from states.lifecycle import FINAL_STATES, STARTS, TRANSITIONS
+import sys
+
+from states.declaration import Lifecycle, Timer
+from states.lifecycles import LIFECYCLES
 
 
-def mermaid() -> str:
+def mermaid(lifecycle: Lifecycle) -> str:
     lines = ["stateDiagram-v2"]
-    for origin, (initial, _, _) in STARTS.items():
-        lines.append(f"    [*] --> {initial.value}: start ({origin})")
+    for row in lifecycle.starts:
+        lines.append(f"    [*] --> {row.dest}: {row.trigger}")
     seen: set[tuple[str, str, str]] = set()
-    for row in TRANSITIONS:
+    for row in lifecycle.rows:
         for source in row.sources:
-            label = f"{row.trigger} (timer)" if row.timer else row.trigger
-            edge = (source.value, row.dest.value, label)
+            label = f"{row.trigger} (timer)" if isinstance(row.by, Timer) else row.trigger
+            edge = (source, row.dest, label)
             if edge not in seen:
                 seen.add(edge)
-                lines.append(f"    {source.value} --> {row.dest.value}: {label}")
-    for state in sorted(FINAL_STATES):
-        lines.append(f"    {state.value} --> [*]")
+                lines.append(f"    {source} --> {row.dest}: {label}")
+    for state in sorted(lifecycle.final):
+        lines.append(f"    {state} --> [*]")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    print(mermaid(), end="")
+    print(mermaid(LIFECYCLES[sys.argv[1] if len(sys.argv) > 1 else "relationship"]), end="")

@@ -15,7 +15,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from states.lifecycle import State
+
+# A relationship's states (CONTRACT.md): also the values of the search attribute
+# `RelationshipState`. (A comment, not a docstring: it would change the published schemas.)
+class State(StrEnum):
+    REFERRED = "referred"
+    REFERRAL_DECLINED = "referral_declined"
+    REFERRAL_EXPIRED = "referral_expired"
+    INVITED = "invited"
+    INVITATION_EXPIRED = "invitation_expired"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    ACTIVE = "active"
+    ENDED = "ended"
 
 
 class Cloud(StrEnum):
@@ -41,13 +53,12 @@ class Origin(StrEnum):
     REFERRAL = "referral"
 
 
-NAMESPACES: dict[Cloud, str] = {Cloud.PUBLIC: "relationships", Cloud.USGOV: "relationships-usgov"}
-TASK_QUEUE = "relationships"
-WORKFLOW_TYPE = "Relationship"
+#: A relationship's workflow id (CONTRACT.md): one per partner and customer.
+RELATIONSHIP_ID = "relationship/{partner_id}/{customer_id}"
 
 
 def workflow_id(partner_id: str, customer_id: str) -> str:
-    return f"relationship/{partner_id}/{customer_id}"
+    return RELATIONSHIP_ID.format(partner_id=partner_id, customer_id=customer_id)
 
 
 _NOT_IN_ADDRESS = "@\\s<>\"',;\x00-\x1f\x7f"  # nor control characters: they would reach RCPT TO

@@ -1,49 +1,16 @@
-"""Who may do what: role, partner-kind and cloud rules, as tables.
+"""Who may fire a trigger, read off the row's `by`: roles, the partner it must be, kind and cloud rules.
 
-`check` answers for one request; the workflow's validators, the client and
-the role-matrix tests all ask it, so the rules live only here.
+The workflow's validators, the client and the role-matrix tests all ask `check`, so a
+rule lives only in the declaration it reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from states.models import Actor, Cloud, PartnerKind, Role
-
-R = Role
-
-_PARTNER_STAFF = frozenset({R.GLOBAL_ADMIN, R.ADMIN_AGENT, R.SALES_AGENT})
-
-# fmt: off
-#: Partner-side actions and the roles that may take them. `helpdesk_agent` is in
-#: no row: it reads only. Starting a relationship is `invite` or `refer`.
-PARTNER_ROLES: dict[str, frozenset[Role]] = {
-    "invite":                  _PARTNER_STAFF,
-    "refer":                   _PARTNER_STAFF,
-    "accept_referral":         _PARTNER_STAFF,
-    "decline_referral":        _PARTNER_STAFF,
-    "resend_invitation":       _PARTNER_STAFF,
-    "cancel_invitation":       _PARTNER_STAFF,
-    "set_purchase_permission": frozenset({R.GLOBAL_ADMIN, R.ADMIN_AGENT}),
-    "end_relationship":        _PARTNER_STAFF,
-    "reinstate":               _PARTNER_STAFF,
-}
-
-#: Actions only the customer's global admin takes (no partner actor at all).
-CUSTOMER_ACTIONS: frozenset[str] = frozenset({"accept_invitation", "decline_invitation", "remove_partner"})
-
-#: Partner kinds that may never take an action.
-KIND_DENIED: dict[str, frozenset[PartnerKind]] = {
-    "end_relationship": frozenset({PartnerKind.INDIRECT_RESELLER}),
-}
-
-#: Clouds in which an action does not exist (no referrals in the US Government cloud).
-CLOUD_DENIED: dict[str, frozenset[Cloud]] = {
-    "refer":            frozenset({Cloud.USGOV}),
-    "accept_referral":  frozenset({Cloud.USGOV}),
-    "decline_referral": frozenset({Cloud.USGOV}),
-}
-# fmt: on
+from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Timer
+from states.models import Actor
 
 
 @dataclass(frozen=True)
@@ -54,35 +21,31 @@ class Denial:
     message: str
 
 
-def check(
-    action: str,
-    *,
-    actor: Actor | None,
-    cloud: Cloud,
-    partner_id: str,
-    partner_kind: PartnerKind,
-    referred_by: str | None = None,
-) -> Denial | None:
-    """None if `actor` may take `action` on this relationship, else the denial."""
-    if cloud in CLOUD_DENIED.get(action, ()):
-        return Denial("cloud", f"{action} does not exist in the {cloud.value} cloud")
-    if action in CUSTOMER_ACTIONS:
-        return None  # the customer side is authenticated by its token or portal
-    roles = PARTNER_ROLES.get(action)
-    if roles is None:
-        return Denial("action", f"unknown action {action}")
+def check(lifecycle: Lifecycle, trigger: str, *, actor: Actor | None, start: Any) -> Denial | None:
+    """None if `actor` may fire `trigger` on the lifecycle `start` began, else the denial."""
+    rows = lifecycle.rows_for(trigger)
+    if not rows:
+        return Denial("action", f"unknown action {trigger}")
+    by = rows[0].by
+    if isinstance(by, Timer):
+        return Denial("action", f"{trigger} is fired by partnerflow's timer, never by a caller")
+    if isinstance(by, CustomerAdmin):
+        return None  # proven by the live link token or the customer portal (the row's guards)
+    return _partner_staff(by, trigger, actor, start)
+
+
+def _partner_staff(by: PartnerStaff, trigger: str, actor: Actor | None, start: Any) -> Denial | None:
+    if start.cloud in by.clouds_denied:
+        return Denial("cloud", f"{trigger} does not exist in the {start.cloud.value} cloud")
     if actor is None:
-        return Denial("actor", f"actor is required for {action}")
-    owner = referred_by if action == "refer" else partner_id
+        return Denial("actor", f"actor is required for {trigger}")
+    owner = start.referred_by if by.of == "referrer" else start.partner.id
     if actor.partner_id != owner:
-        whose = "the referring partner" if action == "refer" else "the relationship's partner"
-        return Denial(
-            "partner",
-            f"actor.partner_id must be {whose} ({owner}); {actor.partner_id} may not {action}",
-        )
-    if actor.role not in roles:
-        allowed = ", ".join(sorted(r.value for r in roles))
-        return Denial("role", f"actor.role {actor.role.value} may not {action} (allowed: {allowed})")
-    if partner_kind in KIND_DENIED.get(action, ()):
-        return Denial("partner_kind", f"an {partner_kind.value} partner may not {action}")
+        whose = "the referring partner" if by.of == "referrer" else "the relationship's partner"
+        return Denial("partner", f"actor.partner_id must be {whose} ({owner}); {actor.partner_id} may not {trigger}")
+    if actor.role not in by.roles:
+        allowed = ", ".join(sorted(r.value for r in by.roles))
+        return Denial("role", f"actor.role {actor.role.value} may not {trigger} (allowed: {allowed})")
+    if start.partner.kind in by.kinds_denied:
+        return Denial("partner_kind", f"an {start.partner.kind.value} partner may not {trigger}")
     return None

@@ -28,7 +28,8 @@ from partnerflow.testing import (
     running,
     start_input,
 )
-from states.models import TASK_QUEUE, Cloud
+from states.models import Cloud
+from states.names import TASK_QUEUE
 
 __all__ = [
     "ADMIN",

@@ -15,12 +15,12 @@ import sqlalchemy as sa
 import structlog
 from temporalio.testing import ActivityEnvironment
 
+from activities.capabilities import Capabilities, link_token
 from activities.email import Letter, Mailer, SmtpSettings
-from activities.letters import Invitation, Notice, NoticeKind
-from activities.records import Change, Records, outbox
-from activities.relationship import RelationshipActivities, SubscriptionsKey, invitation_token
+from activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
-from states.machine import token_hash
+from states.messages import PRE_ENGINE_NAMES, Change, ReadFact, SendLetter
+from states.tokens import token_hash
 from tests.conftest import LINK_BASE, TOKEN_IN_LINK, free_port
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -47,9 +47,12 @@ def change(seq: int, to_state: str = "invited", **kw: object) -> Change:
     return Change.model_validate(values)
 
 
-def invitation(key: str = "relationship/p-1/c-1/run/1/invitation") -> Invitation:
-    return Invitation(
+def invitation(key: str = "relationship/p-1/c-1/run/1/invitation") -> SendLetter:
+    return SendLetter(
         key=key,
+        lifecycle="relationship",
+        letter="invitation",
+        token=True,
         workflow_id="relationship/p-1/c-1",
         to="admin@contoso.example",
         partner_name="Fabrikam",
@@ -59,11 +62,11 @@ def invitation(key: str = "relationship/p-1/c-1/run/1/invitation") -> Invitation
 
 
 @pytest.fixture
-def acts(records: Records, mail_sink: MailSink) -> RelationshipActivities:
-    return RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+def acts(records: Records, mail_sink: MailSink) -> Capabilities:
+    return Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
 
 
-async def test_a_change_recorded_twice_is_one_audit_row(acts: RelationshipActivities, records: Records) -> None:
+async def test_a_change_recorded_twice_is_one_audit_row(acts: Capabilities, records: Records) -> None:
     env = ActivityEnvironment()
     assert await env.run(acts.record_change, change(1)) is True
     assert await env.run(acts.record_change, change(1)) is False
@@ -88,24 +91,22 @@ async def test_each_change_bumps_the_customer_rows_version(records: Records) -> 
     assert records.customer_list("usgov", "p-1") == []
 
 
-async def test_subscriptions_are_counted_per_cloud_partner_customer(
-    acts: RelationshipActivities, records: Records
-) -> None:
+async def test_subscriptions_are_counted_per_cloud_partner_customer(acts: Capabilities, records: Records) -> None:
     records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
-    key = SubscriptionsKey(cloud="public", partner_id="p-1", customer_id="c-1")
-    assert await ActivityEnvironment().run(acts.count_active_subscriptions, key) == 3
-    other = SubscriptionsKey(cloud="usgov", partner_id="p-1", customer_id="c-1")
-    assert await ActivityEnvironment().run(acts.count_active_subscriptions, other) == 0
+    key = ReadFact(fact="active_subscriptions", cloud="public", partner_id="p-1", customer_id="c-1")
+    assert await ActivityEnvironment().run(acts.read_fact, key) == 3
+    other = ReadFact(fact="active_subscriptions", cloud="usgov", partner_id="p-1", customer_id="c-1")
+    assert await ActivityEnvironment().run(acts.read_fact, other) == 0
     with pytest.raises(ValueError):
         records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
 
 
 async def test_an_invitation_retried_is_sent_once_with_one_token(
-    acts: RelationshipActivities, records: Records, mail_sink: MailSink
+    acts: Capabilities, records: Records, mail_sink: MailSink
 ) -> None:
     env = ActivityEnvironment()
-    first = await env.run(acts.send_invitation, invitation())
-    again = await env.run(acts.send_invitation, invitation())
+    first = await env.run(acts.send_letter, invitation())
+    again = await env.run(acts.send_letter, invitation())
     [message] = mail_sink.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
     assert first == again and first.token_sha256 == token_hash(token)
@@ -114,23 +115,21 @@ async def test_an_invitation_retried_is_sent_once_with_one_token(
 
 
 async def test_an_attempt_that_died_mid_send_leaves_one_live_token(
-    acts: RelationshipActivities, records: Records, mail_sink: MailSink, tmp_path: Path
+    acts: Capabilities, records: Records, mail_sink: MailSink, tmp_path: Path
 ) -> None:
     """SMTP down: the attempt fails, the outbox row stays pending; the retry sends the same token."""
     key = secrets.token_bytes(32)
-    down = RelationshipActivities(
-        records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE, token_key=key
-    )
+    down = Capabilities(records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE, token_key=key)
     with pytest.raises((SMTPException, OSError)):
-        await ActivityEnvironment().run(down.send_invitation, invitation())
+        await ActivityEnvironment().run(down.send_letter, invitation())
     entry = records.outbox_entry(invitation().key)
     assert entry and entry.status == "pending"
 
-    up = RelationshipActivities(records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
-    issued = await ActivityEnvironment().run(up.send_invitation, invitation())
+    up = Capabilities(records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
+    issued = await ActivityEnvironment().run(up.send_letter, invitation())
     [message] = mail_sink.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
-    assert issued.token_sha256 == token_hash(token) == token_hash(invitation_token(key, invitation().key))
+    assert issued.token_sha256 == token_hash(token) == token_hash(link_token(key, invitation().key))
     entry = records.outbox_entry(invitation().key)
     assert entry and (entry.status, entry.attempts) == ("sent", 2)
 
@@ -142,11 +141,11 @@ async def test_a_retry_after_the_server_took_the_message_sends_the_very_same_one
     the retry (on a worker with the same key) mails the identical message, same link and
     Message-ID, so a mailbox folds them into one; never a second, different link."""
     key = secrets.token_bytes(32)
-    acts = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE, token_key=key)
-    first = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    acts = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE, token_key=key)
+    first = await ActivityEnvironment().run(acts.send_letter, invitation())
     with records.engine.begin() as conn:  # as if the worker had died before marking it sent
         conn.execute(sa.update(outbox).values(status="pending"))
-    again = await ActivityEnvironment().run(acts.send_invitation, invitation())
+    again = await ActivityEnvironment().run(acts.send_letter, invitation())
     one, two = mail_sink.messages()
     assert first == again
     assert (one["Message-ID"], one.get_payload()) == (two["Message-ID"], two.get_payload())
@@ -155,36 +154,38 @@ async def test_a_retry_after_the_server_took_the_message_sends_the_very_same_one
 def test_tokens_differ_by_invitation_and_by_key() -> None:
     key, other = secrets.token_bytes(32), secrets.token_bytes(32)
     tokens = {
-        invitation_token(key, "relationship/p-1/c-1/run-a/1/invitation"),
-        invitation_token(key, "relationship/p-1/c-1/run-a/2/invitation"),
-        invitation_token(key, "relationship/p-1/c-1/run-b/1/invitation"),
-        invitation_token(other, "relationship/p-1/c-1/run-a/1/invitation"),
+        link_token(key, "relationship/p-1/c-1/run-a/1/invitation"),
+        link_token(key, "relationship/p-1/c-1/run-a/2/invitation"),
+        link_token(key, "relationship/p-1/c-1/run-b/1/invitation"),
+        link_token(other, "relationship/p-1/c-1/run-a/1/invitation"),
     }
     assert len(tokens) == 4 and all(len(t) == 43 for t in tokens)  # 256 bits, url-safe base64
 
 
-async def test_notices_are_sent_once_per_key(acts: RelationshipActivities, mail_sink: MailSink) -> None:
-    notice = Notice(
+async def test_notices_are_sent_once_per_key(acts: Capabilities, mail_sink: MailSink) -> None:
+    notice = SendLetter(
         key="relationship/p-1/c-1/run/2/partner_accepted",
-        kind=NoticeKind.PARTNER_ACCEPTED,
+        lifecycle="relationship",
+        letter="partner_accepted",
         workflow_id="relationship/p-1/c-1",
         to="sam@fabrikam.example",
         partner_name="Fabrikam",
         company="Contoso",
     )
     env = ActivityEnvironment()
-    first = await env.run(acts.send_notice, notice)
-    assert await env.run(acts.send_notice, notice) == first
+    first = await env.run(acts.send_letter, notice)
+    assert await env.run(acts.send_letter, notice) == first and first.token_sha256 is None
     [message] = mail_sink.messages()
-    assert message["Message-ID"] == first and message["To"] == "sam@fabrikam.example"
+    assert message["Message-ID"] == first.message_id and message["To"] == "sam@fabrikam.example"
+    assert message["Subject"] == "Contoso accepted your reseller relationship"
 
 
 async def test_the_token_is_never_logged_or_stored(
-    acts: RelationshipActivities, records: Records, mail_sink: MailSink, tmp_path: Path
+    acts: Capabilities, records: Records, mail_sink: MailSink, tmp_path: Path
 ) -> None:
     """Only the email holds the token: not the logs, not the database file."""
     with structlog.testing.capture_logs() as logs:
-        await ActivityEnvironment().run(acts.send_invitation, invitation())
+        await ActivityEnvironment().run(acts.send_letter, invitation())
     [token] = TOKEN_IN_LINK.findall(mail_sink.messages()[0].get_payload())
     assert logs and token not in repr(logs)
     records.dispose()
@@ -201,3 +202,34 @@ def test_a_subject_cannot_grow_extra_headers() -> None:
     assert message["Bcc"] is None
     with pytest.raises(ValueError):
         mailer.build(Letter(to="a@b.example\r\nBcc: x@y.example", subject="s", body="x"), "<id@p>")
+
+
+async def test_a_letter_scheduled_before_the_engine_is_still_sent(acts: Capabilities, mail_sink: MailSink) -> None:
+    """An activity a running relationship scheduled before the deploy (old name, old payload) finds a worker."""
+    by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in acts.all()}
+    assert set(PRE_ENGINE_NAMES) <= set(by_name)
+    old_invitation = {
+        "key": "relationship/p-1/c-1/run/1/invitation",
+        "workflow_id": "relationship/p-1/c-1",
+        "to": "admin@contoso.example",
+        "partner_name": "Fabrikam",
+        "company": "Contoso",
+        "expires_at": NOW.isoformat(),
+        "reinstatement": True,
+    }
+    issued = await ActivityEnvironment().run(by_name["send_invitation"], SendLetter.model_validate(old_invitation))
+    [message] = mail_sink.messages()
+    assert issued.token_sha256 and "asks to become again the cloud reseller of Contoso" in message.get_payload()
+
+
+async def test_an_unknown_letter_or_fact_is_refused_not_retried(acts: Capabilities) -> None:
+    """A name no declaration has cannot be mended by a retry: the activity fails for good."""
+    from temporalio.exceptions import ApplicationError
+
+    letter = invitation().model_copy(update={"letter": "no_such_letter"})
+    with pytest.raises(ApplicationError, match="no letter no_such_letter") as refused:
+        await ActivityEnvironment().run(acts.send_letter, letter)
+    assert refused.value.non_retryable
+    fact = ReadFact(fact="no_such_fact", cloud="public", partner_id="p-1", customer_id="c-1")
+    with pytest.raises(ApplicationError, match="no_such_fact"):
+        await ActivityEnvironment().run(acts.read_fact, fact)

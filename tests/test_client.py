@@ -15,7 +15,7 @@ from partnerflow.client import (
     Relationships,
     TransitionNotAllowed,
     Unavailable,
-    _translate,
+    translate,
 )
 from states.models import (
     Cloud,
@@ -123,5 +123,5 @@ async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
 def test_server_errors_become_typed_errors_a_caller_can_retry_on(
     status: RPCStatusCode, message: str, expected: type[RelationshipError]
 ) -> None:
-    translated = _translate(RPCError(message, status, b""))
+    translated = translate(RPCError(message, status, b""))
     assert type(translated) is expected and message in str(translated)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from partnerflow.config import ConfigError, load
+from runtime.config import ConfigError, load
 from states.models import Cloud
 
 
@@ -55,7 +55,7 @@ def test_environment_overrides_any_key(tmp_path: Path) -> None:
         (
             "",
             {"PARTNERFLOW_INVITATION__TOKEN_KEY": "hunter2"},
-            "invitation.token_key: Value error, must be at least 32",
+            "invitation.token_key: must be at least 32",
         ),
         ("bogus: 1\n", {}, "bogus"),
         ("", {"PARTNERFLOW_LOG__FORMAT": "xml"}, "log.format"),
@@ -94,3 +94,18 @@ def test_the_token_key_comes_from_the_environment_or_a_file(tmp_path: Path) -> N
     from_file = load(write(tmp_path, f"invitation: {{token_key_file: {tmp_path / 'key'}}}\n"), {})
     assert from_file.invitation.resolved_token_key() == key.encode()
     assert key not in repr(load(write(tmp_path, ""), {"PARTNERFLOW_INVITATION__TOKEN_KEY": key}))
+
+
+def test_every_smtp_setting_reaches_the_mailer(tmp_path: Path) -> None:
+    """The whole `smtp` section is passed on (it was once copied field by field, and some were lost)."""
+    env = {
+        "PARTNERFLOW_SMTP__SENDER_NAME": "Fabrikam Partner Desk",
+        "PARTNERFLOW_SMTP__TIMEOUT_S": "3.5",
+        "PARTNERFLOW_SMTP__DEADLINE_S": "9",
+        "PARTNERFLOW_SMTP__PASSWORD": "s3cret",
+        "PARTNERFLOW_SMTP__USERNAME": "mailer",
+    }
+    mailer = load(tmp_path / "none.yml", env).smtp.settings()
+    assert (mailer.sender_name, mailer.timeout_s, mailer.deadline_s) == ("Fabrikam Partner Desk", 3.5, 9.0)
+    assert (mailer.username, mailer.password) == ("mailer", "s3cret")
+    assert "s3cret" not in repr(mailer)

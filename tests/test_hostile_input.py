@@ -57,8 +57,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import utc_now
 from partnerflow.client import InvalidInput, RelationshipError, Relationships
-from partnerflow.converter import describe
-from states.lifecycle import STARTS, TRANSITIONS
+from runtime.converter import describe
 from states.models import (
     AcceptInvitation,
     Cloud,
@@ -72,9 +71,10 @@ from states.models import (
     SetPurchasePermission,
     StartRelationship,
 )
+from states.relationship import RELATIONSHIP
 from tests.conftest import ADMIN, Harness, actor, client_for, poll, start_input
 from tests.test_lifecycle import CONTRACT
-from workflows.relationship import AUDIT_TAIL
+from workflows.interpreter import AUDIT_TAIL
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("garbage_collected")]
 
@@ -143,8 +143,8 @@ async def failed_tasks(handle: WorkflowHandle[Any, Any]) -> list[str]:
 
 
 #: Every state the lifecycle table names (where relationships begin, come from and go to).
-TABLE_STATES = {s.value for row in TRANSITIONS for s in (*row.sources, row.dest)} | {
-    initial.value for initial, _, _ in STARTS.values()
+TABLE_STATES = {s for row in RELATIONSHIP.rows for s in (*row.sources, row.dest)} | {
+    row.dest for row in RELATIONSHIP.starts
 }
 
 

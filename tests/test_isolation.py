@@ -9,12 +9,13 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
-from activities.records import Change, Records
-from activities.relationship import RelationshipActivities, SubscriptionsKey
+from activities.records import Records
 from partnerflow.client import NotFound, Relationships
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import running
+from states.messages import Change, ReadFact
 from states.models import Cloud, PartnerCommand
 from tests.conftest import Harness, actor, client_for
 
@@ -47,7 +48,7 @@ async def test_a_usgov_relationship_cannot_be_read_or_changed_from_public(
 
 
 async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(records: Records) -> None:
-    acts = RelationshipActivities(records, Mailer(SmtpSettings()), "http://portal.test", "usgov")
+    acts = Capabilities(records, Mailer(SmtpSettings()), "http://portal.test", "usgov")
     change = Change(
         change_id="relationship/p-1/c-1/run/1",
         cloud="public",
@@ -68,6 +69,6 @@ async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(records: Reco
         await ActivityEnvironment().run(acts.record_change, change)
     assert caught.value.type == "CloudIsolation" and caught.value.non_retryable
     with pytest.raises(ApplicationError):
-        key = SubscriptionsKey(cloud="public", partner_id="p-1", customer_id="c-1")
-        await ActivityEnvironment().run(acts.count_active_subscriptions, key)
+        key = ReadFact(fact="active_subscriptions", cloud="public", partner_id="p-1", customer_id="c-1")
+        await ActivityEnvironment().run(acts.read_fact, key)
     assert records.audit_trail("relationship/p-1/c-1") == []

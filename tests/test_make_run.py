@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import Client
 
 from activities.records import Records
-from partnerflow.converter import data_converter
 from partnerflow.mailsink import read_maildir
+from runtime.converter import data_converter
 from states.models import RelationshipView
 from tests.conftest import free_port, poll, start_input
 

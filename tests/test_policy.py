@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from states.declaration import CustomerAdmin, PartnerStaff
 from states.models import Actor, Cloud, PartnerKind, Role
-from states.policy import CUSTOMER_ACTIONS, PARTNER_ROLES, check
+from states.policy import check
+from states.relationship import RELATIONSHIP
 
-# DOMAIN.md's role table, restated on purpose: the policy must match it.
-ALL_ACTIONS = set(PARTNER_ROLES)
+ALL_ACTIONS = {r.trigger for r in RELATIONSHIP.rows if isinstance(r.by, PartnerStaff)}
+CUSTOMER_ACTIONS = {r.trigger for r in RELATIONSHIP.rows if isinstance(r.by, CustomerAdmin)}
+# DOMAIN.md's role table, restated on purpose: the declaration must match it.
 EXPECTED: dict[Role, set[str]] = {
     Role.GLOBAL_ADMIN: ALL_ACTIONS,
     Role.ADMIN_AGENT: ALL_ACTIONS,
@@ -18,14 +23,12 @@ EXPECTED: dict[Role, set[str]] = {
 
 
 def _check(action: str, actor: Actor | None, **kw: object) -> str | None:
-    denial = check(
-        action,
-        actor=actor,
-        cloud=kw.get("cloud", Cloud.PUBLIC),  # type: ignore[arg-type]
-        partner_id="p-1",
-        partner_kind=kw.get("kind", PartnerKind.DIRECT),  # type: ignore[arg-type]
+    start = SimpleNamespace(
+        cloud=kw.get("cloud", Cloud.PUBLIC),
+        partner=SimpleNamespace(id="p-1", kind=kw.get("kind", PartnerKind.DIRECT)),
         referred_by="dist-1",
     )
+    denial = check(RELATIONSHIP, action, actor=actor, start=start)
     return denial.rule if denial else None
 
 
@@ -63,6 +66,11 @@ def test_referrals_do_not_exist_in_usgov(action: str) -> None:
     admin = Actor(user="a@p.example", role=Role.GLOBAL_ADMIN, partner_id=owner)
     assert _check(action, admin, cloud=Cloud.USGOV) == "cloud"
     assert _check(action, admin, cloud=Cloud.PUBLIC) is None
+
+
+def test_the_timer_s_triggers_are_no_caller_s() -> None:
+    admin = Actor(user="a@p.example", role=Role.GLOBAL_ADMIN, partner_id="p-1")
+    assert _check("expire_invitation", admin) == "action" and _check("unheard_of", admin) == "action"
 
 
 def test_a_referral_is_started_by_the_referring_partner() -> None:

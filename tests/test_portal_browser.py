@@ -22,9 +22,9 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
+from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
-from activities.relationship import RelationshipActivities
 from partnerflow.mailsink import MailSink
 from portal.app import create_app
 from tests.conftest import Harness, client_for
@@ -62,7 +62,7 @@ async def site(dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Recor
     config = uvicorn.Config(create_app(relationships_on(dev_env)), log_config=None, access_log=False)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listening]))
-    activities = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), base_url)
+    activities = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), base_url)
     client = client_for(dev_env)
     task_queue = f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):

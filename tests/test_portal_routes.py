@@ -13,8 +13,8 @@ import structlog
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.client import Relationships
-from partnerflow.config import PortalSettings
 from portal.app import create_app
+from runtime.config import PortalSettings
 from states.models import Cloud
 from tests.conftest import LINK_BASE, Harness, actor, client_for, free_port, poll
 

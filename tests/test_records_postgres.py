@@ -1,6 +1,6 @@
 """The records on a real PostgreSQL (a throwaway cluster, `partnerflow.pgcluster`) and on SQLite.
 
-The schema comes from the Alembic migrations (`partnerflow.migrate`), never from
+The schema comes from the Alembic migrations (`runtime.migrate`), never from
 `metadata.create_all`, so these tests also prove the migrations match `metadata`.
 """
 
@@ -21,8 +21,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from activities.records import Change, OutboxEntry, Records, metadata
-from partnerflow import migrate, pgcluster
+from partnerflow import pgcluster
 from partnerflow.pgcluster import ThrowawayPostgres
+from runtime import migrate
 
 pytestmark = pytest.mark.server
 
@@ -125,7 +126,7 @@ def test_the_migrated_schema_matches_metadata(empty_url: str) -> None:
     assert differences(empty_url) == []
     engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        assert migrate.current(conn) == "0001"
+        assert migrate.current(conn) == migrate.head() == "0002"
         assert set(sa.inspect(conn).get_table_names()) == {*metadata.tables, "alembic_version"}
     engine.dispose()
 
@@ -133,19 +134,20 @@ def test_the_migrated_schema_matches_metadata(empty_url: str) -> None:
 def test_upgrading_twice_changes_nothing(empty_url: str) -> None:
     """A second `upgrade` finds the database at head and does nothing."""
     first, again = migrate.run(empty_url), migrate.run(empty_url)
-    assert (first.before, first.after) == (None, "0001")
-    assert (again.before, again.after, again.adopted) == ("0001", "0001", False)
+    assert (first.before, first.after) == (None, migrate.head())
+    assert (again.before, again.after, again.adopted) == (migrate.head(), migrate.head(), False)
     assert "nothing to do" in again.describe()
 
 
 def test_a_database_made_by_create_schema_is_adopted(empty_url: str) -> None:
-    """Tables made by `Records.create_schema()` (before migrations) are stamped 0001, their rows kept."""
+    """Tables made by `Records.create_schema()` before migrations (no later table yet) are stamped
+    0001 and upgraded, their rows kept."""
     old = Records(empty_url)
-    old.create_schema()
+    metadata.create_all(old.engine, tables=[t for t in metadata.sorted_tables if t.name not in migrate.LATER_TABLES])
     old.apply_change(change(1))
     old.dispose()
     outcome = migrate.run(empty_url)
-    assert (outcome.before, outcome.after, outcome.adopted) == (None, "0001", True)
+    assert (outcome.before, outcome.after, outcome.adopted) == (None, migrate.head(), True)
     assert differences(empty_url) == []
     records = Records(empty_url)
     assert len(records.audit_trail("relationship/p-1/c-1")) == 1
@@ -155,10 +157,10 @@ def test_a_database_made_by_create_schema_is_adopted(empty_url: str) -> None:
 def test_the_command_migrates_the_configured_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`python -m partnerflow.migrate` without a URL migrates `records.url` and says so."""
+    """`python -m runtime.migrate` without a URL migrates `records.url` and says so."""
     monkeypatch.setenv("PARTNERFLOW_RECORDS__URL", f"sqlite:///{tmp_path / 'nested' / 'records.db'}")
     assert migrate.main([]) == 0
-    assert capsys.readouterr().out.strip().endswith("upgraded empty database → 0001")
+    assert capsys.readouterr().out.strip().endswith(f"upgraded empty database → {migrate.head()}")
     assert differences(f"sqlite:///{tmp_path / 'nested' / 'records.db'}") == []
 
 

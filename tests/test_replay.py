@@ -10,9 +10,11 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from partnerflow.converter import data_converter
-from workflows.relationship import RelationshipWorkflow
+from runtime.converter import data_converter
+from states.relationship import RELATIONSHIP
+from workflows.lifecycles import WORKFLOWS
 
+EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
 
@@ -25,7 +27,7 @@ def load(path: Path) -> WorkflowHistory:
 
 def replayer() -> Replayer:
     # The namespace matters: the workflow refuses to run a cloud outside its own.
-    return Replayer(workflows=[RelationshipWorkflow], data_converter=data_converter, namespace="relationships")
+    return Replayer(workflows=list(WORKFLOWS.values()), data_converter=data_converter, namespace="relationships")
 
 
 def test_histories_of_every_version_are_committed() -> None:
@@ -42,7 +44,9 @@ async def test_todays_code_replays_the_history(path: Path) -> None:
 
 async def test_the_patch_is_what_keeps_v1_replaying(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `workflow.patched`, the v1 expiry history no longer replays: the guard matters."""
-    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
+    real = workflow.patched
+    # Only the expiry notice's patch forced on: the engine's own patch still tells v1 apart.
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: True if patch_id == EXPIRY_PATCH else real(patch_id))
     history = load(next(p for p in HISTORIES if p.name == "v1-invitation-expires.json"))
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is not None

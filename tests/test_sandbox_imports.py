@@ -14,10 +14,11 @@ from types import ModuleType
 
 import pytest
 
-import workflows.relationship
+import workflows.interpreter
+import workflows.lifecycles
 
 # Everything else the workflow imports is passed through (imported once per worker).
-SANDBOXED = ["workflows", workflows.relationship.__name__]
+SANDBOXED = ["workflows", workflows.interpreter.__name__, workflows.lifecycles.__name__]
 
 
 def import_afresh(name: str) -> ModuleType:

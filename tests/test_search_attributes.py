@@ -6,7 +6,7 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from partnerflow import search_attributes
+from runtime import search_attributes
 from tests.conftest import BIN
 
 pytestmark = pytest.mark.server

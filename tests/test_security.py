@@ -50,17 +50,16 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-import activities.relationship as relationship_activities
+import activities.capabilities as relationship_activities
+from activities.capabilities import TOKEN_BYTES, Capabilities, link_token
 from activities.email import Letter, Mailer, SmtpSettings
-from activities.letters import Invitation
 from activities.records import Records
-from activities.relationship import TOKEN_BYTES, RelationshipActivities, invitation_token
-from partnerflow import logs
-from partnerflow.config import load
 from partnerflow.mailsink import MailSink
-from states.lifecycle import State
-from states.machine import Lifecycle, token_hash
+from runtime import logs
+from runtime.config import load
+from states.messages import SendLetter
 from states.models import Cloud
+from states.tokens import is_live, token_hash
 from tests.conftest import ADMIN, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
 from worker import build_activities, new_worker
 
@@ -107,28 +106,31 @@ async def test_tokens_are_made_from_at_least_128_bits_out_of_secrets(
         return value
 
     monkeypatch.setattr(relationship_activities.secrets, "token_bytes", spy)
-    acts = RelationshipActivities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+    acts = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
     assert [len(k) for k in drawn] == [TOKEN_BYTES], "the token key comes from secrets.token_bytes"
     [key] = drawn
 
     keys = [f"relationship/p-1/c-1/run-{n}/1/invitation" for n in range(3)]
     for invite_key in keys:
-        invite = Invitation(
+        invite = SendLetter(
             key=invite_key,
+            lifecycle="relationship",
+            letter="invitation",
+            token=True,
             workflow_id="relationship/p-1/c-1",
             to="admin@contoso.example",
             partner_name="Fabrikam",
             company="Contoso",
             expires_at=datetime.now(UTC) + timedelta(days=30),
         )
-        await ActivityEnvironment().run(acts.send_invitation, invite)
+        await ActivityEnvironment().run(acts.send_letter, invite)
     tokens = [t for m in mail_sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
-    assert tokens == [invitation_token(key, k) for k in keys], "each token is the HMAC of its invitation"
+    assert tokens == [link_token(key, k) for k in keys], "each token is the HMAC of its invitation"
     assert len(set(tokens)) == 3
     for token in tokens:
         assert set(token) <= set(URLSAFE)
         assert decoded_length(token) * 8 >= 128 and decoded_length(token) == 32
-    other = invitation_token(secrets.token_bytes(TOKEN_BYTES), keys[0])
+    other = link_token(secrets.token_bytes(TOKEN_BYTES), keys[0])
     assert other not in tokens, "without the key, the invitation's id does not give its token"
 
 
@@ -145,20 +147,16 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(hmac, "compare_digest", spy)
     token = secrets.token_urlsafe(32)
     expires = datetime(2026, 12, 1, tzinfo=UTC)
-    machine = Lifecycle(State.INVITED, token_sha256=token_hash(token), token_expires_at=expires, now=expires)
     for now, guess, valid in [
         (expires - timedelta(seconds=1), token, True),
         (expires - timedelta(seconds=1), token[:-1] + ("A" if token[-1] != "A" else "B"), False),
         (expires - timedelta(seconds=1), secrets.token_urlsafe(32), False),
     ]:
-        machine.now = now
         calls.clear()
-        assert machine.token_is_valid_for(guess) is valid
+        assert is_live(guess, token_hash(token), expires, now) is valid
         assert calls == [(token_hash(guess), token_hash(token))], "one constant-time comparison of digests"
     for now in (expires, expires + timedelta(days=1)):
-        machine.now = now
-        assert machine.token_is_valid_for(token) is False, "an expired token never works"
-    assert not hasattr(machine, "token"), "the machine holds the digest only"
+        assert is_live(token, token_hash(token), expires, now) is False, "an expired token never works"
 
 
 @pytest.mark.server
@@ -187,18 +185,18 @@ async def test_ten_thousand_guessed_tokens_are_all_refused(timed: Harness, monke
     near = [token[:i] + c + token[i + 1 :] for i in range(len(token)) for c in URLSAFE if c != token[i]]
     near += [token[:i] for i in range(1, len(token))] + [token[i:] for i in range(1, len(token))]
     near += [token + c for c in URLSAFE] + [token.swapcase(), token + "=", token[::-1]]
-    other_keys = [invitation_token(secrets.token_bytes(TOKEN_BYTES), invite_key) for _ in range(300)]
+    other_keys = [link_token(secrets.token_bytes(TOKEN_BYTES), invite_key) for _ in range(300)]
     guesses = near + other_keys
     guesses += [secrets.token_urlsafe(TOKEN_BYTES) for _ in range(10_000 - len(guesses))]
     assert len(guesses) == 10_000 and token not in guesses
 
-    machine = Lifecycle(
-        State.INVITED, token_sha256=stored, token_expires_at=view.invitation_expires_at, now=view.audit[0].at
-    )
+    def opens(guess: str) -> bool:
+        return is_live(guess, stored, view.invitation_expires_at, view.audit[0].at)
+
     compared.clear()
-    assert sum(machine.token_is_valid_for(g) for g in guesses) == 0
+    assert sum(opens(g) for g in guesses) == 0
     assert len(compared) == 10_000, "each guess was one constant-time comparison"
-    assert machine.token_is_valid_for(token)
+    assert opens(token)
 
     sample = rng.sample(near, 100) + rng.sample(other_keys, 100) + rng.sample(guesses[-5_000:], 100)
     size = await timed.history_size(handle)
@@ -658,7 +656,7 @@ async def test_an_untrusted_certificate_stops_the_mail_before_the_password(
 
 @contextlib.contextmanager
 def partnerflow_logging(stream: io.StringIO, fmt: str, level: str) -> Iterator[None]:
-    """Logging as the worker configures it (`partnerflow.logs`), into `stream`; undone after."""
+    """Logging as the worker configures it (`runtime.logs`), into `stream`; undone after."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, structlog.get_config())
     quiet = ("transitions", "aiosmtpd", "mail.log", "asyncio", "alembic")
@@ -752,5 +750,5 @@ async def test_a_whole_life_logs_no_token_no_password_no_key(
     # The configured key made the tokens (so every worker sharing it makes the same ones).
     run_id = (await handle.describe()).run_id
     keys = [f"{handle.id}/{run_id}/{seq}/invitation" for seq in (1, 2)]
-    assert tokens == [invitation_token(token_key.encode(), k) for k in keys]
+    assert tokens == [link_token(token_key.encode(), k) for k in keys]
     assert re.search(r"\bworker\.no_token_key\b", text) is None

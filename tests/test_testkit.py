@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from partnerflow.testing import Harness, path_to
-from states.lifecycle import State
+from states.models import State
 
 pytestmark = pytest.mark.server
 

@@ -1,6 +1,6 @@
-"""What a `Relationship` workflow knows, as pydantic models.
+"""What a lifecycle's workflow knows, as pydantic models: one object, so it can be handed on whole.
 
-Kept out of `workflows/relationship.py` on purpose: the workflow sandbox re-imports that
+Kept out of the interpreter's module on purpose: the workflow sandbox re-imports that
 module for every workflow it runs, and rebuilding a pydantic class each time costs
 milliseconds of CPU and kilobytes of memory per open relationship. Passed through, these
 classes are built once per worker.
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from states.lifecycle import State
-from states.models import AuditEntry, InvitationStatus, StartRelationship
+from states.models import InvitationStatus
 
 
 class Who(BaseModel):
     """Who caused a change, as the audit trail names them."""
+
+    model_config = ConfigDict(frozen=True)
 
     user: str
     role: str
@@ -26,23 +27,35 @@ class Who(BaseModel):
 SYSTEM = Who(user="partnerflow", role="system")
 
 
-class RelationshipData(BaseModel):
-    """Everything the workflow knows: one object, so it can be handed on whole."""
+class Entry(BaseModel):
+    """One change in the workflow's audit tail (the records keep them all)."""
 
-    start: StartRelationship
-    state: State
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    operation: str
+    actor_user: str
+    actor_role: str
+    from_state: str | None
+    to_state: str
+    at: datetime
+    reason: str = ""
+
+
+class LifeData(BaseModel):
+    """Everything the workflow knows beyond its start input."""
+
+    state: str
     seq: int = 0  # changes so far: part of every idempotency key
-    purchase_permission: bool = False
-    reinstated_count: int = 0
-    reinstating: bool = False
-    referred_at: datetime | None = None
-    invitation_seq: int = 0
-    token_sha256: str | None = None
-    invited_at: datetime | None = None
-    expires_at: datetime | None = None
+    fields: dict[str, bool | int | str] = {}
+    entered_at: datetime | None = None  # when the current state's deadline clock started
+    entered_seq: int = 0  # the change that started it: part of the reminders' keys
     reminders_sent: int = 0
-    inviter: str = ""
-    audit: list[AuditEntry] = []
+    token_seq: int = 0  # link tokens issued so far
+    token_sha256: str | None = None
+    expires_at: datetime | None = None  # the latest link token's deadline
+    inviter: str = ""  # the partner user who sent the latest link
+    audit: list[Entry] = []
     # Hashes of tokens that no longer work and why, so a link opened again can say so.
     spent_tokens: list[tuple[str, InvitationStatus]] = []
     claimed_by: str | None = None  # the update that holds the live token while it runs

@@ -20,11 +20,12 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.records import Records
-from partnerflow import search_attributes
-from partnerflow.converter import data_converter
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import BIN, Harness, actor, free_port, poll, running
-from states.models import NAMESPACES, Cloud
+from runtime import search_attributes
+from runtime.converter import data_converter
+from states.models import Cloud
+from states.names import NAMESPACES
 
 HERE = Path(__file__).resolve().parent
 

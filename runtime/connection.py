@@ -6,8 +6,8 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
-from partnerflow.config import Settings
-from partnerflow.converter import data_converter
+from runtime.config import Settings
+from runtime.converter import data_converter
 from states.models import Cloud
 
 

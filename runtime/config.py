@@ -16,7 +16,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from temporalio.service import TLSConfig
 
-from states.models import NAMESPACES, Cloud, Timers
+from activities.email import SmtpSettings
+from states.errors import problems
+from states.models import Cloud, Timers
+from states.names import NAMESPACES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "temporal-dev.yml"
@@ -106,13 +109,23 @@ class RecordsSettings(_Section):
 
 
 class SmtpConfig(_Section):
+    """The mail server; every field but the password's two is a field of `SmtpSettings`."""
+
     host: str = "127.0.0.1"
     port: int = Field(1025, ge=1, le=65535)
     sender: str = "partnerflow@partnerflow.localhost"
+    sender_name: str = "partnerflow"
     starttls: bool = False
     username: str | None = None
     password: SecretStr | None = None  # PARTNERFLOW_SMTP__PASSWORD, never the YAML file ...
     password_file: str | None = None  # ... or a file (e.g. a mounted secret)
+    timeout_s: float = Field(10.0, gt=0)  # each SMTP step
+    deadline_s: float = Field(20.0, gt=0)  # the whole conversation: keep it inside the activity's 30 s
+
+    def settings(self) -> SmtpSettings:
+        """The mailer's settings: the whole section passed on, the password resolved."""
+        fields = self.model_dump(exclude={"password", "password_file"})
+        return SmtpSettings(**fields, password=self.resolved_password())
 
     def resolved_password(self) -> str | None:
         if self.password:
@@ -244,5 +257,5 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
     try:
         return Settings.model_validate(_merge(raw, _overrides(env)))
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
-        raise ConfigError(f"{path}: {problems}") from None
+        found = "; ".join(f"{p['field']}: {p['rule']}" for p in problems(error))
+        raise ConfigError(f"{path}: {found}") from None

@@ -22,16 +22,8 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
-INVALID_INPUT = "InvalidInput"
-
-
-def describe(error: pydantic.ValidationError) -> str:
-    """'field.path: rule' for each problem, joined: short enough for a CLI line."""
-    parts = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(p) for p in problem["loc"]) or "input"
-        parts.append(f"{where}: {problem['msg']}")
-    return f"invalid {error.title}: " + "; ".join(parts)
+from states.errors import describe
+from states.names import ErrorType
 
 
 class _ValidatingJSONConverter(PydanticJSONPlainPayloadConverter):
@@ -39,7 +31,7 @@ class _ValidatingJSONConverter(PydanticJSONPlainPayloadConverter):
         try:
             return super().from_payload(payload, type_hint)
         except pydantic.ValidationError as error:
-            raise ApplicationError(describe(error), type=INVALID_INPUT, non_retryable=True) from None
+            raise ApplicationError(describe(error), type=ErrorType.INVALID_INPUT.value, non_retryable=True) from None
 
 
 class PayloadConverter(CompositePayloadConverter):

@@ -1,6 +1,6 @@
-"""Alembic environment for the records database, driven from code (`partnerflow.migrate`), no alembic.ini.
+"""Alembic environment for the records database, driven from code (`runtime.migrate`), no alembic.ini.
 
-`partnerflow.migrate.upgrade` passes an open connection in `config.attributes["connection"]`;
+`runtime.migrate.upgrade` passes an open connection in `config.attributes["connection"]`;
 without one (e.g. the `alembic` command with `-c` pointing at some ini), `sqlalchemy.url` is used.
 """
 
@@ -46,7 +46,7 @@ def run_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("no connection and no sqlalchemy.url: run `python -m partnerflow.migrate [URL]`")
+        raise RuntimeError("no connection and no sqlalchemy.url: run `python -m runtime.migrate [URL]`")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:

@@ -1,7 +1,7 @@
 """Bring a records database to the newest schema with Alembic, driven from code (no alembic.ini).
 
-    python -m partnerflow.migrate            # the configured records database (temporal-dev.yml, env)
-    python -m partnerflow.migrate URL        # any SQLAlchemy URL, e.g. postgresql+psycopg://…
+    python -m runtime.migrate            # the configured records database (temporal-dev.yml, env)
+    python -m runtime.migrate URL        # any SQLAlchemy URL, e.g. postgresql+psycopg://…
 
 The scripts are in `partnerflow/migrations/` (installed with the package). A database made before migrations
 existed (by `Records.create_schema()`) is adopted: if its tables match revision 0001
@@ -22,13 +22,15 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from activities.records import metadata
-from partnerflow.config import ConfigError, load
+from runtime.config import ConfigError, load
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
 BASELINE = "0001"  # the revision that creates exactly what `create_schema()` used to create
+LATER_TABLES = frozenset({"entities"})  # added by revisions after BASELINE
 _LOCK_ID = 0x7061_7274_6E65_72  # "partner": one migrator at a time on PostgreSQL
 
 
@@ -55,6 +57,13 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def head() -> str:
+    """The newest revision shipped: where `upgrade` leaves every database."""
+    found = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert found is not None
+    return found
+
+
 def current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
@@ -68,13 +77,18 @@ def _engine(url: str) -> sa.Engine:
 
 def _adopt(conn: Connection, cfg: Config) -> bool:
     """Stamp BASELINE on a database whose tables `create_schema()` made; refuse one that differs."""
-    ours = set(metadata.tables)
+    ours = set(metadata.tables) - LATER_TABLES
     present = set(sa.inspect(conn).get_table_names()) & ours
     if not present:
         return False
     if present != ours:
         raise RuntimeError(f"records tables {sorted(present)} exist without migration history, others are missing")
-    differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    differences = [
+        d
+        for d in compare_metadata(MigrationContext.configure(conn), metadata)
+        if not (d[0] == "add_table" and d[1].name in LATER_TABLES)
+        and not (d[0] == "add_index" and d[1].table.name in LATER_TABLES)
+    ]
     if differences:
         raise RuntimeError(f"records tables exist without migration history and differ from {BASELINE}: {differences}")
     command.stamp(cfg, BASELINE)
@@ -130,7 +144,7 @@ def upgrade(url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or any(a in ("-h", "--help") for a in args):
-        print("usage: python -m partnerflow.migrate [SQLALCHEMY_URL]", file=sys.stderr)
+        print("usage: python -m runtime.migrate [SQLALCHEMY_URL]", file=sys.stderr)
         return 2
     try:
         url = args[0] if args else load().records_url

@@ -1,0 +1,210 @@
+"""The capabilities every lifecycle's workflow uses: send a declared letter, record a change,
+read a guard's fact. Thin adapters over `Records` and `Mailer`; no lifecycle is known by name.
+
+Each is idempotent under Temporal's retries: records by `change_id`, email by its
+outbox key. A link token is born here, goes into one email, and leaves only as its SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import structlog
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.email import Letter, Mailer, message_id_for
+from activities.records import OutboxEntry, Records, utc_now
+from states.declaration import LetterFacts, Lifecycle
+from states.lifecycles import LIFECYCLES
+from states.messages import (
+    PRE_ENGINE_NAMES,
+    READ_FACT,
+    RECORD_CHANGE,
+    SEND_LETTER,
+    Change,
+    IssuedToken,
+    ReadFact,
+    SendLetter,
+)
+from states.names import ErrorType
+from states.tokens import token_hash
+
+log = structlog.get_logger(__name__)
+
+#: 256 bits: the token key's size when the worker makes its own (the contract asks for at least 128).
+TOKEN_BYTES = 32
+
+
+def _log() -> Any:
+    """The module logger, bound to the running activity's workflow and run."""
+    if not activity.in_activity():
+        return log
+    info = activity.info()
+    return log.bind(
+        workflow_id=info.workflow_id,
+        run_id=info.workflow_run_id,
+        activity_type=info.activity_type,
+        attempt=info.attempt,
+    )
+
+
+def link_token(token_key: bytes, letter_key: str) -> str:
+    """A link's token: HMAC-SHA256 of the letter's id (unique: it holds the run id and the
+    change's number) under a 256-bit secret key.
+
+    Why not a fresh random value per attempt: an attempt whose worker dies after the SMTP
+    server took the message, before the outbox row says so, is retried; a fresh value would
+    mail a second letter with a second (dead) link. The same key makes the same token, so
+    the retry sends the very same message (same link, same Message-ID), which receiving
+    mail systems fold into one. Without the key, a token is as unguessable as a random one.
+    """
+    digest = hmac.new(token_key, letter_key.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def link(base_url: str, lifecycle: Lifecycle, workflow_id: str, token: str) -> str:
+    """The page a link letter opens: the lifecycle's token query names its path."""
+    query = urlencode({"relationship": workflow_id, "token": token})
+    return f"{base_url.rstrip('/')}/{lifecycle.token_query}?{query}"
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type=ErrorType.INVALID_INPUT.value, non_retryable=True)
+
+
+class Capabilities:
+    """One set per cloud: a worker of one cloud never writes or reads another cloud's rows."""
+
+    def __init__(
+        self,
+        records: Records,
+        mailer: Mailer,
+        link_base_url: str,
+        cloud: str | None = None,
+        token_key: bytes | None = None,
+        lifecycles: Mapping[str, Lifecycle] = LIFECYCLES,
+    ) -> None:
+        self.records = records
+        self.lifecycles = lifecycles  # whose letters this worker can write
+        self.mailer = mailer
+        self.link_base_url = link_base_url
+        self.cloud = cloud
+        # Workers share the configured key; without one, this process makes its own (from
+        # `secrets`), and only its own retries send the same token again.
+        self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
+
+    def _same_cloud(self, cloud: str) -> None:
+        if self.cloud is not None and cloud != self.cloud:
+            raise ApplicationError(
+                f"cloud {cloud} rows are not this {self.cloud} worker's to touch",
+                type=ErrorType.CLOUD_ISOLATION.value,
+                non_retryable=True,
+            )
+
+    @activity.defn(name=SEND_LETTER.name)
+    async def send_letter(self, send: SendLetter) -> IssuedToken:
+        lifecycle = self.lifecycles.get(send.lifecycle)
+        text = lifecycle.letters.get(send.letter) if lifecycle else None
+        if lifecycle is None or text is None:
+            raise _invalid(f"letter: no letter {send.letter} in lifecycle {send.lifecycle}")
+        sent = await asyncio.to_thread(self.records.outbox_entry, send.key)
+        if sent and sent.status == "sent" and (sent.token_sha256 or not send.token):
+            _log().info("email.already_sent", kind=send.letter, key=send.key)
+            return IssuedToken(message_id=sent.message_id, token_sha256=sent.token_sha256)
+        facts = LetterFacts(
+            partner_name=send.partner_name, company=send.company, expires_at=send.expires_at, reason=send.reason
+        )
+        digest: str | None = None
+        message_id = message_id_for(send.key)
+        if send.token:
+            # A pending row means an earlier attempt may or may not have delivered: the same
+            # key makes the same token, so at worst the same message goes again.
+            token = link_token(self._token_key, send.key)
+            digest = token_hash(token)
+            facts = LetterFacts(**{**vars(facts), "link": link(self.link_base_url, lifecycle, send.workflow_id, token)})
+            # One Message-ID per token: a resent link is a new message.
+            message_id = message_id_for(f"{send.key}/{digest}")
+        subject, body = text(facts)
+        entry = await self._deliver(send, Letter(to=send.to, subject=subject, body=body), message_id, digest)
+        return IssuedToken(message_id=entry.message_id, token_sha256=entry.token_sha256 or digest)
+
+    async def _deliver(self, send: SendLetter, letter: Letter, message_id: str, digest: str | None) -> OutboxEntry:
+        """Send once: the outbox row is claimed before and marked after; returns what was sent."""
+        entry = OutboxEntry(
+            key=send.key,
+            message_id=message_id,
+            kind=send.letter,
+            recipient=letter.to,
+            subject=letter.subject,
+            workflow_id=send.workflow_id,
+            token_sha256=digest,
+            status="pending",
+            attempts=0,
+        )
+        claimed = await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
+        if claimed is None:  # a concurrent attempt got there first
+            done = await asyncio.to_thread(self.records.outbox_entry, send.key)
+            assert done is not None
+            _log().info("email.already_sent", kind=send.letter, key=send.key)
+            return done
+        await self.mailer.send(
+            self.mailer.build(letter, message_id),
+            on_accepted=lambda: self.records.outbox_mark_sent(send.key, now=utc_now()),
+        )
+        _log().info("email.sent", kind=send.letter, key=send.key, message_id=message_id)
+        if activity.in_activity():
+            activity.metric_meter().create_counter(
+                "partnerflow_emails_sent", "Emails delivered to the SMTP server, by kind"
+            ).add(1, {"kind": send.letter})
+        return entry
+
+    @activity.defn(name=RECORD_CHANGE.name)
+    async def record_change(self, change: Change) -> bool:
+        self._same_cloud(change.cloud)
+        try:
+            recorded = await asyncio.to_thread(self.records.apply_change, change)
+        except ValueError as error:  # a table or field the records do not have: no retry mends it
+            raise _invalid(str(error)) from None
+        _log().info(
+            "records.change" if recorded else "records.already_recorded",
+            change_id=change.change_id,
+            operation=change.operation,
+            to_state=change.to_state,
+        )
+        return recorded
+
+    @activity.defn(name=READ_FACT.name)
+    async def read_fact(self, read: ReadFact) -> int:
+        self._same_cloud(read.cloud)
+        try:
+            return await asyncio.to_thread(self.records.fact, read.fact, read.cloud, read.partner_id, read.customer_id)
+        except ValueError as error:
+            raise _invalid(str(error)) from None
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every capability, also under the names workflows begun before the engine call them."""
+        current: list[Callable[..., Any]] = [self.send_letter, self.record_change, self.read_fact]
+        by_name: dict[str, Callable[..., Any]] = {SEND_LETTER.name: self.send_letter, READ_FACT.name: self.read_fact}
+        return current + [_alias(by_name[cap.name], name) for name, cap in PRE_ENGINE_NAMES.items()]
+
+
+def _alias(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`method` registered once more under `name`: same input type, same behaviour."""
+    hints = typing.get_type_hints(method)
+    arg_type = next(v for k, v in hints.items() if k != "return")
+
+    async def alias(arg: Any) -> Any:
+        return await method(arg)
+
+    alias.__annotations__ = {"arg": arg_type, "return": hints["return"]}
+    alias.__name__ = alias.__qualname__ = f"{method.__name__}_as_{name}"
+    return activity.defn(name=name)(alias)

@@ -1,0 +1,290 @@
+"""The vocabulary a lifecycle is declared in: rows that say everything they mean.
+
+A row names its trigger, the states it leaves and enters, who may fire it, the guards
+that must hold (with the rule's words) and its typed effects. A lifecycle adds the
+commands callers send, the deadlines its states keep, its record fields and its letters.
+The interpreter (`workflows/`), the activities, the docs, the CLI and the tests read
+these objects; none of them knows a trigger, a state or an effect by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from states.models import Cloud, InvitationStatus, PartnerKind, Role
+
+# --- who may fire a row -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerStaff:
+    """Partner users in `roles`, of the relationship's partner (or of the referring one)."""
+
+    roles: frozenset[Role]
+    of: Literal["partner", "referrer"] = "partner"
+    kinds_denied: frozenset[PartnerKind] = frozenset()
+    clouds_denied: frozenset[Cloud] = frozenset()
+
+
+@dataclass(frozen=True)
+class CustomerAdmin:
+    """The customer's global admin: proven by the live link token, or by the customer portal."""
+
+    proof: Literal["token", "portal"]
+
+
+@dataclass(frozen=True)
+class Timer:
+    """partnerflow itself, when a deadline passes: never a caller."""
+
+
+By = PartnerStaff | CustomerAdmin | Timer
+
+# --- guards ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a guard may read: the command, the record fields, and what the engine knows."""
+
+    command: Any
+    fields: Mapping[str, Any]
+    customer_id: str
+    token_is_live: bool = False  # the command carries the live, unclaimed, unexpired token
+    fact: int | None = None  # the outside fact the guard `needs`, once the worker has read it
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A named condition, the rule's words for a caller, and where an outside fact is needed."""
+
+    name: str
+    rule: str
+    holds: Callable[[Facts], bool]
+    needs: str | None = None  # a named fact the worker reads from the records first
+
+
+# --- typed effects ----------------------------------------------------------------------
+
+
+class Recipient(StrEnum):
+    CUSTOMER_ADMIN = "customer_admin"  # the customer's global admin, as the start input names them
+    PARTNER_CONTACT = "partner_contact"  # the partner's contact address, else the user who sent the link
+    REQUESTER = "requester"  # the partner user who started the lifecycle (a referral's referrer)
+
+
+@dataclass(frozen=True)
+class Send:
+    """A letter to one recipient. `token`: it carries a new single-use link (the old one is replaced).
+
+    `since` names the `workflow.patched` id under which the letter was added, so
+    relationships that were running before it keep replaying their histories.
+    """
+
+    letter: str
+    to: Recipient
+    token: bool = False
+    since: str | None = None
+
+
+@dataclass(frozen=True)
+class Set:
+    """A record field takes a value."""
+
+    field: str
+    value: bool | int | str
+
+
+@dataclass(frozen=True)
+class Add:
+    """A record field grows by `amount`, where the flag `if_set` (if given) is on."""
+
+    field: str
+    amount: int = 1
+    if_set: str | None = None
+
+
+@dataclass(frozen=True)
+class VoidToken:
+    """The live link token stops working, for this reason."""
+
+    outcome: InvitationStatus
+
+
+@dataclass(frozen=True)
+class Publish:
+    """An event in the program's naming style (delivered by the events issue's relay)."""
+
+    event: str
+
+
+Effect = Send | Set | Add | VoidToken | Publish
+
+# --- rows, commands, deadlines, the lifecycle ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One transition: `trigger` moves `sources` → `dest` for `by`, when every guard holds."""
+
+    trigger: str
+    sources: tuple[str, ...]
+    dest: str
+    operation: str  # the audit operation, in the program's own names
+    by: By
+    guards: tuple[Guard, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    unchanged_if: Guard | None = None  # already so: the update succeeds and changes nothing
+
+    @property
+    def is_start(self) -> bool:
+        return not self.sources
+
+    def sends(self) -> tuple[Send, ...]:
+        return tuple(e for e in self.effects if isinstance(e, Send))
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a caller sends to fire a trigger: its payload model and one line of help."""
+
+    payload: type[BaseModel]
+    about: str
+    cli: str  # the `partnerflow` subcommand
+    flags: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # a yes/no field's two CLI flags
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A state that lasts at most the start input's `timers.<after>`, then `fires` (a Timer row).
+
+    Reminders go out `timers.<reminders>` before the end (never late: one whose moment
+    passed during an outage is skipped). The clock starts each time a row enters the state.
+    """
+
+    state: str
+    after: str
+    fires: str
+    reminders: str | None = None
+    reminder: Send | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a view or a summary is made of: the start input and what the workflow knows now."""
+
+    start: Any
+    state: str
+    fields: Mapping[str, Any]
+    token_expires_at: datetime | None
+    audit: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Everything one lifecycle means. Checked for consistency when it is built."""
+
+    name: str
+    workflow_type: str
+    workflow_id: str  # format, over the start input's ids: "relationship/{partner_id}/{customer_id}"
+    states: tuple[str, ...]
+    final: frozenset[str]
+    rows: tuple[Row, ...]
+    commands: Mapping[str, Command]
+    deadlines: tuple[Deadline, ...]
+    fields: Mapping[str, bool | int | str]  # record fields and their first values
+    flags: Mapping[str, bool | int | str]  # the workflow's own fields, never recorded
+    start_model: type[BaseModel]
+    view_model: type[BaseModel]
+    begin: Callable[[Any], str]  # which start row a start input fires
+    view: Callable[[Snapshot], BaseModel]
+    summary: Callable[[Any], str]  # the Web UI's one-line summary (escaped by the caller)
+    state_attribute: str  # the Keyword search attribute that holds the state
+    token_expiry_attribute: str | None = None  # the Datetime one that holds the latest link's deadline
+    token_query: str | None = None  # the query a link's page asks with its token
+    table: str = "entities"  # where the records keep the lifecycle's current row
+    letters: Mapping[str, Callable[[LetterFacts], tuple[str, str]]] = field(default_factory=dict)
+    # A continued run's state as an older workflow wrote it, in today's shape (keys of `LifeData`).
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ValueError(f"lifecycle {self.name}: " + "; ".join(problems))
+
+    # --- derived views of the table -------------------------------------------------
+    def rows_for(self, trigger: str) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.trigger == trigger)
+
+    def sources_of(self, trigger: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s for r in self.rows_for(trigger) for s in r.sources))
+
+    def by(self, trigger: str) -> By:
+        return self.rows_for(trigger)[0].by
+
+    @property
+    def updates(self) -> tuple[str, ...]:
+        """Triggers a caller may send (the Temporal updates), in table order."""
+        return tuple(dict.fromkeys(r.trigger for r in self.rows if not r.is_start and not isinstance(r.by, Timer)))
+
+    @property
+    def starts(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.is_start)
+
+    def deadline_in(self, state: str) -> Deadline | None:
+        return next((d for d in self.deadlines if d.state == state), None)
+
+    def guards(self) -> dict[str, Guard]:
+        found = {g.name: g for r in self.rows for g in (*r.guards, *((r.unchanged_if,) if r.unchanged_if else ()))}
+        return found
+
+    def workflow_id_for(self, start: Any) -> str:
+        return self.workflow_id.format(partner_id=start.partner.id, customer_id=start.customer.id)
+
+
+@dataclass(frozen=True)
+class LetterFacts:
+    """What a letter's text may use. Names come from the start input; `link` only for a token letter."""
+
+    partner_name: str
+    company: str
+    expires_at: datetime | None = None
+    reason: str = ""
+    link: str = ""
+
+
+def _problems(lc: Lifecycle) -> Any:
+    """Every way a declaration contradicts itself, as sentences (empty when it is sound)."""
+    known = set(lc.states)
+    for row in lc.rows:
+        for state in (*row.sources, row.dest):
+            if state not in known:
+                yield f"{row.trigger}: unknown state {state}"
+        for effect in row.effects:
+            if isinstance(effect, Send) and effect.letter not in lc.letters:
+                yield f"{row.trigger}: no text for letter {effect.letter}"
+            if isinstance(effect, Set | Add) and effect.field not in {**lc.fields, **lc.flags}:
+                yield f"{row.trigger}: unknown field {effect.field}"
+            if isinstance(effect, Send) and effect.token and not lc.deadline_in(row.dest):
+                yield f"{row.trigger}: a link letter needs a deadline on {row.dest} (the link's expiry)"
+        if not row.is_start and not isinstance(row.by, Timer) and row.trigger not in lc.commands:
+            yield f"{row.trigger}: no command declares its payload"
+        if {type(r.by) for r in lc.rows_for(row.trigger)} != {type(row.by)}:
+            yield f"{row.trigger}: its rows disagree on who may fire it"
+    for deadline in lc.deadlines:
+        fired = lc.rows_for(deadline.fires)
+        if not fired or not all(isinstance(r.by, Timer) and deadline.state in r.sources for r in fired):
+            yield f"deadline of {deadline.state}: {deadline.fires} must be a Timer row leaving it"
+        if deadline.reminder and deadline.reminder.letter not in lc.letters:
+            yield f"deadline of {deadline.state}: no text for letter {deadline.reminder.letter}"
+    for trigger in lc.commands:
+        if not lc.rows_for(trigger):
+            yield f"command {trigger}: no row"
+    if not lc.starts:
+        yield "no start row (a row with no sources)"

@@ -1,0 +1,125 @@
+"""What the interpreter asks of the activities: generic capabilities, each a typed reference.
+
+A `Capability` binds an activity's name to its argument and result types, so the
+workflow's call and the activity's registration name one object: a rename or a type
+change fails at both call sites under mypy, not in a test run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Capability(Generic[A, R]):
+    name: str
+    arg: type[A]
+    result: type[R]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SendLetter(_Message):
+    """Send one declared letter once (by `key`); with `token`, it carries a new link token."""
+
+    key: str  # idempotency key: one email per key, ever
+    lifecycle: str
+    letter: str
+    workflow_id: str
+    to: str
+    partner_name: str
+    company: str
+    expires_at: datetime | None = None
+    reason: str = ""
+    token: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_v2(cls, value: Any) -> Any:
+        """A letter scheduled by the workflow before the engine (its `Invitation` or `Notice`)."""
+        if not isinstance(value, dict) or "letter" in value:
+            return value
+        v = dict(value)
+        kind = v.pop("kind", None)
+        again = v.pop("reinstatement", False)
+        v["lifecycle"] = "relationship"
+        v["letter"] = kind or ("reinstatement" if again else "invitation")
+        v["token"] = kind is None
+        return v
+
+
+class IssuedToken(_Message):
+    """What the workflow learns of a sent letter: the link token's hash, never the token."""
+
+    message_id: str
+    token_sha256: str | None = None
+
+
+class Change(_Message):
+    """One transition to record: the audit row and the lifecycle's current row it implies."""
+
+    change_id: str  # unique per change of one lifecycle: the idempotency key
+    table: str = "customers"
+    cloud: str
+    partner_id: str
+    customer_id: str
+    workflow_id: str
+    company: str
+    operation: str
+    actor_user: str
+    actor_role: str
+    from_state: str | None
+    to_state: str
+    at: datetime
+    reason: str = ""
+    fields: dict[str, bool | int | str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_v2(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "fields" not in value:
+            v = dict(value)
+            v["fields"] = {k: v.pop(k) for k in ("purchase_permission", "reinstated_count") if k in v}
+            return v
+        return value
+
+
+class ReadFact(_Message):
+    """A named fact a guard needs from the records (the billing feed's counts)."""
+
+    fact: str = "active_subscriptions"  # the only one a workflow before the engine asked for
+    cloud: str
+    partner_id: str
+    customer_id: str
+
+
+SEND_LETTER: Capability[SendLetter, IssuedToken] = Capability("send_letter", SendLetter, IssuedToken)
+RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
+READ_FACT: Capability[ReadFact, int] = Capability("read_fact", ReadFact, int)
+
+
+def pre_engine_name(capability: Capability[Any, Any], arg: BaseModel) -> str:
+    """What a workflow begun before the engine called this capability: its replays must issue
+    the same activity types, and activities it scheduled must still find a worker."""
+    if capability is SEND_LETTER:
+        return "send_invitation" if getattr(arg, "token", False) else "send_notice"
+    if capability is READ_FACT:
+        return "count_active_subscriptions"
+    return capability.name
+
+
+#: Every activity name a running workflow may ask a worker for, now or from before the engine.
+PRE_ENGINE_NAMES: dict[str, Capability[Any, Any]] = {
+    "send_invitation": SEND_LETTER,
+    "send_notice": SEND_LETTER,
+    "count_active_subscriptions": READ_FACT,
+}

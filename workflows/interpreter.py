@@ -1,0 +1,585 @@
+"""The interpreter: one durable workflow for any declared lifecycle.
+
+`workflow_class(lifecycle)` makes a workflow class whose updates, validators and
+queries are generated from the declaration; every handler runs the same path:
+validators ask the policy and the machine and refuse before anything is written (a
+rejected update leaves no trace in history); handlers run under one lock, check
+again, then `_commit` interprets the row's typed effects (a link letter first, the
+record, the new state, then the other letters). All state lives in one `LifeData`.
+
+PYTEST_DONT_REWRITE: the sandbox re-imports this module for every workflow, and
+pytest's assertion rewriting (the test kit is a plugin of this distribution) would
+re-parse it each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
+    from states import policy
+    from states.declaration import (
+        Add,
+        CustomerAdmin,
+        Facts,
+        Lifecycle,
+        Recipient,
+        Row,
+        Send,
+        Set,
+        Snapshot,
+        VoidToken,
+    )
+    from states.errors import describe
+    from states.machine import LifecycleMachine
+    from states.messages import (
+        READ_FACT,
+        RECORD_CHANGE,
+        SEND_LETTER,
+        Capability,
+        Change,
+        IssuedToken,
+        ReadFact,
+        SendLetter,
+        pre_engine_name,
+    )
+    from states.models import InvitationLookup, InvitationStatus, InvitationView
+    from states.names import NAMESPACES, ErrorType
+    from states.tokens import is_live, token_hash
+    from workflows.data import SYSTEM, Entry, LifeData, Who
+    from workflows.timers import next_due
+    from workflows.visibility import publish
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R")
+
+#: How many audit entries the workflow keeps (the records keep them all).
+AUDIT_TAIL = 20
+#: How many void token hashes it remembers, to tell "used" from "unknown".
+SPENT_TOKENS_KEPT = 10
+#: How many applied update ids it remembers, to drop a retry that reaches a new run.
+RECENT_UPDATES_KEPT = 50
+#: Runs started before the engine called activities by older names (see `states.messages`).
+ENGINE_PATCH = "declared-lifecycle-engine"
+
+#: Outages (SMTP, database) are waited out, never turned into a lost change.
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=[ErrorType.INVALID_INPUT.value],
+)
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+LOCAL_ACTIVITY_TIMEOUT = timedelta(seconds=10)
+
+
+def _reject(kind: ErrorType, rule: str, message: str) -> ApplicationError:
+    return ApplicationError(message, {"rule": rule}, type=kind.value, non_retryable=True)
+
+
+def _read_start(lifecycle: Lifecycle, inputs: tuple[Any, ...]) -> Any:
+    """The start input, validated here rather than by the data converter (see `__init__`)."""
+    model = lifecycle.start_model
+    if len(inputs) != 1 or inputs[0] is None:
+        got = "null" if inputs == (None,) else f"{len(inputs)} inputs"
+        return _reject(
+            ErrorType.INVALID_INPUT, "input", f"invalid {model.__name__}: input: must be one JSON object, got {got}"
+        )
+    if isinstance(inputs[0], model):
+        return inputs[0]
+    try:
+        return model.model_validate(inputs[0])
+    except ValidationError as error:
+        return _reject(ErrorType.INVALID_INPUT, "input", describe(error))
+
+
+class Interpreter:
+    """The behaviour every generated workflow class shares; `lifecycle` says what it runs."""
+
+    lifecycle: ClassVar[Lifecycle]
+    d: LifeData
+
+    def _setup(self, inputs: tuple[Any, ...]) -> None:
+        # `*inputs`, not one typed parameter: nothing a caller sends (no input, null, two
+        # inputs) may fail the workflow task; a bad start fails the workflow instead.
+        self._lock = asyncio.Lock()
+        self._machine_: LifecycleMachine | None = None  # built once, moved per use
+        self._pre_engine: bool | None = None
+        start = _read_start(self.lifecycle, inputs)
+        if isinstance(start, ApplicationError):
+            self._start_denial: ApplicationError | None = start
+            return  # run() fails the start at once; nothing is read or written
+        self._start = start
+        self._start_denial = self._check_start(start)
+        if start.continued is not None and not self._start_denial:
+            # A continued run carries everything on: state, audit tail, deadlines.
+            upgrade = self.lifecycle.upgrade
+            self.d = LifeData.model_validate(upgrade(start.continued) if upgrade else start.continued)
+        else:
+            self.d = LifeData(
+                state=str(self._begin_row().dest), fields={**self.lifecycle.fields, **self.lifecycle.flags}
+            )
+
+    def _begin_row(self) -> Row:
+        return self.lifecycle.rows_for(self.lifecycle.begin(self._start))[0]
+
+    def _check_start(self, start: Any) -> ApplicationError | None:
+        lc, info = self.lifecycle, workflow.info()
+        if start.continued is not None and info.continued_run_id is None:
+            return _reject(
+                ErrorType.INVALID_START, "continued", "continued is set by partnerflow itself, never by a caller"
+            )
+        expected_id = lc.workflow_id_for(start)
+        if info.workflow_id != expected_id:
+            return _reject(
+                ErrorType.INVALID_START, "workflow_id", f"workflow_id must be {expected_id} ({lc.workflow_id})"
+            )
+        namespace = NAMESPACES[start.cloud]
+        if info.namespace != namespace and not info.namespace.startswith(namespace + "."):
+            return _reject(
+                ErrorType.INVALID_START,
+                "cloud",
+                f"cloud {start.cloud.value} relationships live in namespace {namespace}",
+            )
+        trigger = lc.begin(start)
+        denial = policy.check(lc, trigger, actor=start.actor, start=start)
+        if denial:
+            return _reject(ErrorType.PERMISSION_DENIED, denial.rule, f"{trigger} rejected: {denial.message}")
+        return None
+
+    # --- main: the start, then durable timers until a final state ---------------------
+    async def _run(self) -> BaseModel:
+        if self._start_denial:
+            raise self._start_denial
+        start = self._start
+        self._publish()  # findable by partner, customer and state from the first moment
+        if start.continued is None:
+            async with self._lock:
+                await self._commit(self._begin_row(), Who(user=start.actor.user, role=start.actor.role.value), None)
+        while self.d.state not in self.lifecycle.final:
+            await self._wait_for_change_or_timer()
+            if workflow.info().is_continue_as_new_suggested():
+                # Years of changes: hand the whole state (deadlines included) to a fresh
+                # run once no handler is mid-flight, so history stays small.
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(start.model_copy(update={"continued": self.d.model_dump(mode="json")}))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view()
+
+    async def _wait_for_change_or_timer(self) -> None:
+        seq, reminders = self.d.seq, self.d.reminders_sent
+        due = next_due(self.lifecycle, self.d, self._start.timers, workflow.now())
+        if due is None:
+            await workflow.wait_condition(lambda: self.d.seq != seq)
+            return
+        delay = due.at - workflow.now()
+        if delay > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self.d.seq != seq, timeout=delay)
+                return
+            except TimeoutError:
+                pass
+        reminder: tuple[Send, str, datetime] | None = None
+        async with self._lock:
+            # Decide now, not when the wait began: an outage may have passed meanwhile.
+            due = next_due(self.lifecycle, self.d, self._start.timers, workflow.now())
+            if self.d.seq != seq or self.d.reminders_sent != reminders or not due or due.at > workflow.now():
+                return
+            if due.fires:
+                await self._commit(self._machine().fire(due.fires, self._facts(None)), SYSTEM, None)
+                return
+            self.d.reminders_sent += 1
+            if due.reminder:
+                key = f"{self._key_prefix()}/{self.d.entered_seq}/reminder-{self.d.reminders_sent}"
+                reminder = (due.reminder, key, due.deadline)
+        if reminder:
+            # Outside the lock: a slow mail server never holds up the customer's answer.
+            await self._letter(reminder[0], reminder[1], expires_at=reminder[2])
+
+    # --- the shared path of every update ---------------------------------------------
+    async def _update(self, trigger: str, command: Any) -> BaseModel:
+        by = self.lifecycle.by(trigger)
+        if isinstance(by, CustomerAdmin):
+            if by.proof == "token":
+                self._claim_token(command.token, self._void_outcome(trigger))
+            who = Who(user=command.customer_admin.email, role="customer_admin")
+        else:
+            who = Who(user=command.actor.user, role=command.actor.role.value)
+        update_id = workflow.current_update_info().id  # type: ignore[union-attr]
+        # An update may arrive with the start (update-with-start, or a quick caller):
+        # it waits until the start's change is made, then is checked again.
+        await workflow.wait_condition(lambda: self.d.seq > 0)
+        async with self._lock:
+            if update_id in self.d.recent_updates:
+                return self._view()  # a caller's retry that reached a continued run: done already
+            # Another update may have moved the state since this one was validated.
+            self._validate(trigger, command)
+            if self._unchanged(trigger, command):
+                return self._view()
+            fact = None
+            needs = self._needs(trigger)
+            if needs:
+                fact = await self._read_fact(needs)
+                self._validate(trigger, command, fact)
+            row = self._machine().fire(trigger, self._facts(command, fact))
+            await self._commit(row, who, command)
+            self.d.recent_updates = [*self.d.recent_updates, update_id][-RECENT_UPDATES_KEPT:]
+            return self._view()
+
+    def _validate(self, trigger: str, command: Any, fact: int | None = None) -> None:
+        """Refuse (raise) unless the policy and the machine both allow `trigger` now."""
+        if self._start_denial:
+            raise self._start_denial
+        denial = policy.check(self.lifecycle, trigger, actor=getattr(command, "actor", None), start=self._start)
+        if denial:
+            raise self._rejection(trigger, ErrorType.PERMISSION_DENIED, denial.rule, denial.message)
+        if self._unchanged(trigger, command):
+            return
+        machine, facts = self._machine(), self._facts(command, fact)
+        if not machine.may(trigger, facts):
+            rule, message = machine.why_not(trigger, facts)
+            kind = ErrorType.TRANSITION_NOT_ALLOWED if rule == "state" else ErrorType.GUARD_FAILED
+            raise self._rejection(trigger, kind, rule, message)
+
+    @staticmethod
+    def _rejection(trigger: str, kind: ErrorType, rule: str, message: str) -> ApplicationError:
+        workflow.metric_meter().create_counter("partnerflow_rejections", "Updates refused, by update and rule").add(
+            1, {"update": trigger, "rule": rule}
+        )
+        return _reject(kind, rule, f"{trigger} rejected: {message}")
+
+    def _rows_here(self, trigger: str) -> list[Row]:
+        return [r for r in self.lifecycle.rows_for(trigger) if self.d.state in r.sources]
+
+    def _unchanged(self, trigger: str, command: Any) -> bool:
+        """Already so (e.g. the permission it already has): succeeds and changes nothing."""
+        facts = self._facts(command)
+        return any(r.unchanged_if and r.unchanged_if.holds(facts) for r in self._rows_here(trigger))
+
+    def _needs(self, trigger: str) -> str | None:
+        return next((g.needs for r in self._rows_here(trigger) for g in r.guards if g.needs), None)
+
+    def _void_outcome(self, trigger: str) -> InvitationStatus:
+        voids = [e for r in self.lifecycle.rows_for(trigger) for e in r.effects if isinstance(e, VoidToken)]
+        return voids[0].outcome if voids else InvitationStatus.REPLACED
+
+    def _facts(self, command: Any, fact: int | None = None) -> Facts:
+        return Facts(
+            command=command,
+            fields=self.d.fields,
+            customer_id=self._start.customer.id,
+            token_is_live=self._token_is_live(getattr(command, "token", None)),
+            fact=fact,
+        )
+
+    def _token_is_live(self, token: str | None) -> bool:
+        """The live, unexpired token, not claimed by another update (a claim holds it)."""
+        d = self.d
+        claimant = workflow.current_update_info()
+        mine = claimant is not None and claimant.id == d.claimed_by
+        live = d.token_sha256 if d.claimed_by is None or mine else None
+        return is_live(token, live, d.expires_at, workflow.now())
+
+    def _claim_token(self, token: str, outcome: InvitationStatus) -> None:
+        """Void the token the moment its update is accepted (its input is now in history).
+
+        Runs before the handler's first await, so no other update or query can use the
+        token in between; only this update may still complete with it.
+        """
+        d = self.d
+        if d.claimed_by is None and d.token_sha256 and self._token_is_live(token):
+            d.claimed_by = workflow.current_update_info().id  # type: ignore[union-attr]
+            self._spend_token(d.token_sha256, outcome)
+
+    def _spend_token(self, digest: str, outcome: InvitationStatus) -> None:
+        spent = [(h, o) for h, o in self.d.spent_tokens if h != digest]
+        self.d.spent_tokens = [*spent, (digest, outcome)][-SPENT_TOKENS_KEPT:]
+
+    def _machine(self) -> LifecycleMachine:
+        if self._machine_ is None:
+            self._machine_ = LifecycleMachine(self.lifecycle, self.d.state)
+        return self._machine_.at(self.d.state)
+
+    # --- a row's effects, in order: link letter, record, state, letters ---------------
+    async def _commit(self, row: Row, who: Who, command: Any) -> None:
+        d, s, lc = self.d, self._start, self.lifecycle
+        from_state = None if row.is_start else d.state
+        now = workflow.now()
+        seq = d.seq + 1
+        reason = str(getattr(command, "reason", "") or "")
+        link = next((e for e in row.sends() if e.token), None)
+        issued: tuple[IssuedToken, datetime] | None = None
+        if link:
+            expires_at = now + self._ttl(row.dest)
+            sent = await self._letter(link, f"{self._key_prefix()}/{seq}/{link.letter}", expires_at=expires_at)
+            assert sent is not None and sent.token_sha256
+            issued = (sent, expires_at)
+        fields = dict(d.fields)
+        for effect in row.effects:
+            if isinstance(effect, Set):
+                fields[effect.field] = effect.value
+            elif isinstance(effect, Add) and (effect.if_set is None or fields.get(effect.if_set)):
+                fields[effect.field] = int(fields[effect.field]) + effect.amount
+        await self._local(
+            RECORD_CHANGE,
+            Change(
+                change_id=f"{self._key_prefix()}/{seq}",
+                table=lc.table,
+                cloud=s.cloud.value,
+                partner_id=s.partner.id,
+                customer_id=s.customer.id,
+                workflow_id=workflow.info().workflow_id,
+                company=s.customer.company,
+                operation=row.operation,
+                actor_user=who.user,
+                actor_role=who.role,
+                from_state=from_state,
+                to_state=row.dest,
+                at=now,
+                reason=reason,
+                fields={k: v for k, v in fields.items() if k not in lc.flags},
+            ),
+            summary=f"audit: {row.operation} → {row.dest}",
+        )
+        # The change is recorded: make it the workflow's truth.
+        old_token = d.token_sha256
+        d.seq, d.state, d.fields = seq, str(row.dest), fields
+        if lc.deadline_in(row.dest) and (from_state != row.dest or issued):
+            d.entered_at, d.entered_seq, d.reminders_sent = now, seq, 0  # a new state or a new link: a new clock
+        if issued:
+            d.token_seq += 1
+            d.token_sha256, d.expires_at = issued[0].token_sha256, issued[1]
+            d.inviter = who.user if who.role != SYSTEM.role else d.inviter or s.actor.user
+            if old_token:
+                self._spend_token(old_token, InvitationStatus.REPLACED)
+        for void in (e for e in row.effects if isinstance(e, VoidToken)):
+            if old_token:
+                self._spend_token(old_token, void.outcome)
+            d.token_sha256 = None
+        d.claimed_by = None
+        d.audit.append(
+            Entry(
+                seq=seq,
+                operation=row.operation,
+                actor_user=who.user,
+                actor_role=who.role,
+                from_state=from_state,
+                to_state=row.dest,
+                at=now,
+                reason=reason,
+            )
+        )
+        del d.audit[:-AUDIT_TAIL]
+        self._publish()
+        workflow.metric_meter().create_counter(
+            "partnerflow_transitions", "Lifecycle transitions made, by trigger and new state"
+        ).add(1, {"trigger": row.trigger, "state": row.dest})
+        workflow.logger.info(
+            f"{lc.name}.transition",
+            extra={
+                lc.name: workflow.info().workflow_id,
+                "trigger": row.trigger,
+                "from_state": from_state,
+                "state": row.dest,
+                "actor": who.user,
+                "role": who.role,
+            },
+        )
+        for send in row.sends():
+            # A letter added to a running lifecycle: `patched` keeps older histories replaying.
+            if not send.token and (send.since is None or workflow.patched(send.since)):
+                await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason)
+
+    def _ttl(self, state: str) -> timedelta:
+        deadline = self.lifecycle.deadline_in(state)
+        assert deadline is not None, "a link letter enters a state with a deadline (checked by the declaration)"
+        ttl: timedelta = getattr(self._start.timers, deadline.after)
+        return ttl
+
+    # --- the capabilities the activities offer ---------------------------------------
+    def _to(self, recipient: Recipient) -> str:
+        s = self._start
+        if recipient is Recipient.CUSTOMER_ADMIN:
+            return str(s.customer.admin_email)
+        if recipient is Recipient.PARTNER_CONTACT:
+            return str(s.partner.contact_email or self.d.inviter or s.actor.user)
+        return str(s.actor.user)
+
+    async def _letter(
+        self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = ""
+    ) -> IssuedToken | None:
+        s = self._start
+        letter = SendLetter(
+            key=key,
+            lifecycle=self.lifecycle.name,
+            letter=send.letter,
+            workflow_id=workflow.info().workflow_id,
+            to=self._to(send.to),
+            partner_name=s.partner.name,
+            company=s.customer.company,
+            expires_at=expires_at or self.d.expires_at,
+            reason=reason,
+            token=send.token,
+        )
+        pre_engine = self._is_pre_engine()
+        result: Any = await workflow.execute_activity(
+            pre_engine_name(SEND_LETTER, letter) if pre_engine else SEND_LETTER.name,
+            letter,
+            # Before the engine a letter without a link answered with its Message-ID alone.
+            result_type=None if pre_engine and not send.token else IssuedToken,
+            summary=f"{send.letter} email",
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result if isinstance(result, IssuedToken) else None
+
+    async def _read_fact(self, fact: str) -> int:
+        s = self._start
+        read = ReadFact(fact=fact, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id)
+        return await self._local(READ_FACT, read, summary=f"guard: {fact}")
+
+    async def _local(self, capability: Capability[A, R], arg: A, *, summary: str) -> R:
+        """A quick database step runs in the worker itself: no task-queue round trip, one
+        marker in history instead of three events. Retried like any activity (idempotent)."""
+        name = pre_engine_name(capability, arg) if self._is_pre_engine() else capability.name
+        result: R = await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=capability.result,
+            summary=summary,
+            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result
+
+    def _is_pre_engine(self) -> bool:
+        """True while replaying (or continuing) a run the workflow began before the engine."""
+        if self._pre_engine is None:
+            self._pre_engine = not workflow.patched(ENGINE_PATCH)
+        return self._pre_engine
+
+    # --- what others see ----------------------------------------------------------------
+    def _key_prefix(self) -> str:
+        # Stable across retries and replays; new after a reset and for a new
+        # relationship that reuses the workflow id after the old one closed.
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.run_id}"
+
+    def _snapshot(self) -> Snapshot:
+        d = self.d
+        return Snapshot(self._start, d.state, d.fields, d.expires_at, tuple(d.audit))
+
+    def _publish(self) -> None:
+        publish(self.lifecycle, self._snapshot())
+
+    def _view(self) -> BaseModel:
+        return self.lifecycle.view(self._snapshot())
+
+    def _lookup(self, lookup: InvitationLookup) -> InvitationView:
+        """What the holder of a link token may see: details for the live token only."""
+        if self._start_denial:
+            return InvitationView(status=InvitationStatus.UNKNOWN)
+        d, s = self.d, self._start
+        if self._token_is_live(lookup.token):
+            return InvitationView(
+                status=InvitationStatus.VALID,
+                partner_name=s.partner.name,
+                company=s.customer.company,
+                admin_email=s.customer.admin_email,
+                expires_at=d.expires_at,
+            )
+        digest = token_hash(lookup.token)
+        for spent, outcome in d.spent_tokens:
+            if hmac.compare_digest(spent, digest):
+                return InvitationView(status=outcome)
+        if d.token_sha256 and hmac.compare_digest(d.token_sha256, digest):
+            return InvitationView(status=InvitationStatus.EXPIRED)  # its timer has yet to fire
+        return InvitationView(status=InvitationStatus.UNKNOWN)
+
+    def _state(self) -> BaseModel:
+        if self._start_denial:
+            raise self._start_denial
+        return self._view()
+
+
+def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
+    """A workflow class for `lifecycle`: its updates, validators and queries made from the rows.
+
+    `module` must bind the class under its `__name__`: the sandbox imports it from there.
+    """
+    view = lifecycle.view_model
+    members: dict[str, Any] = {"lifecycle": lifecycle, "__module__": module}
+
+    def __init__(self: Interpreter, *inputs: Any) -> None:
+        self._setup(inputs)
+
+    async def run(self: Interpreter, *inputs: Any) -> Any:
+        return await self._run()
+
+    async def started(self: Interpreter) -> Any:
+        """For update-with-start: answers once the start's change is made."""
+        await workflow.wait_condition(lambda: self.d.seq > 0)
+        return self._view()
+
+    def validate_started(self: Interpreter) -> None:
+        if self._start_denial:
+            raise self._start_denial
+
+    def state(self: Interpreter) -> Any:
+        return self._state()
+
+    name = f"{lifecycle.workflow_type}Workflow"
+    for fn in (__init__, run, started, validate_started, state):
+        _place(fn, module, name)
+    __init__.__annotations__ = {"inputs": Any, "return": None}
+    run.__annotations__ = {"inputs": Any, "return": view}
+    started.__annotations__ = state.__annotations__ = {"return": view}
+    validate_started.__annotations__ = {"return": None}
+    members["__init__"] = workflow.init(__init__)
+    members["run"] = workflow.run(run)
+    members["started"] = workflow.update(name="started")(started)
+    members["started"].validator(validate_started)
+    members["state"] = workflow.query(name="state")(state)
+    if lifecycle.token_query:
+
+        def token_query(self: Interpreter, lookup: InvitationLookup) -> InvitationView:
+            return self._lookup(lookup)
+
+        token_query.__annotations__ = {"lookup": InvitationLookup, "return": InvitationView}
+        _place(token_query, module, name)
+        members[f"query_{lifecycle.token_query}"] = workflow.query(name=lifecycle.token_query)(token_query)
+    for trigger in lifecycle.updates:
+        members[f"update_{trigger}"] = _update_handler(module, name, trigger, lifecycle.commands[trigger].payload, view)
+    cls = type(name, (Interpreter,), members)
+    return workflow.defn(name=lifecycle.workflow_type)(cls)
+
+
+def _place(fn: Any, module: str, cls_name: str, name: str | None = None) -> None:
+    """Make `fn` look defined in the generated class, as the SDK checks a run method to be."""
+    fn.__module__ = module
+    fn.__name__ = name or fn.__name__
+    fn.__qualname__ = f"{cls_name}.{fn.__name__}"
+
+
+def _update_handler(module: str, cls_name: str, trigger: str, payload: type[BaseModel], view: type[BaseModel]) -> Any:
+    async def handler(self: Interpreter, command: Any) -> Any:
+        return await self._update(trigger, command)
+
+    def validator(self: Interpreter, command: Any) -> None:
+        self._validate(trigger, command)
+
+    handler.__annotations__ = {"command": payload, "return": view}
+    validator.__annotations__ = {"command": payload, "return": None}
+    _place(handler, module, cls_name, trigger)
+    _place(validator, module, cls_name, f"validate_{trigger}")
+    update = workflow.update(name=trigger)(handler)
+    update.validator(validator)
+    return update

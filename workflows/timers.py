@@ -1,0 +1,34 @@
+"""When a state's deadline or its next reminder is due: pure arithmetic over the workflow's data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from states.declaration import Lifecycle, Send
+from workflows.data import LifeData
+
+
+@dataclass(frozen=True)
+class Due:
+    at: datetime
+    deadline: datetime
+    fires: str | None = None  # the Timer row's trigger, when the deadline itself is due
+    reminder: Send | None = None  # the letter, when a reminder is due (None and no `fires`: skip it)
+
+
+def next_due(lifecycle: Lifecycle, d: LifeData, timers: Any, now: datetime) -> Due | None:
+    deadline = lifecycle.deadline_in(d.state)
+    if deadline is None or d.entered_at is None:
+        return None
+    end: datetime = d.entered_at + getattr(timers, deadline.after)
+    if deadline.reminders:
+        befores: list[timedelta] = sorted(getattr(timers, deadline.reminders), reverse=True)
+        n = d.reminders_sent
+        if n < len(befores):
+            rest = befores[n + 1 :]
+            following = end - rest[0] if rest else end
+            # Past the next moment already (a worker outage): never send it late.
+            return Due(end - befores[n], end, reminder=None if now >= following else deadline.reminder)
+    return Due(end, end, fires=deadline.fires)

@@ -1,0 +1,83 @@
+"""What ops find and read in the Temporal Web UI: search attributes and the Markdown details.
+
+The UI renders Markdown (links and images too) but not Mermaid, so the path is text with
+the current state in bold, then the actions the declaration allows next and the last
+change. Everything a user typed is escaped: it shows as text, never as a link.
+Search attributes hold ids, states and deadlines only: they are stored unencrypted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+
+from states.declaration import Lifecycle, Snapshot, Timer
+from states.names import CLOUD, CUSTOMER_ID, PARTNER_ID, STATE_CHANGED_AT
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&:])")
+
+
+def inert(text: str) -> str:
+    """`text` as Markdown that renders exactly as typed: no link, image, emphasis or HTML."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def summary(lifecycle: Lifecycle, start: Any) -> str:
+    return inert(lifecycle.summary(start))
+
+
+def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
+    s = snap.start
+    path_states = [st for st in lifecycle.states if st not in lifecycle.final]
+    states = path_states if snap.state in path_states else [*path_states, snap.state]
+    path = " → ".join(f"**{st}**" if st == snap.state else st for st in states)
+    actions = sorted({r.trigger for r in lifecycle.rows if snap.state in r.sources and not isinstance(r.by, Timer)})
+    fields = " · ".join(f"{name.replace('_', ' ')}: {_shown(snap.fields[name])}" for name in lifecycle.fields)
+    lines = [
+        f"### {inert(s.customer.company)} ← {inert(s.partner.name)} · {s.cloud.value}",
+        path,
+        "",
+        f"**State:** {snap.state}" + (f" · {fields}" if fields else ""),
+        "",
+        "**Next:** " + (", ".join(f"`{a}`" for a in actions) if actions else "none (final)"),
+    ]
+    if snap.token_expires_at and lifecycle.deadline_in(snap.state):
+        lines += ["", f"**Link expires:** {snap.token_expires_at:%Y-%m-%d %H:%M} UTC"]
+    if snap.audit:
+        last = snap.audit[-1]
+        lines += [
+            "",
+            f"**Last change:** `{last.operation}` by {inert(last.actor_user)} ({last.actor_role})"
+            f" at {last.at:%Y-%m-%d %H:%M:%S} UTC",
+        ]
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return inert(str(value))
+
+
+def publish(lifecycle: Lifecycle, snap: Snapshot) -> None:
+    """Keep the search attributes and the details current (a workflow-side call)."""
+    s = snap.start
+    updates: list[SearchAttributeUpdate[Any]] = [
+        SearchAttributeKey.for_keyword(lifecycle.state_attribute).value_set(snap.state),
+        SearchAttributeKey.for_keyword(PARTNER_ID).value_set(s.partner.id),
+        SearchAttributeKey.for_keyword(CUSTOMER_ID).value_set(s.customer.id),
+        SearchAttributeKey.for_keyword(CLOUD).value_set(s.cloud.value),
+    ]
+    if snap.audit:
+        updates.append(SearchAttributeKey.for_datetime(STATE_CHANGED_AT).value_set(snap.audit[-1].at))
+    if snap.token_expires_at and lifecycle.token_expiry_attribute:
+        # Kept after the link is answered (read it with the state): the time-skipping
+        # server cannot describe an unset Datetime attribute.
+        updates.append(
+            SearchAttributeKey.for_datetime(lifecycle.token_expiry_attribute).value_set(snap.token_expires_at)
+        )
+    workflow.upsert_search_attributes(updates)
+    workflow.set_current_details(details(lifecycle, snap))
