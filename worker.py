@@ -29,10 +29,10 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer
 from activities.records import Records
 from runtime import logs, search_attributes
-from runtime.config import ConfigError, Settings, WorkerSettings, load
+from runtime.config import Settings, WorkerSettings, load
 from runtime.connection import connect
 from runtime.migrate import upgrade
-from runtime.process import exit_without_teardown
+from runtime.process import exit_without_teardown, run
 from states.models import Cloud
 from states.names import TASK_QUEUE
 from workflows.arguments import ArgumentsInterceptor
@@ -163,12 +163,7 @@ async def _main() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        asyncio.run(_main())
-    except ConfigError as error:
-        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run(_main)
 
 
 if __name__ == "__main__":

@@ -21,21 +21,32 @@ from states.messages import Change
 
 metadata = sa.MetaData()
 
-customers = sa.Table(
+
+def _current_rows(name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """A table of lifecycles' current rows: its own columns, then what every such row has
+    (company, state, and the bookkeeping `apply_change` keeps: when, which version, which change)."""
+    return sa.Table(
+        name,
+        metadata,
+        *columns,
+        sa.Column("company", sa.String(200), nullable=False),
+        sa.Column("state", sa.String(32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("last_change_id", sa.String(250), nullable=False),
+    )
+
+
+#: The relationship lifecycle's list: one row per cloud, partner and customer.
+customers = _current_rows(
     "customers",
-    metadata,
     sa.Column("cloud", sa.String(16), primary_key=True),
     sa.Column("partner_id", sa.String(100), primary_key=True),
     sa.Column("customer_id", sa.String(100), primary_key=True),
     sa.Column("workflow_id", sa.String(250), nullable=False),
-    sa.Column("company", sa.String(200), nullable=False),
-    sa.Column("state", sa.String(32), nullable=False),
     sa.Column("purchase_permission", sa.Boolean, nullable=False, default=False),
     sa.Column("reinstated_count", sa.Integer, nullable=False, default=0),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("last_change_id", sa.String(250), nullable=False),
 )
 
 audit = sa.Table(
@@ -73,21 +84,14 @@ outbox = sa.Table(
     sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
 )
 
-# The current row of a lifecycle that keeps no list of its own: keyed by its workflow id.
-entities = sa.Table(
+#: The current row of a lifecycle that keeps no list of its own: keyed by its workflow id.
+entities = _current_rows(
     "entities",
-    metadata,
     sa.Column("workflow_id", sa.String(250), primary_key=True),
     sa.Column("cloud", sa.String(16), nullable=False),
     sa.Column("partner_id", sa.String(100), nullable=False, index=True),
     sa.Column("customer_id", sa.String(100), nullable=False),
-    sa.Column("company", sa.String(200), nullable=False),
-    sa.Column("state", sa.String(32), nullable=False),
     sa.Column("fields", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("last_change_id", sa.String(250), nullable=False),
 )
 
 subscriptions = sa.Table(

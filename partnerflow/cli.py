@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -73,23 +74,21 @@ from states.relationship import RELATIONSHIP
 
 PROG: Final = "partnerflow"
 
-EXIT_OK: Final = 0
-EXIT_ERROR: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_DENIED: Final = 3
-EXIT_REFUSED: Final = 4
-EXIT_NOT_FOUND: Final = 5
-EXIT_UNAVAILABLE: Final = 6
-EXIT_IMPORT_FAILED: Final = 7
+
+class Exit(IntEnum):
+    """The stable exit codes (the module's docstring lists them for users)."""
+
+    OK, ERROR, USAGE, DENIED, REFUSED, NOT_FOUND, UNAVAILABLE, IMPORT_FAILED = range(8)
+
 
 EXIT_CODES: Final[Mapping[type[RelationshipError], int]] = {
-    InvalidInput: EXIT_USAGE,
-    InvalidStart: EXIT_USAGE,
-    PermissionDenied: EXIT_DENIED,
-    TransitionNotAllowed: EXIT_REFUSED,
-    GuardFailed: EXIT_REFUSED,
-    NotFound: EXIT_NOT_FOUND,
-    Unavailable: EXIT_UNAVAILABLE,
+    InvalidInput: Exit.USAGE,
+    InvalidStart: Exit.USAGE,
+    PermissionDenied: Exit.DENIED,
+    TransitionNotAllowed: Exit.REFUSED,
+    GuardFailed: Exit.REFUSED,
+    NotFound: Exit.NOT_FOUND,
+    Unavailable: Exit.UNAVAILABLE,
 }
 
 ACTOR_ENV: Final[Mapping[str, str]] = {
@@ -257,7 +256,7 @@ def _fail_validation(as_json: bool, error: ValidationError) -> int:
     message = "; ".join(
         f"{f['field']}" + (f" ({f['option']})" if f["option"] else "") + f": {f['rule']}" for f in fields
     )
-    return _fail(as_json, "InvalidInput", message, EXIT_USAGE, extra={"fields": fields})
+    return _fail(as_json, "InvalidInput", message, Exit.USAGE, extra={"fields": fields})
 
 
 def _from_rpc(error: RPCError) -> RelationshipError:
@@ -348,7 +347,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = await _connect(args, settings)
     _print_view(args, await client.start(start))
-    return EXIT_OK
+    return Exit.OK
 
 
 async def cmd_update(args: argparse.Namespace) -> int:
@@ -363,7 +362,7 @@ async def cmd_update(args: argparse.Namespace) -> int:
     client = await _connect(args, settings)
     view = await client.update(Cloud(args.cloud), workflow_id(partner_id, customer_id), name, command)
     _print_view(args, view)
-    return EXIT_OK
+    return Exit.OK
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
@@ -374,7 +373,7 @@ async def cmd_show(args: argparse.Namespace) -> int:
         _print_json(view.model_dump(mode="json"))
     else:
         _show_view(view)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _quote(name: str, value: str) -> str:
@@ -428,7 +427,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
     else:
         rows = [(f["workflow_id"], f["state"] or "-", f["status"]) for f in found]
         _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS")))
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_subscriptions_set(args: argparse.Namespace) -> int:
@@ -442,7 +441,7 @@ def cmd_subscriptions_set(args: argparse.Namespace) -> int:
         _print_json({"cloud": args.cloud, "partner_id": partner_id, "customer_id": customer_id, "active": args.count})
     else:
         _out(f"{workflow_id(partner_id, customer_id)} ({args.cloud}): {args.count} active subscriptions")
-    return EXIT_OK
+    return Exit.OK
 
 
 def customer_rows(records: Records, cloud: Cloud, partner_id: str | None = None) -> list[dict[str, Any]]:
@@ -462,12 +461,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         rows = customer_rows(records, Cloud(args.cloud), args.partner)
     if args.json or args.format == "json":
         _print_json(rows)
-        return EXIT_OK
+        return Exit.OK
     writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "purchase_permission": str(row["purchase_permission"]).lower()})
-    return EXIT_OK
+    return Exit.OK
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
@@ -505,7 +504,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
         f"invited={summary['invited']} already={summary['already']} failed={summary['failed']}"
         + (f" (report: {args.report})" if args.report else "")
     )
-    return EXIT_IMPORT_FAILED if result.failed else EXIT_OK
+    return Exit.IMPORT_FAILED if result.failed else Exit.OK
 
 
 # --- the parser ------------------------------------------------------------------
@@ -674,9 +673,9 @@ def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as error:
-        return _fail(as_json, "UsageError", str(error), EXIT_USAGE)
+        return _fail(as_json, "UsageError", str(error), Exit.USAGE)
     except SystemExit as done:  # --help
-        return done.code if isinstance(done.code, int) else EXIT_OK
+        return done.code if isinstance(done.code, int) else Exit.OK
     command: Callable[[argparse.Namespace], int | Coroutine[Any, Any, int]] = args.run
     try:
         outcome = command(args)
@@ -684,16 +683,16 @@ def _main(argv: list[str]) -> int:
     except ValidationError as error:
         return _fail_validation(as_json, error)
     except UsageError as error:
-        return _fail(as_json, "UsageError", str(error), EXIT_USAGE)
+        return _fail(as_json, "UsageError", str(error), Exit.USAGE)
     except (ConfigError, importer.ImportFileError) as error:
-        return _fail(as_json, type(error).__name__, str(error), EXIT_USAGE)
+        return _fail(as_json, type(error).__name__, str(error), Exit.USAGE)
     except RelationshipError as error:
-        code = EXIT_CODES.get(type(error), EXIT_ERROR)
+        code = EXIT_CODES.get(type(error), Exit.ERROR)
         return _fail(as_json, error.type, error.message, code, error.rule)
     except KeyboardInterrupt:
         return _fail(as_json, "Interrupted", "stopped by the user", 130)
     except Exception as error:  # the promise: one line, exit 1, whatever went wrong
-        return _fail(as_json, type(error).__name__, str(error) or repr(error), EXIT_ERROR)
+        return _fail(as_json, type(error).__name__, str(error) or repr(error), Exit.ERROR)
 
 
 def console_main() -> NoReturn:

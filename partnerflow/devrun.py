@@ -21,9 +21,9 @@ import structlog
 import worker
 from partnerflow.mailsink import MailSink
 from runtime import logs, search_attributes
-from runtime.config import ConfigError, Settings, load
+from runtime.config import Settings, load
 from runtime.connection import connect
-from runtime.process import exit_without_teardown
+from runtime.process import exit_without_teardown, run
 from states.names import NAMESPACES
 
 log = structlog.get_logger("partnerflow.dev")
@@ -153,14 +153,7 @@ async def _main() -> None:
 
 
 def main() -> int:
-    try:
-        asyncio.run(_main())
-    except ConfigError as error:
-        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run(_main)
 
 
 if __name__ == "__main__":

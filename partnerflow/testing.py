@@ -332,6 +332,7 @@ async def partnerflow(
 async def partnerflow_live(
     partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
 ) -> AsyncIterator[Harness]:
-    """partnerflow's worker on the real dev server (cloud public)."""
+    """partnerflow's worker on the real dev server (cloud public): for what the time-skipping
+    server lacks (update-with-start, continue-as-new, static summaries, visibility queries)."""
     async with running(partnerflow_dev_env, partnerflow_mail, partnerflow_records) as harness:
         yield harness

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import uvicorn
@@ -10,7 +9,8 @@ import uvicorn
 from partnerflow.client import Relationships
 from portal.app import create_app
 from runtime import logs
-from runtime.config import ConfigError, load
+from runtime.config import load
+from runtime.process import run
 
 
 async def _serve() -> None:
@@ -30,14 +30,7 @@ async def _serve() -> None:
 
 
 def main() -> int:
-    try:
-        asyncio.run(_serve())
-    except ConfigError as error:
-        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run(_serve)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
+
+from runtime.config import ConfigError
 
 
 def exit_without_teardown(code: int) -> NoReturn:
@@ -20,3 +24,16 @@ def exit_without_teardown(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a process's `main` to its end: 0, or 2 with one line naming a configuration error
+    (never a traceback), and Ctrl-C as a normal stop."""
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        print(f"partnerflow: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -7,14 +7,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "RelationshipState": "Keyword",
-    "PartnerId": "Keyword",
-    "CustomerId": "Keyword",
-    "Cloud": "Keyword",
-    "InvitationExpiresAt": "Datetime",  # the latest invitation's deadline: "about to lapse"
-    "StateChangedAt": "Datetime",  # when the state last changed: "ended this month"
-}
+from states.names import SEARCH_ATTRIBUTES
 
 
 def cli_flags() -> list[str]:

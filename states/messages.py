@@ -64,7 +64,19 @@ class IssuedToken(_Message):
     token_sha256: str | None = None
 
 
-class Change(_Message):
+class Audited(_Message):
+    """What the audit says of one change: the workflow's tail and the records keep the same."""
+
+    operation: str
+    actor_user: str
+    actor_role: str
+    from_state: str | None
+    to_state: str
+    at: datetime
+    reason: str = ""
+
+
+class Change(Audited):
     """One transition to record: the audit row and the lifecycle's current row it implies."""
 
     change_id: str  # unique per change of one lifecycle: the idempotency key
@@ -74,13 +86,6 @@ class Change(_Message):
     customer_id: str
     workflow_id: str
     company: str
-    operation: str
-    actor_user: str
-    actor_role: str
-    from_state: str | None
-    to_state: str
-    at: datetime
-    reason: str = ""
     fields: dict[str, bool | int | str] = {}
 
     @model_validator(mode="before")

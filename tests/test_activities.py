@@ -19,9 +19,9 @@ from activities.capabilities import Capabilities, link_token
 from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
+from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
 from states.messages import PRE_ENGINE_NAMES, Change, ReadFact, SendLetter
 from states.tokens import token_hash
-from tests.conftest import LINK_BASE, TOKEN_IN_LINK, free_port
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -62,52 +62,54 @@ def invitation(key: str = "relationship/p-1/c-1/run/1/invitation") -> SendLetter
 
 
 @pytest.fixture
-def acts(records: Records, mail_sink: MailSink) -> Capabilities:
-    return Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+def acts(partnerflow_records: Records, partnerflow_mail: MailSink) -> Capabilities:
+    return Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE)
 
 
-async def test_a_change_recorded_twice_is_one_audit_row(acts: Capabilities, records: Records) -> None:
+async def test_a_change_recorded_twice_is_one_audit_row(acts: Capabilities, partnerflow_records: Records) -> None:
     env = ActivityEnvironment()
     assert await env.run(acts.record_change, change(1)) is True
     assert await env.run(acts.record_change, change(1)) is False
-    assert len(records.audit_trail("relationship/p-1/c-1")) == 1
-    row = records.customer("public", "p-1", "c-1")
+    assert len(partnerflow_records.audit_trail("relationship/p-1/c-1")) == 1
+    row = partnerflow_records.customer("public", "p-1", "c-1")
     assert row and row["version"] == 1 and row["state"] == "invited"
 
 
-async def test_each_change_bumps_the_customer_rows_version(records: Records) -> None:
-    records.apply_change(change(1))
-    records.apply_change(change(2, "active", operation="AddCustomer", from_state="invited"))
-    records.apply_change(change(3, "active", operation="CreateSelfServePolicy", purchase_permission=True))
-    row = records.customer("public", "p-1", "c-1")
+async def test_each_change_bumps_the_customer_rows_version(partnerflow_records: Records) -> None:
+    partnerflow_records.apply_change(change(1))
+    partnerflow_records.apply_change(change(2, "active", operation="AddCustomer", from_state="invited"))
+    partnerflow_records.apply_change(change(3, "active", operation="CreateSelfServePolicy", purchase_permission=True))
+    row = partnerflow_records.customer("public", "p-1", "c-1")
     assert row is not None
     assert (row["version"], row["state"], row["purchase_permission"]) == (3, "active", True)
-    assert [r["operation"] for r in records.audit_trail("relationship/p-1/c-1")] == [
+    assert [r["operation"] for r in partnerflow_records.audit_trail("relationship/p-1/c-1")] == [
         "CreateCustomerInvitation",
         "AddCustomer",
         "CreateSelfServePolicy",
     ]
-    assert [r["customer_id"] for r in records.customer_list("public", "p-1")] == ["c-1"]
-    assert records.customer_list("usgov", "p-1") == []
+    assert [r["customer_id"] for r in partnerflow_records.customer_list("public", "p-1")] == ["c-1"]
+    assert partnerflow_records.customer_list("usgov", "p-1") == []
 
 
-async def test_subscriptions_are_counted_per_cloud_partner_customer(acts: Capabilities, records: Records) -> None:
-    records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
+async def test_subscriptions_are_counted_per_cloud_partner_customer(
+    acts: Capabilities, partnerflow_records: Records
+) -> None:
+    partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
     key = ReadFact(fact="active_subscriptions", cloud="public", partner_id="p-1", customer_id="c-1")
     assert await ActivityEnvironment().run(acts.read_fact, key) == 3
     other = ReadFact(fact="active_subscriptions", cloud="usgov", partner_id="p-1", customer_id="c-1")
     assert await ActivityEnvironment().run(acts.read_fact, other) == 0
     with pytest.raises(ValueError):
-        records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
+        partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
 
 
 async def test_an_invitation_retried_is_sent_once_with_one_token(
-    acts: Capabilities, records: Records, mail_sink: MailSink
+    acts: Capabilities, partnerflow_records: Records, partnerflow_mail: MailSink
 ) -> None:
     env = ActivityEnvironment()
     first = await env.run(acts.send_letter, invitation())
     again = await env.run(acts.send_letter, invitation())
-    [message] = mail_sink.messages()
+    [message] = partnerflow_mail.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
     assert first == again and first.token_sha256 == token_hash(token)
     assert f"{LINK_BASE}/invitation?relationship=relationship%2Fp-1%2Fc-1&token={token}" in message.get_payload()
@@ -115,38 +117,40 @@ async def test_an_invitation_retried_is_sent_once_with_one_token(
 
 
 async def test_an_attempt_that_died_mid_send_leaves_one_live_token(
-    acts: Capabilities, records: Records, mail_sink: MailSink, tmp_path: Path
+    acts: Capabilities, partnerflow_records: Records, partnerflow_mail: MailSink, tmp_path: Path
 ) -> None:
     """SMTP down: the attempt fails, the outbox row stays pending; the retry sends the same token."""
     key = secrets.token_bytes(32)
-    down = Capabilities(records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE, token_key=key)
+    down = Capabilities(
+        partnerflow_records, Mailer(SmtpSettings(port=free_port(), timeout_s=2)), LINK_BASE, token_key=key
+    )
     with pytest.raises((SMTPException, OSError)):
         await ActivityEnvironment().run(down.send_letter, invitation())
-    entry = records.outbox_entry(invitation().key)
+    entry = partnerflow_records.outbox_entry(invitation().key)
     assert entry and entry.status == "pending"
 
-    up = Capabilities(records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
+    up = Capabilities(partnerflow_records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
     issued = await ActivityEnvironment().run(up.send_letter, invitation())
-    [message] = mail_sink.messages()
+    [message] = partnerflow_mail.messages()
     [token] = TOKEN_IN_LINK.findall(message.get_payload())
     assert issued.token_sha256 == token_hash(token) == token_hash(link_token(key, invitation().key))
-    entry = records.outbox_entry(invitation().key)
+    entry = partnerflow_records.outbox_entry(invitation().key)
     assert entry and (entry.status, entry.attempts) == ("sent", 2)
 
 
 async def test_a_retry_after_the_server_took_the_message_sends_the_very_same_one(
-    records: Records, mail_sink: MailSink
+    partnerflow_records: Records, partnerflow_mail: MailSink
 ) -> None:
     """The worker died after the SMTP server took the invitation, before the outbox said so:
     the retry (on a worker with the same key) mails the identical message, same link and
     Message-ID, so a mailbox folds them into one; never a second, different link."""
     key = secrets.token_bytes(32)
-    acts = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE, token_key=key)
+    acts = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE, token_key=key)
     first = await ActivityEnvironment().run(acts.send_letter, invitation())
-    with records.engine.begin() as conn:  # as if the worker had died before marking it sent
+    with partnerflow_records.engine.begin() as conn:  # as if the worker had died before marking it sent
         conn.execute(sa.update(outbox).values(status="pending"))
     again = await ActivityEnvironment().run(acts.send_letter, invitation())
-    one, two = mail_sink.messages()
+    one, two = partnerflow_mail.messages()
     assert first == again
     assert (one["Message-ID"], one.get_payload()) == (two["Message-ID"], two.get_payload())
 
@@ -162,7 +166,7 @@ def test_tokens_differ_by_invitation_and_by_key() -> None:
     assert len(tokens) == 4 and all(len(t) == 43 for t in tokens)  # 256 bits, url-safe base64
 
 
-async def test_notices_are_sent_once_per_key(acts: Capabilities, mail_sink: MailSink) -> None:
+async def test_notices_are_sent_once_per_key(acts: Capabilities, partnerflow_mail: MailSink) -> None:
     notice = SendLetter(
         key="relationship/p-1/c-1/run/2/partner_accepted",
         lifecycle="relationship",
@@ -175,20 +179,20 @@ async def test_notices_are_sent_once_per_key(acts: Capabilities, mail_sink: Mail
     env = ActivityEnvironment()
     first = await env.run(acts.send_letter, notice)
     assert await env.run(acts.send_letter, notice) == first and first.token_sha256 is None
-    [message] = mail_sink.messages()
+    [message] = partnerflow_mail.messages()
     assert message["Message-ID"] == first.message_id and message["To"] == "sam@fabrikam.example"
     assert message["Subject"] == "Contoso accepted your reseller relationship"
 
 
 async def test_the_token_is_never_logged_or_stored(
-    acts: Capabilities, records: Records, mail_sink: MailSink, tmp_path: Path
+    acts: Capabilities, partnerflow_records: Records, partnerflow_mail: MailSink, tmp_path: Path
 ) -> None:
     """Only the email holds the token: not the logs, not the database file."""
     with structlog.testing.capture_logs() as logs:
         await ActivityEnvironment().run(acts.send_letter, invitation())
-    [token] = TOKEN_IN_LINK.findall(mail_sink.messages()[0].get_payload())
+    [token] = TOKEN_IN_LINK.findall(partnerflow_mail.messages()[0].get_payload())
     assert logs and token not in repr(logs)
-    records.dispose()
+    partnerflow_records.dispose()
     for db_file in tmp_path.glob("records.db*"):
         assert token.encode() not in db_file.read_bytes()
 
@@ -204,7 +208,9 @@ def test_a_subject_cannot_grow_extra_headers() -> None:
         mailer.build(Letter(to="a@b.example\r\nBcc: x@y.example", subject="s", body="x"), "<id@p>")
 
 
-async def test_a_letter_scheduled_before_the_engine_is_still_sent(acts: Capabilities, mail_sink: MailSink) -> None:
+async def test_a_letter_scheduled_before_the_engine_is_still_sent(
+    acts: Capabilities, partnerflow_mail: MailSink
+) -> None:
     """An activity a running relationship scheduled before the deploy (old name, old payload) finds a worker."""
     by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in acts.all()}
     assert set(PRE_ENGINE_NAMES) <= set(by_name)
@@ -218,7 +224,7 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(acts: Capabili
         "reinstatement": True,
     }
     issued = await ActivityEnvironment().run(by_name["send_invitation"], SendLetter.model_validate(old_invitation))
-    [message] = mail_sink.messages()
+    [message] = partnerflow_mail.messages()
     assert issued.token_sha256 and "asks to become again the cloud reseller of Contoso" in message.get_payload()
 
 

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.records import Records
 from partnerflow import importer
 from partnerflow.cli import ACTOR_ENV, main
-from tests.conftest import ADMIN, Harness, free_port, poll
+from partnerflow.testing import ADMIN, Harness, free_port, poll
 
 pytestmark = pytest.mark.server
 
@@ -52,14 +52,14 @@ def quiet_worker() -> Iterator[None]:
 
 @pytest.fixture
 def cli(
-    dev_env: WorkflowEnvironment,
-    records: Records,
+    partnerflow_dev_env: WorkflowEnvironment,
+    partnerflow_records: Records,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     """`partnerflow --address <dev server> ...` in a thread, with the worker's records database."""
-    address = dev_env.client.service_client.config.target_host
-    monkeypatch.setenv("PARTNERFLOW_RECORDS__URL", records.url)
+    address = partnerflow_dev_env.client.service_client.config.target_host
+    monkeypatch.setenv("PARTNERFLOW_RECORDS__URL", partnerflow_records.url)
     for name in ACTOR_ENV.values():
         monkeypatch.delenv(name, raising=False)
 
@@ -92,7 +92,7 @@ def invite_args(partner: str, customer: str, *extra: str, email: str = "admin@co
 
 
 async def test_invite_then_show_and_list(
-    cli: Cli, live_contract_queue: Harness, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, partnerflow_live_contract_queue: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An invitation by the actor of the environment is shown as JSON and as a table, and listed."""
     monkeypatch.setenv(ACTOR_ENV["user"], "sam@fabrikam.example")
@@ -103,7 +103,7 @@ async def test_invite_then_show_and_list(
     invited = await cli(*invite_args(partner, customer))
     assert invited.code == 0, invited.err
     assert invited.out.startswith(f"{wid}: invited")
-    assert [m["To"] for m in live_contract_queue.mail()] == ["admin@contoso.example"]
+    assert [m["To"] for m in partnerflow_live_contract_queue.mail()] == ["admin@contoso.example"]
 
     shown = await cli("--json", "show", partner, customer)
     assert shown.code == 0
@@ -127,7 +127,7 @@ async def test_invite_then_show_and_list(
     assert (await cli("list", "--state", "active", "--partner", partner)).out.splitlines()[1:] == []
 
 
-async def test_a_wrong_role_exits_3_and_sends_nothing(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_a_wrong_role_exits_3_and_sends_nothing(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """A helpdesk agent may not invite: PermissionDenied names the rule, on stderr and as JSON."""
     run = await cli(
         "--json",
@@ -136,10 +136,10 @@ async def test_a_wrong_role_exits_3_and_sends_nothing(cli: Cli, live_contract_qu
     assert run.code == 3
     assert run.err.startswith("partnerflow: PermissionDenied: invite rejected: actor.role helpdesk_agent")
     assert run.json()["error"]["type"] == "PermissionDenied" and run.json()["error"]["rule"] == "role"
-    assert live_contract_queue.mail() == []
+    assert partnerflow_live_contract_queue.mail() == []
 
 
-async def test_ending_an_invitation_exits_4(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_ending_an_invitation_exits_4(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """An invited relationship cannot end: TransitionNotAllowed, and the state stays."""
     partner, customer = new_id("p"), new_id("c")
     assert (await cli(*invite_args(partner, customer, *SAM))).code == 0
@@ -148,13 +148,13 @@ async def test_ending_an_invitation_exits_4(cli: Cli, live_contract_queue: Harne
     assert (await cli("--json", "show", partner, customer)).json()["state"] == "invited"
 
 
-async def test_showing_an_unknown_customer_exits_5(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_showing_an_unknown_customer_exits_5(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """No workflow for the id: NotFound."""
     run = await cli("show", "p-100", new_id("nobody"))
     assert run.code == 5 and run.err.startswith("partnerflow: NotFound: ")
 
 
-async def test_bad_input_exits_2_naming_the_field(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_bad_input_exits_2_naming_the_field(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """A bad email never reaches Temporal; the error names the field, its option and its rule."""
     run = await cli("--json", *invite_args(new_id("p"), new_id("c"), *SAM, email="not-an-email"))
     assert run.code == 2
@@ -171,20 +171,20 @@ async def test_bad_input_exits_2_naming_the_field(cli: Cli, live_contract_queue:
     quoted = await cli("list", "--partner", "x' OR 'a' = 'a")
     assert quoted.code == 2 and quoted.err.startswith("partnerflow: UsageError: --partner must not contain")
     assert (await cli("frobnicate")).code == 2
-    assert live_contract_queue.mail() == []
+    assert partnerflow_live_contract_queue.mail() == []
 
 
 async def test_an_unreachable_server_exits_6(
-    records: Records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    partnerflow_records: Records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nobody listens at the address: Unavailable."""
     code = await asyncio.to_thread(main, ["--address", f"127.0.0.1:{free_port()}", "show", "p-100", "c-1"])
     assert code == 6 and capsys.readouterr().err.startswith("partnerflow: Unavailable: ")
 
 
-async def test_the_module_as_a_process_exits_with_the_code(dev_env: WorkflowEnvironment) -> None:
+async def test_the_module_as_a_process_exits_with_the_code(partnerflow_dev_env: WorkflowEnvironment) -> None:
     """`python -m partnerflow.cli` ends with the command's code (5, then 6), never a teardown crash."""
-    address = dev_env.client.service_client.config.target_host
+    address = partnerflow_dev_env.client.service_client.config.target_host
     for where, code, kind in ((address, 5, "NotFound"), (f"127.0.0.1:{free_port()}", 6, "Unavailable")):
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "partnerflow.cli", "--address", where, "--json", "show", "p-100", new_id("c"),
@@ -196,9 +196,9 @@ async def test_the_module_as_a_process_exits_with_the_code(dev_env: WorkflowEnvi
         assert json.loads(out)["error"]["type"] == kind and err.decode().startswith(f"partnerflow: {kind}: ")
 
 
-async def test_subscriptions_hold_up_the_end(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_subscriptions_hold_up_the_end(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """With active subscriptions the end is refused (4); with none it ends; permission needs an admin."""
-    h = live_contract_queue
+    h = partnerflow_live_contract_queue
     partner, customer = new_id("p"), new_id("c")
     wid = f"relationship/{partner}/{customer}"
     assert (await cli(*invite_args(partner, customer, *SAM))).code == 0
@@ -225,20 +225,20 @@ async def test_subscriptions_hold_up_the_end(cli: Cli, live_contract_queue: Harn
     assert (await cli("subscriptions", "set", partner, customer, "-1")).code == 2
 
 
-async def test_a_referral_waits_until_accepted(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_a_referral_waits_until_accepted(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """The referring partner's actor refers; the partner accepts and the invitation goes out."""
     partner, customer, referrer = new_id("p"), new_id("c"), new_id("r")
     referred = await cli(
         "refer", partner, customer, "--partner-name", "Fabrikam", "--company", "Contoso Ltd",
         "--admin-email", "admin@contoso.example", "--referred-by", referrer, *SAM,
     )  # fmt: skip
-    assert referred.code == 0 and ": referred" in referred.out and live_contract_queue.mail() == []
+    assert referred.code == 0 and ": referred" in referred.out and partnerflow_live_contract_queue.mail() == []
     accepted = await cli("accept-referral", partner, customer, *SAM)
     assert accepted.code == 0 and ": invited" in accepted.out
-    assert len(live_contract_queue.mail()) == 1
+    assert len(partnerflow_live_contract_queue.mail()) == 1
 
 
-async def test_export_as_csv_and_json(cli: Cli, live_contract_queue: Harness) -> None:
+async def test_export_as_csv_and_json(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """The customer list of one partner or of all, from the records database."""
     partner, other = new_id("p"), new_id("q")
     customers = sorted(new_id("c") for _ in range(2))
@@ -322,10 +322,10 @@ def read_report(path: Path) -> dict[int, dict[str, str]]:
 
 
 async def test_importing_2000_rows_twice_invites_each_customer_once(
-    cli: Cli, live_contract_queue: Harness, tmp_path: Path
+    cli: Cli, partnerflow_live_contract_queue: Harness, tmp_path: Path
 ) -> None:
     """Each valid row is invited once (one email each), only invalid rows fail; a rerun invites nobody."""
-    h = live_contract_queue
+    h = partnerflow_live_contract_queue
     partners = [new_id("p") for _ in range(4)]
     rows = write_import_file(tmp_path / "customers.csv", partners)
     valid = {n: r for n, r in rows.items() if n not in INVALID}

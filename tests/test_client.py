@@ -17,6 +17,7 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
+from partnerflow.testing import Harness, actor, client_for, start_input
 from states.models import (
     Cloud,
     PartnerCommand,
@@ -25,7 +26,6 @@ from states.models import (
     StartRelationship,
     Timers,
 )
-from tests.conftest import Harness, actor, client_for, start_input
 
 pytestmark = pytest.mark.server
 
@@ -35,31 +35,33 @@ def relationships(env: WorkflowEnvironment, **kw: object) -> Relationships:
 
 
 async def test_inviting_twice_is_one_relationship_and_one_email(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
     """The answer comes once the invitation is recorded and sent; a repeat changes nothing."""
-    client = relationships(dev_env)
+    client = relationships(partnerflow_dev_env)
     start = StartRelationship.model_validate(start_input())
     view = await client.start(start)
     assert view.state == "invited" and [a.operation for a in view.audit] == ["CreateCustomerInvitation"]
-    assert len(live_contract_queue.mail()) == 1
+    assert len(partnerflow_live_contract_queue.mail()) == 1
     again = await client.start(start)
-    assert again.audit == view.audit and len(live_contract_queue.mail()) == 1
+    assert again.audit == view.audit and len(partnerflow_live_contract_queue.mail()) == 1
 
 
-async def test_a_refused_start_raises_a_typed_error(live_contract_queue: Harness, dev_env: WorkflowEnvironment) -> None:
-    client = relationships(dev_env)
+async def test_a_refused_start_raises_a_typed_error(
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
+) -> None:
+    client = relationships(partnerflow_dev_env)
     start = StartRelationship.model_validate(start_input(actor=actor("helpdesk_agent")))
     with pytest.raises(PermissionDenied) as caught:
         await client.start(start)
     assert caught.value.rule == "role" and "helpdesk_agent may not invite" in caught.value.message
-    assert live_contract_queue.mail() == []
+    assert partnerflow_live_contract_queue.mail() == []
 
 
 async def test_updates_return_the_view_or_a_typed_error(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
-    client = relationships(dev_env)
+    client = relationships(partnerflow_dev_env)
     start = StartRelationship.model_validate(start_input())
     await client.start(start)
     with pytest.raises(PermissionDenied):
@@ -88,10 +90,10 @@ async def test_updates_return_the_view_or_a_typed_error(
 
 
 async def test_an_update_right_behind_the_start_waits_for_it(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
     """A cancel sent before the start's change is made lands after it, never under it."""
-    h = live_contract_queue
+    h = partnerflow_live_contract_queue
     handle = await h.start()
     view = await h.update(handle, "cancel_invitation", {"actor": actor()})
     assert view.state == "cancelled"
@@ -101,9 +103,11 @@ async def test_an_update_right_behind_the_start_waits_for_it(
 
 
 async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
-    client = relationships(dev_env, default_timers=Timers(invitation_ttl=timedelta(days=3), reminders_before=()))
+    client = relationships(
+        partnerflow_dev_env, default_timers=Timers(invitation_ttl=timedelta(days=3), reminders_before=())
+    )
     view = await client.start(StartRelationship.model_validate(start_input()))
     assert view.invitation_expires_at and view.audit
     assert view.invitation_expires_at - view.audit[0].at == timedelta(days=3)

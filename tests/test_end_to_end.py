@@ -6,11 +6,7 @@ The README's walk-through is run as written, so it never rots.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from tests.conftest import BIN, TOKEN_IN_LINK, free_port, poll
+from partnerflow.testing import poll
+from tests.helpers import Deployment
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,69 +30,9 @@ def walk_through() -> str:
     return str(blocks[0])
 
 
-class Deployment:
-    """`worker.py` as its own process, configured the way an operator would: by environment."""
-
-    def __init__(self, address: str, sink: MailSink, tmp: Path, name: str = "worker") -> None:
-        self.address = address
-        self.sink = sink
-        self.home = tmp / "home"
-        if not (self.home / ".dev" / "mail").exists():
-            (self.home / ".dev").mkdir(parents=True, exist_ok=True)
-            (self.home / ".dev" / "mail").symlink_to(sink.maildir)
-        self.records_url = f"sqlite:///{tmp / 'records.db'}"
-        self.log_path = tmp / f"{name}.log"
-        self.metrics = f"127.0.0.1:{free_port()}"
-        self.env = {
-            **os.environ,
-            "PATH": f"{BIN}:{os.environ['PATH']}",
-            "TEMPORAL_ADDRESS": address,
-            "PARTNERFLOW_TEMPORAL__ADDRESS": address,
-            "PARTNERFLOW_RECORDS__URL": self.records_url,
-            "PARTNERFLOW_SMTP__PORT": str(sink.port),
-            "PARTNERFLOW_LOG__FORMAT": "json",
-            "PARTNERFLOW_LOG__LEVEL": "DEBUG",
-            "PARTNERFLOW_METRICS__PROMETHEUS": self.metrics,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
-            stdout=self.log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=ROOT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        assert self.process
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "temporal"), *args], env=self.env, capture_output=True, text=True, timeout=60)
-
-    def bash(self, script: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            env=self.env,
-            cwd=self.home,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-
-    def tokens(self) -> list[str]:
-        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
-
-
 @pytest.fixture
-async def deployment(dev_env: WorkflowEnvironment, mail_sink: MailSink, tmp_path: Path) -> Any:
-    d = Deployment(dev_env.client.service_client.config.target_host, mail_sink, tmp_path)
+async def deployment(partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, tmp_path: Path) -> Any:
+    d = Deployment(partnerflow_dev_env.client.service_client.config.target_host, partnerflow_mail, tmp_path)
     d.start()
     try:
 

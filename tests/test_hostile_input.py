@@ -57,6 +57,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import utc_now
 from partnerflow.client import InvalidInput, RelationshipError, Relationships
+from partnerflow.testing import ADMIN, Harness, actor, client_for, poll, start_input
 from runtime.converter import describe
 from states.models import (
     AcceptInvitation,
@@ -72,11 +73,10 @@ from states.models import (
     StartRelationship,
 )
 from states.relationship import RELATIONSHIP
-from tests.conftest import ADMIN, Harness, actor, client_for, poll, start_input
-from tests.test_lifecycle import CONTRACT
+from tests.helpers import CONTRACT
 from workflows.interpreter import AUDIT_TAIL
 
-pytestmark = [pytest.mark.server, pytest.mark.usefixtures("garbage_collected")]
+pytestmark = [pytest.mark.server, pytest.mark.usefixtures("partnerflow_garbage_collected")]
 
 T = TypeVar("T")
 
@@ -167,7 +167,7 @@ STAFF = {"global_admin", "admin_agent", "sales_agent"}
 MAY: dict[str, set[str]] = {name: STAFF for name in PARTNER_UPDATES} | {
     "set_purchase_permission": {"global_admin", "admin_agent"}
 }
-MOVES = CONTRACT  # CONTRACT.md's update table, as test_lifecycle restates it
+MOVES = CONTRACT  # CONTRACT.md's update table, as tests.helpers restates it
 NEW_TOKEN = {"accept_referral", "resend_invitation", "reinstate"}
 FINAL = {"referral_declined", "referral_expired", "declined", "cancelled"}
 REFERRAL_DAYS, INVITATION_DAYS = 14, 30
@@ -510,11 +510,11 @@ class RelationshipMachine(RuleBasedStateMachine):
             self.run(poll(completed))
 
 
-async def test_random_update_sequences_keep_the_relationship_sound(timed: Harness) -> None:
+async def test_random_update_sequences_keep_the_relationship_sound(partnerflow: Harness) -> None:
     """Any sequence of updates, from anyone, with any token: the invariants hold after each."""
 
     def explore(run: Bridge) -> None:
-        run_state_machine_as_test(lambda: RelationshipMachine(timed, run), settings=STATEFUL)
+        run_state_machine_as_test(lambda: RelationshipMachine(partnerflow, run), settings=STATEFUL)
 
     await in_thread(explore)
 
@@ -808,13 +808,13 @@ async def start_case(harness: Harness, case: Case) -> None:
             await handle.terminate("fuzz case finished")
 
 
-async def test_fuzzed_start_inputs_are_refused_naming_the_field(timed: Harness) -> None:
+async def test_fuzzed_start_inputs_are_refused_naming_the_field(partnerflow: Harness) -> None:
     """Raw JSON starts with one hostile mutation each fail at once, naming field and rule."""
 
     @settings(FUZZ, max_examples=120)
     @given(case=cases(fixed_start, START_SPOTS))
     def check(run: Bridge, case: Case) -> None:
-        run(start_case(timed, case))
+        run(start_case(partnerflow, case))
         if isinstance(case.body, dict):
             typed_client_refuses(StartRelationship, case)
 
@@ -829,15 +829,19 @@ async def test_fuzzed_start_inputs_are_refused_naming_the_field(timed: Harness) 
         pytest.param("two inputs", [start_input(), start_input()], id="two-inputs"),
     ],
 )
-async def test_a_start_without_input_or_with_null_fails_at_once(live: Harness, label: str, args: list[Any]) -> None:
+async def test_a_start_without_input_or_with_null_fails_at_once(
+    partnerflow_live: Harness, label: str, args: list[Any]
+) -> None:
     """What the `temporal` CLI sends with no `--input`, or an SDK given a null argument.
 
     On the dev server: were this to break again, the time-skipping test server would never skip time
     again after such a workflow (terminated or not), which would hang every later timer test.
     """
     wid = f"relationship/p-100/c-{uuid.uuid4().hex[:12]}"
-    handle = await live.client.start_workflow("Relationship", args=args, id=wid, task_queue=live.task_queue)
-    live.handles.append(handle)
+    handle = await partnerflow_live.client.start_workflow(
+        "Relationship", args=args, id=wid, task_queue=partnerflow_live.task_queue
+    )
+    partnerflow_live.handles.append(handle)
 
     async def decided() -> WorkflowExecutionStatus | None:
         failures = await failed_tasks(handle)
@@ -976,14 +980,14 @@ async def update_case(harness: Harness, targets: Targets, name: str, case: Case)
         refusal_names_the_field(typed.message, case)
 
 
-async def test_fuzzed_update_payloads_are_refused_naming_the_field(timed: Harness) -> None:
+async def test_fuzzed_update_payloads_are_refused_naming_the_field(partnerflow: Harness) -> None:
     """Every update, one hostile mutation of its payload: refused before history, naming the field."""
-    targets = Targets(invited=await timed.bring_to("invited"), active=await timed.bring_to("active"))
+    targets = Targets(invited=await partnerflow.bring_to("invited"), active=await partnerflow.bring_to("active"))
 
     @settings(FUZZ, max_examples=150)
     @given(named=update_cases())
     def check(run: Bridge, named: tuple[str, Case]) -> None:
-        run(update_case(timed, targets, *named))
+        run(update_case(partnerflow, targets, *named))
 
     await in_thread(check)
 
@@ -998,17 +1002,17 @@ async def test_fuzzed_update_payloads_are_refused_naming_the_field(timed: Harnes
     ],
 )
 async def test_control_characters_in_an_email_address_are_refused_at_the_start(
-    timed: Harness, path: tuple[str, ...], char: str
+    partnerflow: Harness, path: tuple[str, ...], char: str
 ) -> None:
     """Addresses go into SMTP commands and headers: a control character in one is refused
     like a line break is, naming the field (never mailed to, never retried against a server)."""
-    await start_case(timed, control_in(fixed_start(), path, char))
+    await start_case(partnerflow, control_in(fixed_start(), path, char))
 
 
-async def test_control_characters_in_an_actors_email_are_refused_in_updates(timed: Harness) -> None:
-    targets = Targets(invited=await timed.bring_to("invited"), active=await timed.bring_to("active"))
+async def test_control_characters_in_an_actors_email_are_refused_in_updates(partnerflow: Harness) -> None:
+    targets = Targets(invited=await partnerflow.bring_to("invited"), active=await partnerflow.bring_to("active"))
     for name in ("end_relationship", "set_purchase_permission", "reinstate"):
-        await update_case(timed, targets, name, control_in(valid_payload(name), ("actor", "user"), "\x1b"))
+        await update_case(partnerflow, targets, name, control_in(valid_payload(name), ("actor", "user"), "\x1b"))
 
 
 @pytest.mark.parametrize(
@@ -1027,11 +1031,11 @@ async def test_control_characters_in_an_actors_email_are_refused_in_updates(time
     ],
 )
 async def test_updates_with_null_no_or_extra_arguments_are_refused_as_invalid_input(
-    timed: Harness, name: str, args: list[Any], expected: str
+    partnerflow: Harness, name: str, args: list[Any], expected: str
 ) -> None:
     """Refused (nothing changes), and as InvalidInput naming the input like any bad payload."""
-    handle = await timed.bring_to("active")
-    error = await refused_and_unchanged(timed, handle, lambda: handle.execute_update(name, args=args))
+    handle = await partnerflow.bring_to("active")
+    error = await refused_and_unchanged(partnerflow, handle, lambda: handle.execute_update(name, args=args))
     assert isinstance(error, WorkflowUpdateFailedError)
     cause = error.cause
     assert isinstance(cause, ApplicationError)
@@ -1039,10 +1043,10 @@ async def test_updates_with_null_no_or_extra_arguments_are_refused_as_invalid_in
     assert f"{expected}: " in cause.message
 
 
-async def test_an_unknown_update_is_refused_and_changes_nothing(timed: Harness) -> None:
-    handle = await timed.bring_to("invited")
+async def test_an_unknown_update_is_refused_and_changes_nothing(partnerflow: Harness) -> None:
+    handle = await partnerflow.bring_to("invited")
     error = await refused_and_unchanged(
-        timed, handle, lambda: handle.execute_update("accept_everything", {"actor": actor("global_admin")})
+        partnerflow, handle, lambda: handle.execute_update("accept_everything", {"actor": actor("global_admin")})
     )
     assert isinstance(error, WorkflowUpdateFailedError)
     assert "accept_everything" in str(error.cause)
@@ -1071,11 +1075,11 @@ async def typed_start(client: Relationships, env: WorkflowEnvironment, start: St
 
 
 async def test_fuzzed_starts_through_the_typed_client(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
     """The typed client takes a model: it refuses what the model refuses, naming the field,
     before anything is sent; what the model accepts starts a relationship."""
-    client = Relationships({cloud: client_for(dev_env, cloud) for cloud in Cloud})
+    client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
 
     @settings(FUZZ, max_examples=40)
     @given(case=cases(fixed_start, START_SPOTS))
@@ -1093,7 +1097,7 @@ async def test_fuzzed_starts_through_the_typed_client(
             refusal_names_the_field(describe(error), case)
             return
         assert case.valid, f"{case.label}: the typed client's model let it through"
-        run(typed_start(client, dev_env, start))
+        run(typed_start(client, partnerflow_dev_env, start))
 
     await in_thread(check)
 
@@ -1133,16 +1137,20 @@ def bypassed(**changes: Any) -> StartRelationship:
     ],
 )
 async def test_the_typed_client_refuses_a_hostile_start_naming_the_field(
-    live_contract_queue: Harness, dev_env: WorkflowEnvironment, label: str, make: Callable[[], Any], where: str
+    partnerflow_live_contract_queue: Harness,
+    partnerflow_dev_env: WorkflowEnvironment,
+    label: str,
+    make: Callable[[], Any],
+    where: str,
 ) -> None:
     """Refused by the model on the way in, or by the workflow: either way naming the field, at once."""
-    client = Relationships({cloud: client_for(dev_env, cloud) for cloud in Cloud})
+    client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
     try:
         start = make()
     except pydantic.ValidationError as error:
         assert f"{where}: " in describe(error)
         return
-    async with terminated_after(dev_env, start.workflow_id):
+    async with terminated_after(partnerflow_dev_env, start.workflow_id):
         try:
             view = await asyncio.wait_for(client.start(start), timeout=10)
         except TimeoutError:

@@ -14,41 +14,45 @@ from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.client import NotFound, Relationships
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import running
+from partnerflow.testing import Harness, actor, client_for, running
 from states.messages import Change, ReadFact
 from states.models import Cloud, PartnerCommand
-from tests.conftest import Harness, actor, client_for
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture
-async def usgov(dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Harness]:
-    async with running(dev_env, mail_sink, records, Cloud.USGOV) as harness:
+async def partnerflow_live_usgov(
+    partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
+) -> AsyncIterator[Harness]:
+    """partnerflow's worker on the real dev server, cloud usgov."""
+    async with running(partnerflow_dev_env, partnerflow_mail, partnerflow_records, Cloud.USGOV) as harness:
         yield harness
 
 
 async def test_a_usgov_relationship_cannot_be_read_or_changed_from_public(
-    usgov: Harness, dev_env: WorkflowEnvironment
+    partnerflow_live_usgov: Harness, partnerflow_dev_env: WorkflowEnvironment
 ) -> None:
-    handle = await usgov.bring_to("invited", cloud="usgov")
+    handle = await partnerflow_live_usgov.bring_to("invited", cloud="usgov")
     partner_id, customer_id = handle.id.split("/")[1:]
-    public_only = Relationships({Cloud.PUBLIC: client_for(dev_env, Cloud.PUBLIC)})
+    public_only = Relationships({Cloud.PUBLIC: client_for(partnerflow_dev_env, Cloud.PUBLIC)})
     with pytest.raises(NotFound):
         await public_only.state(Cloud.PUBLIC, partner_id, customer_id)
     with pytest.raises(NotFound):
         await public_only.update(
             Cloud.PUBLIC, handle.id, "cancel_invitation", PartnerCommand.model_validate({"actor": actor()})
         )
-    listed = [w.id async for w in client_for(dev_env, Cloud.PUBLIC).list_workflows(f"WorkflowId = '{handle.id}'")]
+    listed = [
+        w.id async for w in client_for(partnerflow_dev_env, Cloud.PUBLIC).list_workflows(f"WorkflowId = '{handle.id}'")
+    ]
     assert listed == []
-    assert (await usgov.view(handle)).state == "invited"
-    assert usgov.records.customer("public", partner_id, customer_id) is None
-    assert usgov.records.customer("usgov", partner_id, customer_id) is not None
+    assert (await partnerflow_live_usgov.view(handle)).state == "invited"
+    assert partnerflow_live_usgov.records.customer("public", partner_id, customer_id) is None
+    assert partnerflow_live_usgov.records.customer("usgov", partner_id, customer_id) is not None
 
 
-async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(records: Records) -> None:
-    acts = Capabilities(records, Mailer(SmtpSettings()), "http://portal.test", "usgov")
+async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(partnerflow_records: Records) -> None:
+    acts = Capabilities(partnerflow_records, Mailer(SmtpSettings()), "http://portal.test", "usgov")
     change = Change(
         change_id="relationship/p-1/c-1/run/1",
         cloud="public",
@@ -71,4 +75,4 @@ async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(records: Reco
     with pytest.raises(ApplicationError):
         key = ReadFact(fact="active_subscriptions", cloud="public", partner_id="p-1", customer_id="c-1")
         await ActivityEnvironment().run(acts.read_fact, key)
-    assert records.audit_trail("relationship/p-1/c-1") == []
+    assert partnerflow_records.audit_trail("relationship/p-1/c-1") == []

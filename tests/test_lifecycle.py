@@ -15,23 +15,11 @@ from states.lifecycles import LIFECYCLES
 from states.machine import LifecycleMachine
 from states.models import State
 from states.relationship import RELATIONSHIP
+from tests.helpers import CONTRACT
 from workflows.lifecycles import WORKFLOWS
 
 EVERY = pytest.mark.parametrize("lifecycle", list(LIFECYCLES.values()), ids=list(LIFECYCLES))
 
-# CONTRACT.md's update table, restated on purpose: the table must match it.
-CONTRACT: dict[str, tuple[set[str], str]] = {
-    "accept_referral": ({"referred"}, "invited"),
-    "decline_referral": ({"referred"}, "referral_declined"),
-    "resend_invitation": ({"invited", "invitation_expired"}, "invited"),
-    "cancel_invitation": ({"invited", "invitation_expired"}, "cancelled"),
-    "accept_invitation": ({"invited"}, "active"),
-    "decline_invitation": ({"invited"}, "declined"),
-    "set_purchase_permission": ({"active"}, "active"),
-    "end_relationship": ({"active"}, "ended"),
-    "remove_partner": ({"active"}, "ended"),
-    "reinstate": ({"ended"}, "invited"),
-}
 CONTRACT_TIMERS = {
     "expire_referral": ("referred", "referral_expired"),
     "expire_invitation": ("invited", "invitation_expired"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from partnerflow.mailsink import MailSink
-from tests.conftest import free_port
+from partnerflow.testing import free_port
 
 
 def _send_twice(port: int) -> None:

@@ -17,9 +17,9 @@ from temporalio.client import Client
 
 from activities.records import Records
 from partnerflow.mailsink import read_maildir
+from partnerflow.testing import free_port, poll, start_input
 from runtime.converter import data_converter
 from states.models import RelationshipView
-from tests.conftest import free_port, poll, start_input
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent

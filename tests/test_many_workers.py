@@ -12,19 +12,19 @@ from temporalio.testing import WorkflowEnvironment
 from activities.records import Records
 from partnerflow.client import Relationships
 from partnerflow.mailsink import MailSink
+from partnerflow.testing import client_for, poll, start_input
 from states.models import AcceptInvitation, Cloud, CustomerAdmin, StartRelationship
-from tests.conftest import client_for, poll, start_input
-from tests.test_end_to_end import Deployment
+from tests.helpers import Deployment
 
 pytestmark = pytest.mark.server
 RELATIONSHIPS = 40
 
 
 async def test_a_worker_killed_mid_run_leaves_every_relationship_complete(
-    dev_env: WorkflowEnvironment, mail_sink: MailSink, tmp_path: Path
+    partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, tmp_path: Path
 ) -> None:
-    address = dev_env.client.service_client.config.target_host
-    workers = [Deployment(address, mail_sink, tmp_path, name=f"worker-{i}") for i in (1, 2)]
+    address = partnerflow_dev_env.client.service_client.config.target_host
+    workers = [Deployment(address, partnerflow_mail, tmp_path, name=f"worker-{i}") for i in (1, 2)]
     for w in workers:
         w.start()
     try:
@@ -34,17 +34,17 @@ async def test_a_worker_killed_mid_run_leaves_every_relationship_complete(
                 return w.log().count('"worker.started"') == 2
 
             await poll(started, attempts=400)
-        client = Relationships({cloud: client_for(dev_env, cloud) for cloud in Cloud})
+        client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
         starts = [
             StartRelationship.model_validate(start_input(partner={"id": "p-many"}, actor={"partner_id": "p-many"}))
             for _ in range(RELATIONSHIPS)
         ]
         await asyncio.gather(*(client.start(s) for s in starts))
-        tokens = {m["To"] + m["Message-ID"]: m for m in mail_sink.messages()}
+        tokens = {m["To"] + m["Message-ID"]: m for m in partnerflow_mail.messages()}
         assert len(tokens) == RELATIONSHIPS
 
         def token_for(start: StartRelationship) -> str:
-            for message in mail_sink.messages():
+            for message in partnerflow_mail.messages():
                 if start.workflow_id.replace("/", "%2F") in message.get_payload():
                     return str(message.get_payload().split("token=")[1].split()[0])
             raise AssertionError("no invitation")
@@ -79,9 +79,9 @@ async def test_a_worker_killed_mid_run_leaves_every_relationship_complete(
         records.dispose()
         # Every notice was delivered; one whose worker died inside the SMTP conversation may
         # have gone twice, always under the same Message-ID (so receivers fold them into one).
-        notices = [m for m in mail_sink.messages() if "accepted your" in m["Subject"]]
+        notices = [m for m in partnerflow_mail.messages() if "accepted your" in m["Subject"]]
         assert len({m["Message-ID"] for m in notices}) == RELATIONSHIPS
-        assert len({m["Message-ID"] for m in mail_sink.messages() if "invites" in m["Subject"]}) == RELATIONSHIPS
+        assert len({m["Message-ID"] for m in partnerflow_mail.messages() if "invites" in m["Subject"]}) == RELATIONSHIPS
         assert workers[1].stop() == 0
     finally:
         for w in workers:

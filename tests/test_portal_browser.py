@@ -26,9 +26,9 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.testing import Harness, client_for
 from portal.app import create_app
-from tests.conftest import Harness, client_for
-from tests.test_portal_routes import relationships_on
+from tests.helpers import relationships_on
 from worker import new_worker
 
 pytestmark = pytest.mark.server
@@ -53,20 +53,22 @@ class Site:
 
 
 @pytest.fixture
-async def site(dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records) -> AsyncIterator[Site]:
+async def site(
+    partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
+) -> AsyncIterator[Site]:
     """The page on a real port (uvicorn), and a worker whose emails link to it."""
     # Our own listening socket: the browser's first connection waits in its backlog
     # until uvicorn accepts it, so there is nothing to wait for here.
     listening = socket.create_server(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{listening.getsockname()[1]}"
-    config = uvicorn.Config(create_app(relationships_on(dev_env)), log_config=None, access_log=False)
+    config = uvicorn.Config(create_app(relationships_on(partnerflow_dev_env)), log_config=None, access_log=False)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listening]))
-    activities = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), base_url)
-    client = client_for(dev_env)
+    activities = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), base_url)
+    client = client_for(partnerflow_dev_env)
     task_queue = f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):
-        yield Site(Harness(dev_env, client, mail_sink, records, task_queue), base_url)
+        yield Site(Harness(partnerflow_dev_env, client, partnerflow_mail, partnerflow_records, task_queue), base_url)
     server.should_exit = True
     await serving
 

@@ -13,21 +13,17 @@ import structlog
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.client import Relationships
+from partnerflow.testing import LINK_BASE, Harness, actor, free_port, poll
 from portal.app import create_app
 from runtime.config import PortalSettings
-from states.models import Cloud
-from tests.conftest import LINK_BASE, Harness, actor, client_for, free_port, poll
+from tests.helpers import relationships_on
 
 pytestmark = pytest.mark.server
 
 
-def relationships_on(env: WorkflowEnvironment) -> Relationships:
-    return Relationships({cloud: client_for(env, cloud) for cloud in Cloud})
-
-
 @pytest.fixture
-async def page(live: Harness, dev_env: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(relationships_on(dev_env), PortalSettings(wrong_token_limit=5))
+async def page(partnerflow_live: Harness, partnerflow_dev_env: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(relationships_on(partnerflow_dev_env), PortalSettings(wrong_token_limit=5))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as client:
         yield client
 
@@ -57,8 +53,8 @@ async def submit(page: httpx.AsyncClient, link: str, action: str, **extra: str) 
     return await page.post(f"/invitation/{action}", data={**form_fields(shown.text), **extra})
 
 
-async def test_the_link_shows_who_asks_for_what(live: Harness, page: httpx.AsyncClient) -> None:
-    _, link = await invited(live)
+async def test_the_link_shows_who_asks_for_what(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    _, link = await invited(partnerflow_live)
     shown = await page.get(link)
     assert shown.status_code == 200
     for text in ("Fabrikam", "Contoso Ltd", "admin@contoso.example", "customer agreement", "reseller"):
@@ -74,48 +70,54 @@ async def test_the_link_shows_who_asks_for_what(live: Harness, page: httpx.Async
     assert "pf_csrf" in shown.headers["set-cookie"] and "samesite=strict" in shown.headers["set-cookie"].lower()
 
 
-async def test_accepting_activates_and_the_link_then_says_it_was_used(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live)
+async def test_accepting_activates_and_the_link_then_says_it_was_used(
+    partnerflow_live: Harness, page: httpx.AsyncClient
+) -> None:
+    handle, link = await invited(partnerflow_live)
     done = await submit(page, link, "accept", agreement="yes", admin_name="Alex Wilber")
     assert done.status_code == 200 and "You accepted the invitation" in done.text
-    view = await live.view(handle)
+    view = await partnerflow_live.view(handle)
     assert view.state == "active" and view.audit[-1].actor_user == "admin@contoso.example"
-    assert any("accepted your reseller relationship" in m["Subject"] for m in live.mail("sam@fabrikam.example"))
+    assert any(
+        "accepted your reseller relationship" in m["Subject"] for m in partnerflow_live.mail("sam@fabrikam.example")
+    )
     again = await page.get(link)
     assert again.status_code == 410 and "already been used" in again.text
 
 
-async def test_accept_needs_the_agreement_ticked(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live)
+async def test_accept_needs_the_agreement_ticked(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    handle, link = await invited(partnerflow_live)
     refused = await submit(page, link, "accept", admin_name="Alex")
     assert refused.status_code == 400 and "accept the customer agreement" in refused.text
-    assert (await live.view(handle)).state == "invited"
+    assert (await partnerflow_live.view(handle)).state == "invited"
 
 
-async def test_declining_with_a_reason(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live)
+async def test_declining_with_a_reason(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    handle, link = await invited(partnerflow_live)
     done = await submit(page, link, "decline", reason="we buy direct")
     assert done.status_code == 200 and "You declined" in done.text
-    view = await live.view(handle)
+    view = await partnerflow_live.view(handle)
     assert view.state == "declined" and view.audit[-1].reason == "we buy direct"
     assert (await page.get(link)).status_code == 410
 
 
-async def test_a_post_without_the_csrf_cookie_changes_nothing(live: Harness, dev_env: WorkflowEnvironment) -> None:
-    handle, link = await invited(live)
-    app = create_app(relationships_on(dev_env))
+async def test_a_post_without_the_csrf_cookie_changes_nothing(
+    partnerflow_live: Harness, partnerflow_dev_env: WorkflowEnvironment
+) -> None:
+    handle, link = await invited(partnerflow_live)
+    app = create_app(relationships_on(partnerflow_dev_env))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as browser:
         shown = await browser.get(link)
         fields = form_fields(shown.text)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as attacker:
         forged = await attacker.post("/invitation/accept", data={**fields, "agreement": "yes"})
     assert forged.status_code == 403
-    assert (await live.view(handle)).state == "invited"
+    assert (await partnerflow_live.view(handle)).state == "invited"
 
 
-async def test_a_guess_learns_nothing(live: Harness, page: httpx.AsyncClient) -> None:
+async def test_a_guess_learns_nothing(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
     """A wrong token on a real relationship and any token on none give the same page."""
-    _, link = await invited(live)
+    _, link = await invited(partnerflow_live)
     query = parse_qs(urlsplit(link).query)
     real = query["relationship"][0]
     wrong = await page.get("/invitation", params={"relationship": real, "token": "A" * 43})
@@ -126,37 +128,37 @@ async def test_a_guess_learns_nothing(live: Harness, page: httpx.AsyncClient) ->
     assert "Contoso" not in wrong.text and "ask your partner" in wrong.text.lower()
 
 
-async def test_replaced_and_cancelled_links_say_so(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, first = await invited(live)
-    await live.update(handle, "resend_invitation", {"actor": actor()})
-    second = link_of(live)
+async def test_replaced_and_cancelled_links_say_so(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    handle, first = await invited(partnerflow_live)
+    await partnerflow_live.update(handle, "resend_invitation", {"actor": actor()})
+    second = link_of(partnerflow_live)
     replaced = await page.get(first)
     assert replaced.status_code == 410 and "newer invitation replaced it" in replaced.text
-    await live.update(handle, "cancel_invitation", {"actor": actor()})
+    await partnerflow_live.update(handle, "cancel_invitation", {"actor": actor()})
     cancelled = await page.get(second)
     assert cancelled.status_code == 410 and "cancelled" in cancelled.text
 
 
-async def test_an_expired_link_says_so(live: Harness, page: httpx.AsyncClient) -> None:
-    handle, link = await invited(live, timers={"invitation_ttl": "PT2S", "reminders_before": ["PT1S"]})
+async def test_an_expired_link_says_so(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    handle, link = await invited(partnerflow_live, timers={"invitation_ttl": "PT2S", "reminders_before": ["PT1S"]})
 
     async def expired() -> bool:
-        return (await live.view(handle)).state == "invitation_expired"
+        return (await partnerflow_live.view(handle)).state == "invitation_expired"
 
     await poll(expired, attempts=100)
     shown = await page.get(link)
     assert shown.status_code == 410 and "expired" in shown.text
 
 
-async def test_names_are_shown_as_text_not_markup(live: Harness, page: httpx.AsyncClient) -> None:
-    _, link = await invited(live, customer={"company": "<script>alert('x')</script> & Co"})
+async def test_names_are_shown_as_text_not_markup(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    _, link = await invited(partnerflow_live, customer={"company": "<script>alert('x')</script> & Co"})
     shown = await page.get(link)
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; Co" in shown.text
     assert "<script>alert" not in shown.text
 
 
-async def test_wrong_tokens_are_rate_limited_per_address(live: Harness, page: httpx.AsyncClient) -> None:
-    _, link = await invited(live)
+async def test_wrong_tokens_are_rate_limited_per_address(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    _, link = await invited(partnerflow_live)
     real = parse_qs(urlsplit(link).query)["relationship"][0]
     for _ in range(5):
         assert (await page.get("/invitation", params={"relationship": real, "token": "B" * 43})).status_code == 404
@@ -173,14 +175,14 @@ async def test_temporal_down_is_a_503_and_nothing_changes() -> None:
     assert "Traceback" not in shown.text
 
 
-async def test_no_log_line_carries_the_token(live: Harness, page: httpx.AsyncClient) -> None:
+async def test_no_log_line_carries_the_token(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
     """uvicorn's access log would print the query string; ours redacts it."""
-    handle, link = await invited(live)
+    handle, link = await invited(partnerflow_live)
     token = parse_qs(urlsplit(link).query)["token"][0]
     with structlog.testing.capture_logs() as logs:
         await submit(page, link, "accept", agreement="yes")
         await page.get(link)
-    assert (await live.view(handle)).state == "active"
+    assert (await partnerflow_live.view(handle)).state == "active"
     requests = [e for e in logs if e["event"] == "http.request"]
     assert len(requests) == 3 and all("token=[redacted]" in e["path"] or "?" not in e["path"] for e in requests)
     assert token not in repr(logs)

@@ -18,9 +18,9 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.testing import ADMIN, LINK_BASE, Harness, actor, client_for, poll, start_input
 from states.models import RelationshipView
 from states.tokens import token_hash
-from tests.conftest import ADMIN, LINK_BASE, Harness, actor, client_for, poll, start_input
 from worker import new_worker
 from workflows.interpreter import ENGINE_PATCH
 
@@ -42,24 +42,24 @@ async def rejected(harness: Harness, handle: Any, name: str, payload: dict[str, 
     return cause
 
 
-async def test_an_invitation_emails_one_token_and_records_the_customer(timed: Harness) -> None:
+async def test_an_invitation_emails_one_token_and_records_the_customer(partnerflow: Harness) -> None:
     """Starting sends exactly one invitation with a link token, and the records show `invited`."""
-    handle = await timed.start()
-    view = await timed.wait_for_state(handle, "invited")
+    handle = await partnerflow.start()
+    view = await partnerflow.wait_for_state(handle, "invited")
     body = start_input()
-    [mail] = timed.mail()
+    [mail] = partnerflow.mail()
     assert mail["To"] == body["customer"]["admin_email"]
     assert "Fabrikam" in mail["Subject"] and "Contoso Ltd" in mail["Subject"]
-    token = timed.token()
+    token = partnerflow.token()
     assert len(token) >= 22  # >= 128 bits in url-safe base64
     assert view.invitation_expires_at is not None
     desc = await handle.describe()
     customer_id = desc.id.split("/")[-1]
-    row = timed.records.customer("public", "p-100", customer_id)
+    row = partnerflow.records.customer("public", "p-100", customer_id)
     assert row and row["state"] == "invited" and row["version"] == 1
-    [entry] = timed.records.outbox_for(desc.id)
+    [entry] = partnerflow.records.outbox_for(desc.id)
     assert entry.status == "sent" and entry.token_sha256 == token_hash(token)
-    [audit] = timed.records.audit_trail(desc.id)
+    [audit] = partnerflow.records.audit_trail(desc.id)
     assert (audit["operation"], audit["from_state"], audit["to_state"]) == (
         "CreateCustomerInvitation",
         None,
@@ -67,33 +67,33 @@ async def test_an_invitation_emails_one_token_and_records_the_customer(timed: Ha
     )
 
 
-async def test_a_live_token_is_nowhere_but_in_the_email(timed: Harness) -> None:
+async def test_a_live_token_is_nowhere_but_in_the_email(partnerflow: Harness) -> None:
     """Not in history, the query, search attributes, details or records while it is live."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "resend_invitation", {"actor": actor()})
-    for token in timed.tokens():
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
+    for token in partnerflow.tokens():
         history = (await handle.fetch_history()).to_json()
         assert token not in history
         assert token not in str(await handle.query("state"))
         assert token not in str(await handle.describe())
-        assert token not in str(timed.records.audit_trail(handle.id))
-        assert token not in str(timed.records.outbox_for(handle.id))
+        assert token not in str(partnerflow.records.audit_trail(handle.id))
+        assert token not in str(partnerflow.records.outbox_for(handle.id))
 
 
-async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(timed: Harness) -> None:
+async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(partnerflow: Harness) -> None:
     """The contract's happy path keeps one identity and counts the reinstatement."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    view = await timed.update(handle, "accept_invitation", accept(timed.token()))
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    view = await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     assert view.state == "active" and not view.purchase_permission
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True})
+    view = await partnerflow.update(handle, "set_purchase_permission", {"actor": actor("admin_agent"), "allowed": True})
     assert view.purchase_permission
-    view = await timed.update(handle, "end_relationship", {"actor": actor(), "reason": "moving on"})
+    view = await partnerflow.update(handle, "end_relationship", {"actor": actor(), "reason": "moving on"})
     assert view.state == "ended" and not view.purchase_permission
-    view = await timed.update(handle, "reinstate", {"actor": actor()})
+    view = await partnerflow.update(handle, "reinstate", {"actor": actor()})
     assert view.state == "invited" and view.reinstated_count == 0
-    view = await timed.update(handle, "accept_invitation", accept(timed.token()))
+    view = await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     assert view.state == "active" and view.reinstated_count == 1
 
     operations = [a.operation for a in view.audit]
@@ -106,38 +106,40 @@ async def test_a_whole_life_invite_accept_permission_end_reinstate_accept(timed:
         "AddCustomer",
     ]
     wid = handle.id
-    trail = timed.records.audit_trail(wid)
+    trail = partnerflow.records.audit_trail(wid)
     assert [r["operation"] for r in trail] == operations
     assert trail[3]["reason"] == "moving on"
-    row = timed.records.customer("public", "p-100", wid.split("/")[-1])
+    row = partnerflow.records.customer("public", "p-100", wid.split("/")[-1])
     assert row is not None
     assert (row["state"], row["reinstated_count"], row["version"]) == ("active", 1, 6)
-    subjects = [m["Subject"] for m in timed.mail()]
+    subjects = [m["Subject"] for m in partnerflow.mail()]
     assert sum("invites" in s for s in subjects) == 2
     assert sum("accepted your reseller relationship" in s for s in subjects) == 2
     assert sum("ended its reseller relationship" in s for s in subjects) == 1
     # The partner's notice goes to the user who sent the invitation.
-    assert {m["To"] for m in timed.mail() if "accepted" in m["Subject"]} == {"sam@fabrikam.example"}
+    assert {m["To"] for m in partnerflow.mail() if "accepted" in m["Subject"]} == {"sam@fabrikam.example"}
 
 
-async def test_wrong_used_and_replaced_tokens_are_refused(timed: Harness) -> None:
+async def test_wrong_used_and_replaced_tokens_are_refused(partnerflow: Harness) -> None:
     """Only the live token works; a refusal says which rule and leaves no trace."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    first = timed.token()
-    error = await rejected(timed, handle, "accept_invitation", accept("not-the-token"))
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    first = partnerflow.token()
+    error = await rejected(partnerflow, handle, "accept_invitation", accept("not-the-token"))
     assert error.type == "GuardFailed" and "token" in error.message
 
-    await timed.update(handle, "resend_invitation", {"actor": actor()})
-    assert len(timed.tokens()) == 2
-    error = await rejected(timed, handle, "accept_invitation", accept(first))
+    await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
+    assert len(partnerflow.tokens()) == 2
+    error = await rejected(partnerflow, handle, "accept_invitation", accept(first))
     assert error.type == "GuardFailed"
 
-    error = await rejected(timed, handle, "accept_invitation", accept(timed.token(), accept_agreement=False))
+    error = await rejected(
+        partnerflow, handle, "accept_invitation", accept(partnerflow.token(), accept_agreement=False)
+    )
     assert "accept_agreement must be true" in error.message
 
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
-    error = await rejected(timed, handle, "accept_invitation", accept(timed.token()))
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    error = await rejected(partnerflow, handle, "accept_invitation", accept(partnerflow.token()))
     assert error.type == "TransitionNotAllowed"
     assert "accept_invitation is not allowed while the relationship is active" in error.message
 
@@ -168,167 +170,173 @@ async def test_wrong_used_and_replaced_tokens_are_refused(timed: Harness) -> Non
     ],
 )
 async def test_roles_partners_and_customers_out_of_place_are_refused(
-    timed: Harness, name: str, payload: dict[str, Any], rule_text: str
+    partnerflow: Harness, name: str, payload: dict[str, Any], rule_text: str
 ) -> None:
     """Role, partner and customer rules reject the update and name the rule."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
-    error = await rejected(timed, handle, name, payload)
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    error = await rejected(partnerflow, handle, name, payload)
     assert rule_text in error.message
-    assert (await timed.view(handle)).state == "active"
+    assert (await partnerflow.view(handle)).state == "active"
 
 
-async def test_an_indirect_reseller_cannot_end_a_relationship(timed: Harness) -> None:
+async def test_an_indirect_reseller_cannot_end_a_relationship(partnerflow: Harness) -> None:
     """Ending is never an indirect reseller's to do (DOMAIN.md)."""
-    handle = await timed.start(partner={"kind": "indirect_reseller", "indirect_provider_id": "dist-1"})
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
-    error = await rejected(timed, handle, "end_relationship", {"actor": actor("global_admin")})
+    handle = await partnerflow.start(partner={"kind": "indirect_reseller", "indirect_provider_id": "dist-1"})
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    error = await rejected(partnerflow, handle, "end_relationship", {"actor": actor("global_admin")})
     assert error.type == "PermissionDenied" and "indirect_reseller" in error.message
 
 
-async def test_ending_waits_until_the_customer_has_no_active_subscriptions(timed: Harness) -> None:
+async def test_ending_waits_until_the_customer_has_no_active_subscriptions(partnerflow: Harness) -> None:
     """The subscriptions guard reads the records; a refused end changes nothing."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     customer_id = handle.id.split("/")[-1]
     from activities.records import utc_now
 
-    timed.records.set_active_subscriptions("public", "p-100", customer_id, 2, now=utc_now())
+    partnerflow.records.set_active_subscriptions("public", "p-100", customer_id, 2, now=utc_now())
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await timed.update(handle, "end_relationship", {"actor": actor()})
+        await partnerflow.update(handle, "end_relationship", {"actor": actor()})
     assert "no active subscriptions" in str(caught.value.cause)
-    assert (await timed.view(handle)).state == "active"
-    assert len(timed.records.audit_trail(handle.id)) == 2
+    assert (await partnerflow.view(handle)).state == "active"
+    assert len(partnerflow.records.audit_trail(handle.id)) == 2
 
-    timed.records.set_active_subscriptions("public", "p-100", customer_id, 0, now=utc_now())
-    view = await timed.update(handle, "end_relationship", {"actor": actor()})
+    partnerflow.records.set_active_subscriptions("public", "p-100", customer_id, 0, now=utc_now())
+    view = await partnerflow.update(handle, "end_relationship", {"actor": actor()})
     assert view.state == "ended"
 
 
-async def test_the_customer_can_remove_the_partner(timed: Harness) -> None:
+async def test_the_customer_can_remove_the_partner(partnerflow: Harness) -> None:
     """remove_partner ends the relationship from the customer side and tells the partner."""
-    handle = await timed.start(partner={"contact_email": "alerts@fabrikam.example"})
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    handle = await partnerflow.start(partner={"contact_email": "alerts@fabrikam.example"})
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     customer_id = handle.id.split("/")[-1]
-    view = await timed.update(
+    view = await partnerflow.update(
         handle,
         "remove_partner",
         {"customer_admin": {**ADMIN, "customer_id": customer_id}, "reason": "in-house now"},
     )
     assert view.state == "ended"
     assert view.audit[-1].actor_role == "customer_admin"
-    removed = [m for m in timed.mail() if "removed" in m["Subject"]]
+    removed = [m for m in partnerflow.mail() if "removed" in m["Subject"]]
     assert [m["To"] for m in removed] == ["alerts@fabrikam.example"]
 
 
-async def test_setting_the_permission_to_what_it_is_changes_nothing(timed: Harness) -> None:
+async def test_setting_the_permission_to_what_it_is_changes_nothing(partnerflow: Harness) -> None:
     """An idempotent set: no audit row, no new version."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    view = await partnerflow.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
+    )
     assert not view.purchase_permission and len(view.audit) == 2
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True})
-    view = await timed.update(handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False})
+    view = await partnerflow.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": True}
+    )
+    view = await partnerflow.update(
+        handle, "set_purchase_permission", {"actor": actor("global_admin"), "allowed": False}
+    )
     assert [a.operation for a in view.audit][-2:] == ["CreateSelfServePolicy", "DeleteSelfServePolicy"]
 
 
-async def test_invitation_reminders_then_expiry_then_resend(timed: Harness) -> None:
+async def test_invitation_reminders_then_expiry_then_resend(partnerflow: Harness) -> None:
     """Reminders 7 and 1 days before; expiry at 30 days; a resend revives it with a new token."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
     admin = "admin@contoso.example"
 
     def reminders() -> int:
-        return sum("Reminder" in m["Subject"] for m in timed.mail(admin))
+        return sum("Reminder" in m["Subject"] for m in partnerflow.mail(admin))
 
-    await timed.env.sleep(timedelta(days=22))
+    await partnerflow.env.sleep(timedelta(days=22))
     assert reminders() == 0
-    await timed.env.sleep(timedelta(days=1, hours=1))
+    await partnerflow.env.sleep(timedelta(days=1, hours=1))
     assert reminders() == 1
-    await timed.env.sleep(timedelta(days=6))
+    await partnerflow.env.sleep(timedelta(days=6))
     assert reminders() == 2
-    assert (await timed.view(handle)).state == "invited"
-    await timed.env.sleep(timedelta(days=1))
-    view = await timed.view(handle)
+    assert (await partnerflow.view(handle)).state == "invited"
+    await partnerflow.env.sleep(timedelta(days=1))
+    view = await partnerflow.view(handle)
     assert view.state == "invitation_expired"
-    old = timed.token()
-    error = await rejected(timed, handle, "accept_invitation", accept(old))
+    old = partnerflow.token()
+    error = await rejected(partnerflow, handle, "accept_invitation", accept(old))
     assert error.type == "TransitionNotAllowed"
-    assert not any(old in m.get_payload() for m in timed.mail() if "Reminder" in m["Subject"])
+    assert not any(old in m.get_payload() for m in partnerflow.mail() if "Reminder" in m["Subject"])
 
-    view = await timed.update(handle, "resend_invitation", {"actor": actor()})
-    assert view.state == "invited" and timed.token() != old
-    view = await timed.update(handle, "cancel_invitation", {"actor": actor(), "reason": "wrong contact"})
+    view = await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
+    assert view.state == "invited" and partnerflow.token() != old
+    view = await partnerflow.update(handle, "cancel_invitation", {"actor": actor(), "reason": "wrong contact"})
     assert view.state == "cancelled"
     assert (await handle.result()).state == "cancelled"
 
 
-async def test_shorter_timers_come_from_the_start_input(timed: Harness) -> None:
+async def test_shorter_timers_come_from_the_start_input(partnerflow: Harness) -> None:
     """Timers are configuration: a 2-day invitation with a reminder 1 day before."""
-    handle = await timed.start(timers={"invitation_ttl": "P2D", "reminders_before": ["P1D"]})
-    await timed.wait_for_state(handle, "invited")
-    await timed.env.sleep(timedelta(days=1, minutes=1))
-    assert sum("Reminder" in m["Subject"] for m in timed.mail()) == 1
-    await timed.env.sleep(timedelta(days=1))
-    assert (await timed.view(handle)).state == "invitation_expired"
+    handle = await partnerflow.start(timers={"invitation_ttl": "P2D", "reminders_before": ["P1D"]})
+    await partnerflow.wait_for_state(handle, "invited")
+    await partnerflow.env.sleep(timedelta(days=1, minutes=1))
+    assert sum("Reminder" in m["Subject"] for m in partnerflow.mail()) == 1
+    await partnerflow.env.sleep(timedelta(days=1))
+    assert (await partnerflow.view(handle)).state == "invitation_expired"
 
 
-async def test_a_referral_is_accepted_into_an_invitation(timed: Harness) -> None:
+async def test_a_referral_is_accepted_into_an_invitation(partnerflow: Harness) -> None:
     """Accepting a referral sends the invitation; the referrer started it."""
-    handle = await timed.start(
+    handle = await partnerflow.start(
         origin="referral",
         referred_by="dist-1",
         actor=actor("sales_agent", partner_id="dist-1", user="d@dist.example"),
     )
-    view = await timed.wait_for_state(handle, "referred")
-    assert view.audit[0].operation == "CreateReferral" and timed.mail() == []
-    error = await rejected(timed, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")})
+    view = await partnerflow.wait_for_state(handle, "referred")
+    assert view.audit[0].operation == "CreateReferral" and partnerflow.mail() == []
+    error = await rejected(partnerflow, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")})
     assert error.type == "PermissionDenied"
-    view = await timed.update(handle, "accept_referral", {"actor": actor()})
-    assert view.state == "invited" and len(timed.tokens()) == 1
+    view = await partnerflow.update(handle, "accept_referral", {"actor": actor()})
+    assert view.state == "invited" and len(partnerflow.tokens()) == 1
 
 
-async def test_a_declined_referral_is_final_and_the_referrer_is_told(timed: Harness) -> None:
-    handle = await timed.start(
+async def test_a_declined_referral_is_final_and_the_referrer_is_told(partnerflow: Harness) -> None:
+    handle = await partnerflow.start(
         origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
     )
-    await timed.wait_for_state(handle, "referred")
-    view = await timed.update(handle, "decline_referral", {"actor": actor(), "reason": "not our region"})
+    await partnerflow.wait_for_state(handle, "referred")
+    view = await partnerflow.update(handle, "decline_referral", {"actor": actor(), "reason": "not our region"})
     assert view.state == "referral_declined"
     assert (await handle.result()).state == "referral_declined"
-    [notice] = timed.mail("d@dist.example")
+    [notice] = partnerflow.mail("d@dist.example")
     assert "declined" in notice["Subject"] and "not our region" in notice.get_payload()
 
 
-async def test_an_unanswered_referral_expires_after_14_days(timed: Harness) -> None:
-    handle = await timed.start(
+async def test_an_unanswered_referral_expires_after_14_days(partnerflow: Harness) -> None:
+    handle = await partnerflow.start(
         origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
     )
-    await timed.wait_for_state(handle, "referred")
-    await timed.env.sleep(timedelta(days=13, hours=23))
-    assert (await timed.view(handle)).state == "referred"
-    await timed.env.sleep(timedelta(hours=2))
+    await partnerflow.wait_for_state(handle, "referred")
+    await partnerflow.env.sleep(timedelta(days=13, hours=23))
+    assert (await partnerflow.view(handle)).state == "referred"
+    await partnerflow.env.sleep(timedelta(hours=2))
     result = await handle.result()
     assert result.state == "referral_expired"
     assert result.audit[-1].actor_role == "system"
-    [notice] = timed.mail("d@dist.example")
+    [notice] = partnerflow.mail("d@dist.example")
     assert "expired" in notice["Subject"]
 
 
-async def test_referrals_do_not_exist_in_the_usgov_cloud(timed_usgov: Harness) -> None:
+async def test_referrals_do_not_exist_in_the_usgov_cloud(partnerflow_usgov: Harness) -> None:
     """The start fails with the cloud rule; nothing is recorded or sent."""
-    handle = await timed_usgov.start(
+    handle = await partnerflow_usgov.start(
         cloud="usgov", origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1")
     )
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     assert "refer does not exist in the usgov cloud" in str(caught.value.cause)
-    assert timed_usgov.records.audit_trail(handle.id) == [] and timed_usgov.mail() == []
+    assert partnerflow_usgov.records.audit_trail(handle.id) == [] and partnerflow_usgov.mail() == []
 
 
 @pytest.mark.parametrize(
@@ -345,50 +353,50 @@ async def test_referrals_do_not_exist_in_the_usgov_cloud(timed_usgov: Harness) -
     ],
 )
 async def test_bad_start_input_fails_the_start_naming_the_field(
-    timed: Harness, overrides: dict[str, Any], message: str
+    partnerflow: Harness, overrides: dict[str, Any], message: str
 ) -> None:
     """Raw JSON that breaks a rule fails the workflow at once (never a stuck task), writing nothing."""
-    handle = await timed.start(**overrides)
+    handle = await partnerflow.start(**overrides)
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     assert message in str(caught.value.cause)
-    assert timed.records.audit_trail(handle.id) == [] and timed.mail() == []
+    assert partnerflow.records.audit_trail(handle.id) == [] and partnerflow.mail() == []
 
 
-async def test_a_workflow_id_not_matching_the_relationship_is_refused(timed: Harness) -> None:
+async def test_a_workflow_id_not_matching_the_relationship_is_refused(partnerflow: Harness) -> None:
     body = start_input()
-    handle = await timed.client.start_workflow(
-        "Relationship", body, id="relationship/p-100/someone-else", task_queue=timed.task_queue
+    handle = await partnerflow.client.start_workflow(
+        "Relationship", body, id="relationship/p-100/someone-else", task_queue=partnerflow.task_queue
     )
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     assert "workflow_id must be relationship/p-100/" in str(caught.value.cause)
 
 
-async def test_bad_update_payloads_are_refused_naming_the_field(timed: Harness) -> None:
+async def test_bad_update_payloads_are_refused_naming_the_field(partnerflow: Harness) -> None:
     """A payload that does not decode is rejected before history, with field and rule."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    error = await rejected(timed, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}})
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    error = await rejected(partnerflow, handle, "accept_invitation", {"token": "x", "customer_admin": {"user": "A"}})
     assert error.type == "InvalidInput"
     assert "customer_admin.email: Field required" in error.message
     assert "accept_agreement: Field required" in error.message
-    error = await rejected(timed, handle, "set_purchase_permission", {"actor": actor(), "allowed": "yes"})
+    error = await rejected(partnerflow, handle, "set_purchase_permission", {"actor": actor(), "allowed": "yes"})
     assert "allowed: Input should be a valid boolean" in error.message
-    assert (await timed.view(handle)).state == "invited"
+    assert (await partnerflow.view(handle)).state == "invited"
 
 
-async def test_search_attributes_and_details_follow_the_state(timed: Harness) -> None:
+async def test_search_attributes_and_details_follow_the_state(partnerflow: Harness) -> None:
     """Ops can find the relationship by state, partner, customer, cloud and invitation deadline."""
-    handle = await timed.start()
-    view = await timed.wait_for_state(handle, "invited")
+    handle = await partnerflow.start()
+    view = await partnerflow.wait_for_state(handle, "invited")
     attrs_at_start = view.audit[0].at
     invited_attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert invited_attrs["InvitationExpiresAt"] == view.invitation_expires_at
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attrs.pop("InvitationExpiresAt") > attrs_at_start
-    assert attrs.pop("StateChangedAt") == (await timed.view(handle)).audit[-1].at
+    assert attrs.pop("StateChangedAt") == (await partnerflow.view(handle)).audit[-1].at
     # Set by the SDK for `workflow.patched`: runs begun before the engine lack this version.
     assert attrs.pop("TemporalChangeVersion") == [ENGINE_PATCH]
     assert attrs == {
@@ -404,10 +412,10 @@ async def test_search_attributes_and_details_follow_the_state(timed: Harness) ->
     assert "`AddCustomer` by admin@contoso\\.example (customer_admin)" in details
 
 
-async def test_the_view_is_the_contract(timed: Harness) -> None:
+async def test_the_view_is_the_contract(partnerflow: Harness) -> None:
     """The `state` query carries every field CONTRACT.md promises."""
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
     raw = await handle.query("state")
     assert {
         "state",
@@ -423,15 +431,15 @@ async def test_the_view_is_the_contract(timed: Harness) -> None:
     assert RelationshipView.model_validate(raw).state == "invited"
 
 
-async def test_the_invitation_query_shows_details_only_to_the_live_token(timed: Harness) -> None:
+async def test_the_invitation_query_shows_details_only_to_the_live_token(partnerflow: Harness) -> None:
     """The page's lookup: details for the live token, why for a spent one, nothing for a guess."""
 
     async def lookup(token: str) -> dict[str, Any]:
         return dict(await handle.query("invitation", {"token": token}))
 
-    handle = await timed.start()
-    await timed.wait_for_state(handle, "invited")
-    first = timed.token()
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    first = partnerflow.token()
     valid = await lookup(first)
     assert valid["status"] == "valid" and valid["company"] == "Contoso Ltd"
     assert valid["admin_email"] == "admin@contoso.example" and valid["expires_at"]
@@ -444,30 +452,30 @@ async def test_the_invitation_query_shows_details_only_to_the_live_token(timed: 
         "expires_at": None,
     }
 
-    await timed.update(handle, "resend_invitation", {"actor": actor()})
+    await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
     assert (await lookup(first))["status"] == "replaced"
-    second = timed.token()
-    await timed.update(handle, "accept_invitation", accept(second))
+    second = partnerflow.token()
+    await partnerflow.update(handle, "accept_invitation", accept(second))
     used = await lookup(second)
     assert used["status"] == "accepted" and used["company"] is None
-    before = await timed.history_size(handle)
+    before = await partnerflow.history_size(handle)
     await lookup(second)
-    assert await timed.history_size(handle) == before, "a lookup writes nothing"
+    assert await partnerflow.history_size(handle) == before, "a lookup writes nothing"
 
 
 async def test_reminders_missed_in_a_worker_outage_are_not_sent_late(
-    dev_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+    partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
 ) -> None:
     """With no worker past the expiry, the invitation expires without a late reminder.
 
     On the dev server with second-long timers: the time-skipping server does not
     skip time while a workflow task waits for a worker that is not there.
     """
-    activities = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
-    client = client_for(dev_env)
+    activities = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE)
+    client = client_for(partnerflow_dev_env)
     task_queue = f"tq-{uuid.uuid4()}"
     body = start_input(timers={"invitation_ttl": "PT3S", "reminders_before": ["PT2S", "PT1S"]})
-    harness = Harness(dev_env, client, mail_sink, records, task_queue)
+    harness = Harness(partnerflow_dev_env, client, partnerflow_mail, partnerflow_records, task_queue)
     async with new_worker(client, activities, task_queue):
         handle = await client.start_workflow(
             "Relationship", body, id=f"relationship/p-100/{body['customer']['id']}", task_queue=task_queue
@@ -483,4 +491,4 @@ async def test_reminders_missed_in_a_worker_outage_are_not_sent_late(
     async with new_worker(client, activities, task_queue):
         view = await harness.wait_for_state(handle, "invitation_expired")
     assert view.audit[-1].operation == "ExpireCustomerInvitation"
-    assert [m["Subject"] for m in mail_sink.messages() if "Reminder" in m["Subject"]] == []
+    assert [m["Subject"] for m in partnerflow_mail.messages() if "Reminder" in m["Subject"]] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from runtime.converter import data_converter
+from states.messages import PRE_ENGINE_NAMES, SEND_LETTER
 from states.relationship import RELATIONSHIP
+from workflows.interpreter import ENGINE_PATCH
 from workflows.lifecycles import WORKFLOWS
 
 EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
@@ -32,7 +35,26 @@ def replayer() -> Replayer:
 
 def test_histories_of_every_version_are_committed() -> None:
     versions = {p.name.split("-")[0] for p in HISTORIES}
-    assert {"v1", "v2"} <= versions
+    assert {"v1", "v2", "v3"} <= versions
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+def test_each_version_calls_the_activities_it_was_written_with(version: str) -> None:
+    """v3 (the engine) schedules the generic capabilities behind its patch; v1 and v2 the old names."""
+    scheduled: set[str] = set()
+    markers: set[str] = set()
+    for path in (p for p in HISTORIES if p.name.startswith(f"{version}-")):
+        for event in json.loads(path.read_text())["events"]:
+            attributes = event.get("activityTaskScheduledEventAttributes")
+            if attributes:
+                scheduled.add(attributes["activityType"]["name"])
+            marker = event.get("markerRecordedEventAttributes")
+            if marker and marker.get("markerName") == "core_patch":
+                markers.add(json.loads(base64.b64decode(marker["details"]["patch-data"]["payloads"][0]["data"]))["id"])
+    if version == "v3":
+        assert scheduled == {SEND_LETTER.name} and ENGINE_PATCH in markers
+    else:
+        assert scheduled <= set(PRE_ENGINE_NAMES) and ENGINE_PATCH not in markers
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

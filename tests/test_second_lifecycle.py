@@ -68,10 +68,12 @@ def test_the_engine_names_no_lifecycle(path: Path) -> None:
 
 @pytest.fixture
 async def approval(
-    partnerflow_time_env: WorkflowEnvironment, mail_sink: MailSink, records: Records
+    partnerflow_time_env: WorkflowEnvironment, partnerflow_mail: MailSink, partnerflow_records: Records
 ) -> AsyncIterator[tuple[Client, str]]:
     client = client_for(partnerflow_time_env)
-    acts = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), "http://portal.test", "public")
+    acts = Capabilities(
+        partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), "http://portal.test", "public"
+    )
     acts.lifecycles = {**LIFECYCLES, APPROVAL.name: APPROVAL}
     task_queue = f"tq-{uuid.uuid4()}"
     async with new_worker(client, acts, task_queue, workflows=[ApprovalWorkflow]):
@@ -90,12 +92,12 @@ async def _start(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
 
 
 async def test_the_declared_approval_runs_from_link_to_approval(
-    approval: tuple[Client, str], mail_sink: MailSink, records: Records
+    approval: tuple[Client, str], partnerflow_mail: MailSink, partnerflow_records: Records
 ) -> None:
     """Its link letter, its token guard, its fields, its records and its partner letter all work."""
     client, task_queue = approval
     handle = await _start(client, task_queue)
-    [request] = mail_sink.messages()
+    [request] = partnerflow_mail.messages()
     assert request["Subject"] == "Fabrikam asks Contoso Ltd for approval"
     assert "http://portal.test/approval?relationship=approval%2Fp-100%2F" in request.get_payload()
     [token] = TOKEN_IN_LINK.findall(request.get_payload())
@@ -108,10 +110,10 @@ async def test_the_declared_approval_runs_from_link_to_approval(
         "approve", {"token": token, "customer_admin": ADMIN, "accept_agreement": True}, result_type=ApprovalView
     )
     assert (view.state, view.approvals, view.note) == ("approved", 1, "approved by link")
-    assert [m["Subject"] for m in mail_sink.messages()][-1] == "Contoso Ltd approved"
-    row = records.current("entities", handle.id)
+    assert [m["Subject"] for m in partnerflow_mail.messages()][-1] == "Contoso Ltd approved"
+    row = partnerflow_records.current("entities", handle.id)
     assert row and row["state"] == "approved" and row["fields"] == {"approvals": 1, "note": "approved by link"}
-    trail = [r["operation"] for r in records.audit_trail(handle.id)]
+    trail = [r["operation"] for r in partnerflow_records.audit_trail(handle.id)]
     assert trail == ["CreateApprovalRequest", "ApproveRequest"]
 
     view = await handle.execute_update("revoke", {"actor": actor("global_admin")}, result_type=ApprovalView)
@@ -120,7 +122,7 @@ async def test_the_declared_approval_runs_from_link_to_approval(
 
 
 async def test_the_declared_deadline_reminds_then_lapses(
-    approval: tuple[Client, str], partnerflow_time_env: WorkflowEnvironment, mail_sink: MailSink
+    approval: tuple[Client, str], partnerflow_time_env: WorkflowEnvironment, partnerflow_mail: MailSink
 ) -> None:
     """Reminders before the end, then the Timer row: the same deadline machinery as the relationship."""
     client, task_queue = approval
@@ -128,8 +130,8 @@ async def test_the_declared_deadline_reminds_then_lapses(
     await partnerflow_time_env.sleep(timedelta(days=31))
     final = await handle.result()
     assert final.state == "lapsed"
-    subjects = [m["Subject"] for m in mail_sink.messages()]
+    subjects = [m["Subject"] for m in partnerflow_mail.messages()]
     assert subjects.count("Still waiting: Fabrikam's request") == 2
-    [token] = TOKEN_IN_LINK.findall(mail_sink.messages()[0].get_payload())
+    [token] = TOKEN_IN_LINK.findall(partnerflow_mail.messages()[0].get_payload())
     lookup = await handle.query("approval", {"token": token})
     assert lookup["status"] == "expired"

@@ -55,15 +55,15 @@ from activities.capabilities import TOKEN_BYTES, Capabilities, link_token
 from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.testing import ADMIN, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
 from runtime import logs
 from runtime.config import load
 from states.messages import SendLetter
 from states.models import Cloud
 from states.tokens import is_live, token_hash
-from tests.conftest import ADMIN, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
 from worker import build_activities, new_worker
 
-pytestmark = pytest.mark.usefixtures("garbage_collected")
+pytestmark = pytest.mark.usefixtures("partnerflow_garbage_collected")
 URLSAFE = string.ascii_letters + string.digits + "-_"
 
 
@@ -92,7 +92,7 @@ def decoded_length(token: str) -> int:
 
 
 async def test_tokens_are_made_from_at_least_128_bits_out_of_secrets(
-    records: Records, mail_sink: MailSink, monkeypatch: pytest.MonkeyPatch
+    partnerflow_records: Records, partnerflow_mail: MailSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With no key configured the worker draws one from `secrets`; each mailed token is an
     HMAC under it: 256 bits, different for every invitation, and nothing else makes it."""
@@ -106,7 +106,7 @@ async def test_tokens_are_made_from_at_least_128_bits_out_of_secrets(
         return value
 
     monkeypatch.setattr(relationship_activities.secrets, "token_bytes", spy)
-    acts = Capabilities(records, Mailer(SmtpSettings(port=mail_sink.port)), LINK_BASE)
+    acts = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE)
     assert [len(k) for k in drawn] == [TOKEN_BYTES], "the token key comes from secrets.token_bytes"
     [key] = drawn
 
@@ -124,7 +124,7 @@ async def test_tokens_are_made_from_at_least_128_bits_out_of_secrets(
             expires_at=datetime.now(UTC) + timedelta(days=30),
         )
         await ActivityEnvironment().run(acts.send_letter, invite)
-    tokens = [t for m in mail_sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
+    tokens = [t for m in partnerflow_mail.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
     assert tokens == [link_token(key, k) for k in keys], "each token is the HMAC of its invitation"
     assert len(set(tokens)) == 3
     for token in tokens:
@@ -160,7 +160,9 @@ def test_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.server
-async def test_ten_thousand_guessed_tokens_are_all_refused(timed: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_ten_thousand_guessed_tokens_are_all_refused(
+    partnerflow: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """10,000 guesses through the validator's own decision, 600 through the workflow
     (updates and the page's lookup): none accepted, nothing changed; the real token works."""
     compared: list[int] = []
@@ -171,11 +173,11 @@ async def test_ten_thousand_guessed_tokens_are_all_refused(timed: Harness, monke
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    handle = await timed.start()
-    view = await timed.wait_for_state(handle, "invited")
-    token = timed.token()
+    handle = await partnerflow.start()
+    view = await partnerflow.wait_for_state(handle, "invited")
+    token = partnerflow.token()
     assert decoded_length(token) == 32
-    [entry] = timed.records.outbox_for(handle.id)
+    [entry] = partnerflow.records.outbox_for(handle.id)
     stored = entry.token_sha256
     assert stored == token_hash(token) and token not in stored
     run_id = (await handle.describe()).run_id
@@ -199,7 +201,7 @@ async def test_ten_thousand_guessed_tokens_are_all_refused(timed: Harness, monke
     assert opens(token)
 
     sample = rng.sample(near, 100) + rng.sample(other_keys, 100) + rng.sample(guesses[-5_000:], 100)
-    size = await timed.history_size(handle)
+    size = await partnerflow.history_size(handle)
     limit = asyncio.Semaphore(25)
 
     async def guess_update(guess: str) -> str:
@@ -223,71 +225,71 @@ async def test_ten_thousand_guessed_tokens_are_all_refused(timed: Harness, monke
     assert set(lookups) == {"unknown"}, "a guess learns nothing about the relationship"
     assert len(compared) >= 600, "the workflow compares tokens in constant time too"
 
-    after = await timed.view(handle)
+    after = await partnerflow.view(handle)
     assert (after.state, len(after.audit)) == ("invited", 1)
-    assert await timed.history_size(handle) == size and len(timed.records.audit_trail(handle.id)) == 1
+    assert await partnerflow.history_size(handle) == size and len(partnerflow.records.audit_trail(handle.id)) == 1
     assert (await handle.query("invitation", {"token": token}))["status"] == "valid"
-    assert (await timed.update(handle, "accept_invitation", accept(token))).state == "active"
+    assert (await partnerflow.update(handle, "accept_invitation", accept(token))).state == "active"
 
 
 @pytest.mark.server
-async def test_a_token_works_once_even_when_the_relationship_is_invited_again(timed: Harness) -> None:
+async def test_a_token_works_once_even_when_the_relationship_is_invited_again(partnerflow: Harness) -> None:
     """Used is void: after end and reinstate, the first link neither accepts nor declines."""
-    handle = await timed.bring_to("invited")
-    first = timed.token()
-    await timed.update(handle, "accept_invitation", accept(first))
-    await timed.update(handle, "end_relationship", {"actor": actor()})
-    await timed.update(handle, "reinstate", {"actor": actor()})
-    second = timed.token()
+    handle = await partnerflow.bring_to("invited")
+    first = partnerflow.token()
+    await partnerflow.update(handle, "accept_invitation", accept(first))
+    await partnerflow.update(handle, "end_relationship", {"actor": actor()})
+    await partnerflow.update(handle, "reinstate", {"actor": actor()})
+    second = partnerflow.token()
     assert second != first
-    assert (await rejected(timed, handle, "accept_invitation", accept(first))).type == "GuardFailed"
+    assert (await rejected(partnerflow, handle, "accept_invitation", accept(first))).type == "GuardFailed"
     decline = {"token": first, "customer_admin": ADMIN}
-    assert (await rejected(timed, handle, "decline_invitation", decline)).type == "GuardFailed"
+    assert (await rejected(partnerflow, handle, "decline_invitation", decline)).type == "GuardFailed"
     assert (await handle.query("invitation", {"token": first}))["status"] == "accepted"
-    view = await timed.update(handle, "accept_invitation", accept(second))
+    view = await partnerflow.update(handle, "accept_invitation", accept(second))
     assert (view.state, view.reinstated_count) == ("active", 1)
 
 
 @pytest.mark.server
-async def test_two_answers_racing_with_one_token_only_one_lands(timed: Harness) -> None:
+async def test_two_answers_racing_with_one_token_only_one_lands(partnerflow: Harness) -> None:
     """An accept and a decline sent together with the live token: exactly one takes effect."""
-    handle = await timed.bring_to("invited")
-    token = timed.token()
+    handle = await partnerflow.bring_to("invited")
+    token = partnerflow.token()
     results = await asyncio.gather(
-        timed.update(handle, "accept_invitation", accept(token)),
-        timed.update(handle, "decline_invitation", {"token": token, "customer_admin": ADMIN}),
+        partnerflow.update(handle, "accept_invitation", accept(token)),
+        partnerflow.update(handle, "decline_invitation", {"token": token, "customer_admin": ADMIN}),
         return_exceptions=True,
     )
     landed = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(landed) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], WorkflowUpdateFailedError)
-    view = await timed.view(handle)
+    view = await partnerflow.view(handle)
     assert view.state in ("active", "declined") and view.state == landed[0].state
-    assert [r["to_state"] for r in timed.records.audit_trail(handle.id)] == ["invited", view.state]
+    assert [r["to_state"] for r in partnerflow.records.audit_trail(handle.id)] == ["invited", view.state]
 
 
 @pytest.mark.server
-async def test_replaced_and_expired_tokens_stay_void(timed: Harness) -> None:
+async def test_replaced_and_expired_tokens_stay_void(partnerflow: Harness) -> None:
     """A resend voids the old link; an expired link is refused, and stays refused after a new invitation."""
-    handle = await timed.start(timers={"invitation_ttl": "PT1H", "reminders_before": []})
-    await timed.wait_for_state(handle, "invited")
-    first = timed.token()
-    await timed.update(handle, "resend_invitation", {"actor": actor()})
-    second = timed.token()
-    assert (await rejected(timed, handle, "accept_invitation", accept(first))).type == "GuardFailed"
+    handle = await partnerflow.start(timers={"invitation_ttl": "PT1H", "reminders_before": []})
+    await partnerflow.wait_for_state(handle, "invited")
+    first = partnerflow.token()
+    await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
+    second = partnerflow.token()
+    assert (await rejected(partnerflow, handle, "accept_invitation", accept(first))).type == "GuardFailed"
     assert (await handle.query("invitation", {"token": first}))["status"] == "replaced"
 
-    await timed.env.sleep(timedelta(hours=2))
-    assert (await timed.view(handle)).state == "invitation_expired"
-    assert (await rejected(timed, handle, "accept_invitation", accept(second))).type == "TransitionNotAllowed"
+    await partnerflow.env.sleep(timedelta(hours=2))
+    assert (await partnerflow.view(handle)).state == "invitation_expired"
+    assert (await rejected(partnerflow, handle, "accept_invitation", accept(second))).type == "TransitionNotAllowed"
     assert (await handle.query("invitation", {"token": second}))["status"] == "expired"
 
-    await timed.update(handle, "resend_invitation", {"actor": actor()})
-    third = timed.token()
+    await partnerflow.update(handle, "resend_invitation", {"actor": actor()})
+    third = partnerflow.token()
     for old in (first, second):
-        assert (await rejected(timed, handle, "accept_invitation", accept(old))).type == "GuardFailed"
-    assert (await timed.update(handle, "accept_invitation", accept(third))).state == "active"
+        assert (await rejected(partnerflow, handle, "accept_invitation", accept(old))).type == "GuardFailed"
+    assert (await partnerflow.update(handle, "accept_invitation", accept(third))).state == "active"
 
 
 def _ca(customer_id: str) -> dict[str, str]:
@@ -385,12 +387,12 @@ SIDES = [
 @pytest.mark.server
 @pytest.mark.parametrize(("state", "name", "payload", "error_type", "text"), SIDES)
 async def test_neither_side_can_act_for_the_other(
-    timed: Harness, state: str, name: str, payload: Callable[[str], Any], error_type: str, text: str
+    partnerflow: Harness, state: str, name: str, payload: Callable[[str], Any], error_type: str, text: str
 ) -> None:
     """Customer updates take no partner actor (only the token or the portal's admin speaks);
     partner updates need one: a customer admin in its place is refused."""
-    handle = await timed.bring_to(state)
-    error = await rejected(timed, handle, name, payload(handle.id.split("/")[-1]))
+    handle = await partnerflow.bring_to(state)
+    error = await rejected(partnerflow, handle, name, payload(handle.id.split("/")[-1]))
     assert (error.type, text in error.message) == (error_type, True), error.message
 
 
@@ -461,46 +463,46 @@ HOSTILE_NAMES = [
 
 @pytest.mark.server
 @pytest.mark.parametrize(("where", "name"), HOSTILE_NAMES)
-async def test_hostile_names_cannot_inject_headers_or_markup(timed: Harness, where: str, name: str) -> None:
+async def test_hostile_names_cannot_inject_headers_or_markup(partnerflow: Harness, where: str, name: str) -> None:
     """Refused at the start naming the field, or mailed as plain text that shows the name
     literally: no extra header, recipient, Bcc or Cc, no HTML part, in any email sent."""
     part, field = where.split(".")
-    handle = await timed.start(**{part: {field: name}})
+    handle = await partnerflow.start(**{part: {field: name}})
 
     async def outcome() -> str | None:
         # No query here: a start that is being refused answers none until it has failed.
         if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
             return "refused"
-        return "started" if timed.records.audit_trail(handle.id) else None
+        return "started" if partnerflow.records.audit_trail(handle.id) else None
 
     if await poll(outcome) == "refused":
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result()
         assert f"{where}: " in str(caught.value.cause)
-        assert timed.mail() == []
+        assert partnerflow.mail() == []
         return
     company = name if where == "customer.company" else "Contoso Ltd"
     partner = name if where == "partner.name" else "Fabrikam"
-    [invitation] = received(timed.sink.maildir)
+    [invitation] = received(partnerflow.sink.maildir)
     assert_plain_and_closed(invitation, "admin@contoso.example", [name])
     assert invitation.get_content().count("token=") == 1
     assert one_line(str(invitation["Subject"])) == one_line(f"{partner} invites {company} to a reseller relationship")
 
-    await timed.update(handle, "accept_invitation", accept(timed.token()))
-    _, notice = received(timed.sink.maildir)
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    _, notice = received(partnerflow.sink.maildir)
     assert_plain_and_closed(notice, "sam@fabrikam.example", [company])
 
 
 @pytest.mark.server
-async def test_a_reason_cannot_smuggle_smtp_commands(timed: Harness) -> None:
+async def test_a_reason_cannot_smuggle_smtp_commands(partnerflow: Harness) -> None:
     """A reason with a lone dot line and SMTP commands goes in the notice's body, nowhere else."""
-    handle = await timed.bring_to("active")
+    handle = await partnerflow.bring_to("active")
     reason = (
         "moving on\r\n.\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@x.example>\r\nDATA\r\n"
         "Subject: smuggled\r\n\r\nhi\r\n.\r\n\n.\nRCPT TO:<victim2@x.example>"
     )
-    await timed.update(handle, "end_relationship", {"actor": actor(), "reason": reason})
-    messages = received(timed.sink.maildir)
+    await partnerflow.update(handle, "end_relationship", {"actor": actor(), "reason": reason})
+    messages = received(partnerflow.sink.maildir)
     assert [m["X-RcptTo"] for m in messages] == [
         "admin@contoso.example",  # the invitation
         "sam@fabrikam.example",  # accepted
@@ -682,7 +684,7 @@ def partnerflow_logging(stream: io.StringIO, fmt: str, level: str) -> Iterator[N
 
 @pytest.mark.server
 async def test_a_whole_life_logs_no_token_no_password_no_key(
-    time_env: WorkflowEnvironment,
+    partnerflow_time_env: WorkflowEnvironment,
     certificate: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -713,10 +715,12 @@ async def test_a_whole_life_logs_no_token_no_password_no_key(
             },
         )
         acts = build_activities(settings)[Cloud.PUBLIC]
-        client = client_for(time_env)
+        client = client_for(partnerflow_time_env)
         task_queue = f"tq-{uuid.uuid4()}"
         async with new_worker(client, acts, task_queue):
-            harness = Harness(time_env, client, MailSink(maildir, port=server.port), acts.records, task_queue)
+            harness = Harness(
+                partnerflow_time_env, client, MailSink(maildir, port=server.port), acts.records, task_queue
+            )
             handle = await harness.start()
             try:
                 await harness.wait_for_state(handle, "invited")

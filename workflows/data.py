@@ -12,6 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from states.messages import Audited
 from states.models import InvitationStatus
 
 
@@ -27,19 +28,10 @@ class Who(BaseModel):
 SYSTEM = Who(user="partnerflow", role="system")
 
 
-class Entry(BaseModel):
+class Entry(Audited):
     """One change in the workflow's audit tail (the records keep them all)."""
 
-    model_config = ConfigDict(frozen=True)
-
     seq: int
-    operation: str
-    actor_user: str
-    actor_role: str
-    from_state: str | None
-    to_state: str
-    at: datetime
-    reason: str = ""
 
 
 class LifeData(BaseModel):

@@ -328,27 +328,28 @@ class Interpreter:
                 fields[effect.field] = effect.value
             elif isinstance(effect, Add) and (effect.if_set is None or fields.get(effect.if_set)):
                 fields[effect.field] = int(fields[effect.field]) + effect.amount
-        await self._local(
-            RECORD_CHANGE,
-            Change(
-                change_id=f"{self._key_prefix()}/{seq}",
-                table=lc.table,
-                cloud=s.cloud.value,
-                partner_id=s.partner.id,
-                customer_id=s.customer.id,
-                workflow_id=workflow.info().workflow_id,
-                company=s.customer.company,
-                operation=row.operation,
-                actor_user=who.user,
-                actor_role=who.role,
-                from_state=from_state,
-                to_state=row.dest,
-                at=now,
-                reason=reason,
-                fields={k: v for k, v in fields.items() if k not in lc.flags},
-            ),
-            summary=f"audit: {row.operation} → {row.dest}",
+        entry = Entry(
+            seq=seq,
+            operation=row.operation,
+            actor_user=who.user,
+            actor_role=who.role,
+            from_state=from_state,
+            to_state=row.dest,
+            at=now,
+            reason=reason,
         )
+        change = Change(
+            **entry.model_dump(exclude={"seq"}),
+            change_id=f"{self._key_prefix()}/{seq}",
+            table=lc.table,
+            cloud=s.cloud.value,
+            partner_id=s.partner.id,
+            customer_id=s.customer.id,
+            workflow_id=workflow.info().workflow_id,
+            company=s.customer.company,
+            fields={k: v for k, v in fields.items() if k not in lc.flags},
+        )
+        await self._local(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}")
         # The change is recorded: make it the workflow's truth.
         old_token = d.token_sha256
         d.seq, d.state, d.fields = seq, str(row.dest), fields
@@ -365,18 +366,7 @@ class Interpreter:
                 self._spend_token(old_token, void.outcome)
             d.token_sha256 = None
         d.claimed_by = None
-        d.audit.append(
-            Entry(
-                seq=seq,
-                operation=row.operation,
-                actor_user=who.user,
-                actor_role=who.role,
-                from_state=from_state,
-                to_state=row.dest,
-                at=now,
-                reason=reason,
-            )
-        )
+        d.audit.append(entry)
         del d.audit[:-AUDIT_TAIL]
         self._publish()
         workflow.metric_meter().create_counter(

@@ -1,0 +1,96 @@
+"""Helpers that only this project's tests share (the test kit, `partnerflow.testing`, has the rest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from partnerflow.client import Relationships
+from partnerflow.mailsink import MailSink
+from partnerflow.testing import BIN, TOKEN_IN_LINK, client_for, free_port
+from states.models import Cloud
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# CONTRACT.md's update table, restated on purpose: the table must match it.
+CONTRACT: dict[str, tuple[set[str], str]] = {
+    "accept_referral": ({"referred"}, "invited"),
+    "decline_referral": ({"referred"}, "referral_declined"),
+    "resend_invitation": ({"invited", "invitation_expired"}, "invited"),
+    "cancel_invitation": ({"invited", "invitation_expired"}, "cancelled"),
+    "accept_invitation": ({"invited"}, "active"),
+    "decline_invitation": ({"invited"}, "declined"),
+    "set_purchase_permission": ({"active"}, "active"),
+    "end_relationship": ({"active"}, "ended"),
+    "remove_partner": ({"active"}, "ended"),
+    "reinstate": ({"ended"}, "invited"),
+}
+
+
+class Deployment:
+    """`worker.py` as its own process, configured the way an operator would: by environment."""
+
+    def __init__(self, address: str, sink: MailSink, tmp: Path, name: str = "worker") -> None:
+        self.address = address
+        self.sink = sink
+        self.home = tmp / "home"
+        if not (self.home / ".dev" / "mail").exists():
+            (self.home / ".dev").mkdir(parents=True, exist_ok=True)
+            (self.home / ".dev" / "mail").symlink_to(sink.maildir)
+        self.records_url = f"sqlite:///{tmp / 'records.db'}"
+        self.log_path = tmp / f"{name}.log"
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "TEMPORAL_ADDRESS": address,
+            "PARTNERFLOW_TEMPORAL__ADDRESS": address,
+            "PARTNERFLOW_RECORDS__URL": self.records_url,
+            "PARTNERFLOW_SMTP__PORT": str(sink.port),
+            "PARTNERFLOW_LOG__FORMAT": "json",
+            "PARTNERFLOW_LOG__LEVEL": "DEBUG",
+            "PARTNERFLOW_METRICS__PROMETHEUS": self.metrics,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        assert self.process
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "temporal"), *args], env=self.env, capture_output=True, text=True, timeout=60)
+
+    def bash(self, script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def tokens(self) -> list[str]:
+        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
+
+
+def relationships_on(env: WorkflowEnvironment) -> Relationships:
+    return Relationships({cloud: client_for(env, cloud) for cloud in Cloud})
