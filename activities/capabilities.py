@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -26,14 +25,14 @@ from activities.records import OutboxEntry, Records, utc_now
 from states.declaration import LetterFacts, Lifecycle
 from states.lifecycles import LIFECYCLES
 from states.messages import (
-    PRE_ENGINE_NAMES,
-    READ_FACT,
     RECORD_CHANGE,
-    SEND_LETTER,
+    SEND_NOTICE,
     Change,
     IssuedToken,
     ReadFact,
     SendLetter,
+    read_fact,
+    send_link,
 )
 from states.names import ErrorType
 from states.tokens import token_hash
@@ -110,8 +109,14 @@ class Capabilities:
                 non_retryable=True,
             )
 
-    @activity.defn(name=SEND_LETTER.name)
+    @activity.defn(name=SEND_NOTICE.name)
+    async def send_notice(self, send: SendLetter) -> str:
+        """A letter without a link: its Message-ID."""
+        return (await self.send_letter(send.model_copy(update={"token": False}))).message_id
+
     async def send_letter(self, send: SendLetter) -> IssuedToken:
+        """Any declared letter, once; with `token`, a new link whose hash it answers. Registered
+        as `send_<page>` per lifecycle with a page (see `all`)."""
         lifecycle = self.lifecycles.get(send.lifecycle)
         text = lifecycle.letters.get(send.letter) if lifecycle else None
         if lifecycle is None or text is None:
@@ -182,8 +187,8 @@ class Capabilities:
         )
         return recorded
 
-    @activity.defn(name=READ_FACT.name)
     async def read_fact(self, read: ReadFact) -> int:
+        """A named count from the records. Registered as `count_<fact>` per fact (see `all`)."""
         self._same_cloud(read.cloud)
         try:
             return await asyncio.to_thread(self.records.fact, read.fact, read.cloud, read.partner_id, read.customer_id)
@@ -191,20 +196,32 @@ class Capabilities:
             raise _invalid(str(error)) from None
 
     def all(self) -> list[Callable[..., Any]]:
-        """Every capability, also under the names workflows begun before the engine call them."""
-        current: list[Callable[..., Any]] = [self.send_letter, self.record_change, self.read_fact]
-        by_name: dict[str, Callable[..., Any]] = {SEND_LETTER.name: self.send_letter, READ_FACT.name: self.read_fact}
-        return current + [_alias(by_name[cap.name], name) for name, cap in PRE_ENGINE_NAMES.items()]
+        """Every activity this worker offers: the fixed ones, a link letter for each lifecycle
+        with a page, and a count for each fact the records know."""
+        found: dict[str, Callable[..., Any]] = {
+            SEND_NOTICE.name: self.send_notice,
+            RECORD_CHANGE.name: self.record_change,
+        }
+        for lifecycle in self.lifecycles.values():
+            if lifecycle.token_query:
+                name = send_link(lifecycle.token_query).name
+                found[name] = _named(name, self.send_letter, SendLetter, IssuedToken)
+        for fact in self.records.facts():
+            name = read_fact(fact).name
+
+            async def count(read: ReadFact, fact: str = fact) -> int:
+                return await self.read_fact(read.model_copy(update={"fact": read.fact or fact}))
+
+            found[name] = _named(name, count, ReadFact, int)
+        return list(found.values())
 
 
-def _alias(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """`method` registered once more under `name`: same input type, same behaviour."""
-    hints = typing.get_type_hints(method)
-    arg_type = next(v for k, v in hints.items() if k != "return")
+def _named(name: str, fn: Callable[..., Any], arg: type, result: type) -> Callable[..., Any]:
+    """`fn` as the activity `name`, typed for the SDK's converter."""
 
-    async def alias(arg: Any) -> Any:
-        return await method(arg)
+    async def named(value: Any) -> Any:
+        return await fn(value)
 
-    alias.__annotations__ = {"arg": arg_type, "return": hints["return"]}
-    alias.__name__ = alias.__qualname__ = f"{method.__name__}_as_{name}"
-    return activity.defn(name=name)(alias)
+    named.__annotations__ = {"value": arg, "return": result}
+    named.__name__ = named.__qualname__ = name
+    return activity.defn(name=name)(named)

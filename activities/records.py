@@ -7,7 +7,7 @@ earlier write (by `change_id` or outbox key) and does nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -256,9 +256,13 @@ class Records:
             return [dict(r) for r in rows]
 
     # --- facts a guard may need -------------------------------------------------------
+    def facts(self) -> dict[str, Callable[[str, str, str], int]]:
+        """The named counts a guard may need, each about one customer (the billing feed's)."""
+        return {"active_subscriptions": self.active_subscriptions}
+
     def fact(self, name: str, cloud: str, partner_id: str, customer_id: str) -> int:
-        """A named fact about one customer (the billing feed's counts); unknown names are refused."""
-        read = {"active_subscriptions": self.active_subscriptions}.get(name)
+        """A named fact about one customer; unknown names are refused."""
+        read = self.facts().get(name)
         if read is None:
             raise ValueError(f"fact: {name} is not a fact the records know")
         return read(cloud, partner_id, customer_id)

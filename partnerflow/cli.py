@@ -57,6 +57,7 @@ from runtime.connection import connect
 from runtime.process import exit_without_teardown
 from states.declaration import PartnerStaff
 from states.errors import problems
+from states.inert import csv_cell, terminal
 from states.models import (
     Cloud,
     Identifier,
@@ -163,11 +164,11 @@ class _Ids(_PartnerId):
 
 
 def _out(text: str = "") -> None:
-    print(text, file=sys.stdout)
+    print(terminal(text), file=sys.stdout)
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(terminal(text), file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -465,7 +466,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "purchase_permission": str(row["purchase_permission"]).lower()})
+        cells = {**row, "purchase_permission": str(row["purchase_permission"]).lower()}
+        writer.writerow({name: csv_cell(value) for name, value in cells.items()})
     return Exit.OK
 
 

@@ -27,6 +27,7 @@ from runtime.config import Settings
 from runtime.connection import connect
 from runtime.converter import data_converter
 from states.errors import describe
+from states.inert import markdown
 from states.models import (
     AcceptInvitation,
     Cloud,
@@ -41,7 +42,6 @@ from states.models import (
 )
 from states.names import NAMESPACES, TASK_QUEUE, ErrorType
 from states.relationship import RELATIONSHIP
-from workflows.visibility import inert
 
 
 class RelationshipError(Exception):
@@ -182,7 +182,7 @@ class Relationships:
             id=start.workflow_id,
             task_queue=TASK_QUEUE,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=inert(RELATIONSHIP.summary(start)),  # names shown as typed, never as links
+            static_summary=markdown(RELATIONSHIP.summary(start)),  # names shown as typed, never as links
         )
         try:
             view: RelationshipView = await self.clients[start.cloud].execute_update_with_start_workflow(
@@ -223,7 +223,12 @@ class Relationships:
         except WorkflowUpdateRPCTimeoutOrCancelledError as error:
             raise Unavailable("the update was sent but its outcome is unknown: read the state") from error
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
-            raise translate(error) from error
+            translated = translate(error)
+            if isinstance(translated, NotFound) and "already completed" in translated.message:
+                # It exists but has ended (another answer won the race, or a final state):
+                # the update is not allowed now, which is not the same as no such relationship.
+                raise TransitionNotAllowed(f"{name} rejected: the relationship has ended", "state") from error
+            raise translated from error
 
     async def find_invitation(self, wid: str, token: str) -> tuple[Cloud | None, InvitationView]:
         """Which cloud holds the relationship this token belongs to, and what its holder may see."""

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from partnerflow.client import RelationshipError, Relationships, Unavailable
 from states.errors import problems as field_problems
+from states.inert import csv_cell
 from states.models import Cloud, Origin, StartRelationship
 from states.relationship import RELATIONSHIP
 
@@ -328,7 +329,7 @@ def write_report(stream: IO[str], results: Iterable[RowResult]) -> None:
     writer = csv.DictWriter(stream, fieldnames=REPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for result in results:
-        writer.writerow(result.as_dict())
+        writer.writerow({name: csv_cell(value) for name, value in result.as_dict().items()})
 
 
 def write_report_file(path: Path, results: Iterable[RowResult]) -> None:

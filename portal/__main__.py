@@ -25,6 +25,9 @@ async def _serve() -> None:
         log_config=None,  # our structlog handlers
         access_log=False,  # uvicorn's would print the token: ours redacts it
         server_header=False,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; the page decides
+        # itself, from `portal.trusted_proxies` only (portal.security.real_client).
+        proxy_headers=False,
     )
     await uvicorn.Server(config).serve()
 

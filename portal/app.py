@@ -7,7 +7,9 @@ link, the form and the update it sends.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from partnerflow.client import (
     TransitionNotAllowed,
     Unavailable,
 )
-from portal.security import CSRF_COOKIE, Hardened, WrongTokenLimiter, csrf_ok, new_csrf
+from portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenLimiter
 from runtime.config import PortalSettings
 from states.errors import problems
 from states.models import (
@@ -94,13 +96,23 @@ class Portal:
         self.relationships = relationships
         self.settings = settings
         self.limiter = WrongTokenLimiter(settings.wrong_token_limit, settings.wrong_token_window_s)
+        key = settings.csrf_key.get_secret_value().encode() if settings.csrf_key else None
+        self.csrf = Csrf(key)
 
     # --- shared checks -----------------------------------------------------------
     def _client(self, request: Request) -> str:
-        return request.client.host if request.client else "-"
+        """The real client, as the hardening middleware found it (proxies only if configured)."""
+        return str(request.scope.get("state", {}).get("client", "-"))
 
     async def _lookup(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
-        """The live invitation, or the page that explains why there is none."""
+        """The live invitation, or the page that explains why there is none; every outcome
+        takes at least `min_answer_ms`, so timing does not tell a known relationship apart."""
+        began = time.monotonic()
+        found = await self._find(request, wid, token)
+        await asyncio.sleep(max(0.0, self.settings.min_answer_ms / 1000 - (time.monotonic() - began)))
+        return found
+
+    async def _find(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
         client = self._client(request)
         if self.limiter.blocked(client):
             return problem(429, "Too many attempts", "Wait a few minutes, then open the link from your email again.")
@@ -115,12 +127,15 @@ class Portal:
             return problem(404, *NOT_VALID)
         return problem(410, *SPENT[view.status])
 
-    def _form(self, view: InvitationView, wid: str, token: str, status: int = 200, error: str = "") -> Response:
-        csrf = new_csrf()
+    def _form(
+        self, request: Request, view: InvitationView, wid: str, token: str, status: int = 200, error: str = ""
+    ) -> Response:
+        visitor = request.cookies.get(CSRF_COOKIE) or Csrf.new_visitor()
+        csrf = self.csrf.token(visitor, wid)
         response = render("invitation.html", status, view=view, relationship=wid, token=token, csrf=csrf, error=error)
         response.set_cookie(
             CSRF_COOKIE,
-            csrf,
+            visitor,
             httponly=True,
             samesite="strict",
             secure=self.settings.secure_cookies,
@@ -135,14 +150,14 @@ class Portal:
         found = await self._lookup(request, wid, token)
         if isinstance(found, HTMLResponse):
             return found
-        return self._form(found[1], wid, token)
+        return self._form(request, found[1], wid, token)
 
     async def answer(self, request: Request) -> Response:
         form = await request.form()
         fields = {k: str(v) for k, v in form.items()}
-        if not csrf_ok(request.cookies.get(CSRF_COOKIE), fields.get("csrf")):
-            return problem(403, "This form has expired", "Open the link from your email again.")
         wid, token = fields.get("relationship", ""), fields.get("token", "")
+        if not self.csrf.ok(request.cookies.get(CSRF_COOKIE), wid, fields.get("csrf")):
+            return problem(403, "This form has expired", "Open the link from your email again.")
         found = await self._lookup(request, wid, token)
         if isinstance(found, HTMLResponse):
             return found
@@ -153,7 +168,9 @@ class Portal:
             admin = CustomerAdmin(user=name, email=view.admin_email or "")
             if accepting:
                 if fields.get("agreement") != "yes":
-                    return self._form(view, wid, token, 400, "Tick the box to accept the customer agreement first.")
+                    return self._form(
+                        request, view, wid, token, 400, "Tick the box to accept the customer agreement first."
+                    )
                 accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
                 await self.relationships.accept_invitation(cloud, wid, accept)
             else:
@@ -162,11 +179,11 @@ class Portal:
                 await self.relationships.decline_invitation(cloud, wid, decline)
         except ValidationError as error:
             where = ", ".join(p["field"] for p in problems(error))
-            return self._form(view, wid, token, 400, f"Please check: {where}.")
+            return self._form(request, view, wid, token, 400, f"Please check: {where}.")
         except (GuardFailed, TransitionNotAllowed, NotFound):
             return problem(410, "This invitation is no longer valid", "Ask your partner for a new invitation.")
         except InvalidInput as error:
-            return self._form(view, wid, token, 400, error.message)
+            return self._form(request, view, wid, token, 400, error.message)
         return render("done.html", view=view, accepted=accepting)
 
 
@@ -211,5 +228,11 @@ def create_app(relationships: Relationships, settings: PortalSettings | None = N
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
     )
+    app.router.redirect_slashes = False  # Starlette would build the redirect from the Host header
     app.state.portal = portal
-    return Hardened(app)
+    return Hardened(
+        app,
+        trusted_proxies=frozenset(portal.settings.trusted_proxies),
+        max_query_bytes=portal.settings.max_query_bytes,
+        max_body_bytes=portal.settings.max_body_bytes,
+    )

@@ -6,13 +6,15 @@ third-party resource, no caching, and no log line with the query string.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import structlog
 
@@ -36,21 +38,54 @@ HEADERS: dict[str, str] = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
-CSRF_COOKIE = "pf_csrf"
-_SECRET_PARAM = re.compile(r"(token|csrf)=[^&]*", re.I)
+CSRF_COOKIE = "pf_visitor"
+_SECRETS = frozenset({"token", "csrf"})
 
 
 def redact(query: str) -> str:
-    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}=[redacted]", query)
+    """The query string for a log line: every parameter whose name decodes to a secret's
+    (`token`, `%74oken`, `TOKEN`) shows `[redacted]`; what does not parse is dropped whole."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, max_num_fields=50)
+    except ValueError:
+        return "[unparsed]"
+    return urlencode([(k, "[redacted]" if k.strip().lower() in _SECRETS else v) for k, v in pairs], safe="[]")
 
 
-def new_csrf() -> str:
-    return secrets.token_urlsafe(24)
+class Csrf:
+    """A signed double submit, bound to the visitor and the relationship: the cookie holds a
+    random visitor id, the form an HMAC of it and the relationship under the page's key. A
+    value planted from elsewhere (a sibling domain's cookie) is worthless without the key."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)  # per process unless configured: forms then expire on restart
+
+    @staticmethod
+    def new_visitor() -> str:
+        return secrets.token_urlsafe(24)
+
+    def token(self, visitor: str, relationship: str) -> str:
+        mac = hmac.new(self._key, f"{visitor}|{relationship}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def ok(self, visitor: str | None, relationship: str, field: str | None) -> bool:
+        if not visitor or not field:
+            return False
+        return hmac.compare_digest(self.token(visitor, relationship), str(field))
 
 
-def csrf_ok(cookie: str | None, field: str | None) -> bool:
-    """Double submit: the form's value must equal the SameSite=Strict cookie's."""
-    return bool(cookie and field) and hmac.compare_digest(str(cookie), str(field))
+def real_client(scope: Scope, trusted_proxies: frozenset[str]) -> str:
+    """The address that sent the request: the socket's peer, unless that is a configured proxy;
+    then the nearest `X-Forwarded-For` hop that is not one (a client cannot spoof past it)."""
+    peer = (scope.get("client") or ("-", 0))[0]
+    if peer not in trusted_proxies:
+        return str(peer)
+    forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for").decode("latin-1")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted_proxies:
+            return hop
+    return str(peer)
 
 
 class WrongTokenLimiter:
@@ -78,32 +113,67 @@ class WrongTokenLimiter:
             self._misses.pop(next(iter(self._misses)))
 
 
-class Hardened:
-    """ASGI middleware: security headers on every response, one redacted access-log line."""
+class _TooLarge(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class Hardened:
+    """ASGI middleware: security headers on every response, size limits on what comes in
+    (414 for a long query string, 413 for a large body), one redacted access-log line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: frozenset[str] = frozenset(),
+        max_query_bytes: int = 2048,
+        max_body_bytes: int = 16384,
+    ) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
+        self.max_query_bytes = max_query_bytes
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status, started = 500, False
+        scope.setdefault("state", {})["client"] = real_client(scope, self.trusted_proxies)
 
         async def send_hardened(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 headers = list(message.get("headers", []))
                 headers += [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
                 message["headers"] = headers
             await send(message)
 
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise _TooLarge
+            return message
+
+        declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), b"0")
         try:
-            await self.app(scope, receive, send_hardened)
+            if len(scope.get("query_string", b"")) > self.max_query_bytes:
+                await _plain(send_hardened, 414, "URI Too Long")
+            elif not declared.isdigit() or int(declared) > self.max_body_bytes:
+                await _plain(send_hardened, 413, "Content Too Large")
+            else:
+                await self.app(scope, receive_limited, send_hardened)
+        except _TooLarge:
+            if not started:
+                await _plain(send_hardened, 413, "Content Too Large")
         finally:
             query = scope.get("query_string", b"").decode("latin-1")
-            client = (scope.get("client") or ("-", 0))[0]
+            client = scope["state"]["client"]
             log.info(
                 "http.request",
                 method=scope["method"],
@@ -111,3 +181,8 @@ class Hardened:
                 status=status,
                 client=client,
             )
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": text.encode()})

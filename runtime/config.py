@@ -170,6 +170,15 @@ class PortalSettings(_Section):
     secure_cookies: bool = False  # set true behind HTTPS
     wrong_token_limit: int = Field(10, ge=1)  # wrong tokens per client address ...
     wrong_token_window_s: int = Field(600, ge=1)  # ... per this many seconds
+    # Proxies whose X-Forwarded-For is believed (exact addresses); from anyone else it is ignored.
+    trusted_proxies: list[str] = []
+    max_query_bytes: int = Field(2048, ge=256)  # a longer query string gets 414
+    max_body_bytes: int = Field(16384, ge=1024)  # a larger form gets 413
+    # Every answer to a link takes at least this long, known or unknown relationship alike.
+    min_answer_ms: int = Field(300, ge=0)
+    # The key the forms' CSRF values are signed with (PARTNERFLOW_PORTAL__CSRF_KEY): share it
+    # between page processes; without it each process makes its own.
+    csrf_key: SecretStr | None = None
 
 
 class MetricsSettings(_Section):
@@ -222,7 +231,15 @@ def _overrides(env: Mapping[str, str]) -> dict[str, Any]:
         for part in path[:-1]:
             node = node.setdefault(part, {})
         # Strings, so pydantic coerces by the field type; a list or mapping is written as YAML.
-        node[path[-1]] = yaml.safe_load(value) if value.startswith(("[", "{")) else value
+        # A secret is always a string, and no error ever quotes a value: only its name.
+        secret = tuple(path) in SECRETS
+        if secret or not value.startswith(("[", "{")):
+            node[path[-1]] = value
+            continue
+        try:
+            node[path[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{name}: not valid YAML (a list or mapping)") from None
     return tree
 
 
@@ -238,6 +255,7 @@ SECRETS = {
     ("smtp", "password"): "PARTNERFLOW_SMTP__PASSWORD",
     ("temporal", "api_key"): "PARTNERFLOW_TEMPORAL__API_KEY",
     ("invitation", "token_key"): "PARTNERFLOW_INVITATION__TOKEN_KEY",
+    ("portal", "csrf_key"): "PARTNERFLOW_PORTAL__CSRF_KEY",
 }
 
 

@@ -273,6 +273,8 @@ def _problems(lc: Lifecycle) -> Any:
                 yield f"{row.trigger}: unknown field {effect.field}"
             if isinstance(effect, Send) and effect.token and not lc.deadline_in(row.dest):
                 yield f"{row.trigger}: a link letter needs a deadline on {row.dest} (the link's expiry)"
+            if isinstance(effect, Send) and effect.token and not lc.token_query:
+                yield f"{row.trigger}: a link letter needs a page (token_query) to link to"
         if not row.is_start and not isinstance(row.by, Timer) and row.trigger not in lc.commands:
             yield f"{row.trigger}: no command declares its payload"
         if {type(r.by) for r in lc.rows_for(row.trigger)} != {type(row.by)}:

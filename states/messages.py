@@ -101,30 +101,28 @@ class Change(Audited):
 class ReadFact(_Message):
     """A named fact a guard needs from the records (the billing feed's counts)."""
 
-    fact: str = "active_subscriptions"  # the only one a workflow before the engine asked for
+    fact: str = ""  # set by the activity from its name (`count_<fact>`) when a caller left it out
     cloud: str
     partner_id: str
     customer_id: str
 
 
-SEND_LETTER: Capability[SendLetter, IssuedToken] = Capability("send_letter", SendLetter, IssuedToken)
+# The activities' names are what the workflow called them before the engine, derived now
+# instead of written: a running relationship replays the very same commands, with no patch
+# (a patch adds two events to every history), and an activity it scheduled before a deploy
+# finds a worker.
+
+#: A letter without a link (a notice, a reminder): answers its Message-ID.
+SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
-READ_FACT: Capability[ReadFact, int] = Capability("read_fact", ReadFact, int)
 
 
-def pre_engine_name(capability: Capability[Any, Any], arg: BaseModel) -> str:
-    """What a workflow begun before the engine called this capability: its replays must issue
-    the same activity types, and activities it scheduled must still find a worker."""
-    if capability is SEND_LETTER:
-        return "send_invitation" if getattr(arg, "token", False) else "send_notice"
-    if capability is READ_FACT:
-        return "count_active_subscriptions"
-    return capability.name
+def send_link(token_query: str) -> Capability[SendLetter, IssuedToken]:
+    """A letter that carries a new link to a lifecycle's page, named after the page's query
+    (`send_invitation` for the relationship): answers the token's hash."""
+    return Capability(f"send_{token_query}", SendLetter, IssuedToken)
 
 
-#: Every activity name a running workflow may ask a worker for, now or from before the engine.
-PRE_ENGINE_NAMES: dict[str, Capability[Any, Any]] = {
-    "send_invitation": SEND_LETTER,
-    "send_notice": SEND_LETTER,
-    "count_active_subscriptions": READ_FACT,
-}
+def read_fact(fact: str) -> Capability[ReadFact, int]:
+    """A guard's outside fact, a count the records keep (`count_active_subscriptions`)."""
+    return Capability(f"count_{fact}", ReadFact, int)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -61,8 +62,12 @@ def workflow_id(partner_id: str, customer_id: str) -> str:
     return RELATIONSHIP_ID.format(partner_id=partner_id, customer_id=customer_id)
 
 
-_NOT_IN_ADDRESS = "@\\s<>\"',;\x00-\x1f\x7f"  # nor control characters: they would reach RCPT TO
-_EMAIL = re.compile(f"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\\.[^{_NOT_IN_ADDRESS}]+")
+# Strict on purpose: the address validated is the address delivered. A dot-atom local part
+# (no quotes, comments, route or group syntax: `list:@evil.example` is a group), and a domain
+# of DNS labels ending in a letter TLD (no IP literal: `a@[10.0.0.1].x` was delivered to the IP).
+_ATOM = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 # RFC 2047 encoded words: an email library may decode one inside a header it writes out,
 # line breaks and all (CPython's email package on 3.11.7 does), so none go in.
@@ -70,7 +75,7 @@ _ENCODED_WORD = "=?"
 
 
 def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value) or _ENCODED_WORD in value:
+    if not _EMAIL.fullmatch(value) or _ENCODED_WORD in value or parseaddr(value) != ("", value):
         raise ValueError("must be an email address like name@example.com")
     return value.lower()
 
@@ -85,7 +90,8 @@ def _plain_text(value: str) -> str:
 
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+# Ids are case-folded: `P-100` and `p-100` are one partner (and one workflow id).
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"), AfterValidator(str.lower)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_plain_text)]
 Reason = Annotated[str, Field(max_length=1000)]
 Token = Annotated[str, Field(min_length=1, max_length=200)]

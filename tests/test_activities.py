@@ -20,7 +20,7 @@ from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
-from states.messages import PRE_ENGINE_NAMES, Change, ReadFact, SendLetter
+from states.messages import Change, ReadFact, SendLetter, read_fact, send_link
 from states.tokens import token_hash
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -213,7 +213,12 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
 ) -> None:
     """An activity a running relationship scheduled before the deploy (old name, old payload) finds a worker."""
     by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in acts.all()}
-    assert set(PRE_ENGINE_NAMES) <= set(by_name)
+    assert {
+        "send_notice",
+        "record_change",
+        send_link("invitation").name,
+        read_fact("active_subscriptions").name,
+    } == set(by_name)
     old_invitation = {
         "key": "relationship/p-1/c-1/run/1/invitation",
         "workflow_id": "relationship/p-1/c-1",

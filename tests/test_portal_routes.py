@@ -67,7 +67,7 @@ async def test_the_link_shows_who_asks_for_what(partnerflow_live: Harness, page:
     assert headers["cache-control"] == "no-store"
     assert "<script>" not in shown.text  # no inline script
     assert not re.search(r'(src|href)="(https?:)?//', shown.text), "no third-party resources"
-    assert "pf_csrf" in shown.headers["set-cookie"] and "samesite=strict" in shown.headers["set-cookie"].lower()
+    assert "pf_visitor" in shown.headers["set-cookie"] and "samesite=strict" in shown.headers["set-cookie"].lower()
 
 
 async def test_accepting_activates_and_the_link_then_says_it_was_used(

@@ -12,9 +12,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from runtime.converter import data_converter
-from states.messages import PRE_ENGINE_NAMES, SEND_LETTER
+from states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
 from states.relationship import RELATIONSHIP
-from workflows.interpreter import ENGINE_PATCH
 from workflows.lifecycles import WORKFLOWS
 
 EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
@@ -39,22 +38,29 @@ def test_histories_of_every_version_are_committed() -> None:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2", "v3"])
-def test_each_version_calls_the_activities_it_was_written_with(version: str) -> None:
-    """v3 (the engine) schedules the generic capabilities behind its patch; v1 and v2 the old names."""
+def test_every_version_calls_the_activities_by_the_same_names(version: str) -> None:
+    """The engine (v3) derives its activities' names (`send_notice`, `send_<page>`, `count_<fact>`)
+    so they are the names v1 and v2 wrote: no patch is needed for them (v2 and v3 carry only
+    the expiry notice's)."""
+    expected = {
+        SEND_NOTICE.name,
+        RECORD_CHANGE.name,
+        send_link("invitation").name,
+        read_fact("active_subscriptions").name,
+    }
     scheduled: set[str] = set()
-    markers: set[str] = set()
+    patches: set[str] = set()
     for path in (p for p in HISTORIES if p.name.startswith(f"{version}-")):
         for event in json.loads(path.read_text())["events"]:
             attributes = event.get("activityTaskScheduledEventAttributes")
             if attributes:
                 scheduled.add(attributes["activityType"]["name"])
-            marker = event.get("markerRecordedEventAttributes")
-            if marker and marker.get("markerName") == "core_patch":
-                markers.add(json.loads(base64.b64decode(marker["details"]["patch-data"]["payloads"][0]["data"]))["id"])
-    if version == "v3":
-        assert scheduled == {SEND_LETTER.name} and ENGINE_PATCH in markers
-    else:
-        assert scheduled <= set(PRE_ENGINE_NAMES) and ENGINE_PATCH not in markers
+            marker = event.get("markerRecordedEventAttributes", {})
+            if marker.get("markerName") == "core_patch":
+                data = marker["details"]["patch-data"]["payloads"][0]["data"]
+                patches.add(json.loads(base64.b64decode(data))["id"])
+    assert scheduled and scheduled <= expected
+    assert patches == (set() if version == "v1" else {EXPIRY_PATCH}), "the expiry notice's, and no other"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -42,15 +42,15 @@ with workflow.unsafe.imports_passed_through():
     from states.errors import describe
     from states.machine import LifecycleMachine
     from states.messages import (
-        READ_FACT,
         RECORD_CHANGE,
-        SEND_LETTER,
+        SEND_NOTICE,
         Capability,
         Change,
         IssuedToken,
         ReadFact,
         SendLetter,
-        pre_engine_name,
+        read_fact,
+        send_link,
     )
     from states.models import InvitationLookup, InvitationStatus, InvitationView
     from states.names import NAMESPACES, ErrorType
@@ -68,8 +68,6 @@ AUDIT_TAIL = 20
 SPENT_TOKENS_KEPT = 10
 #: How many applied update ids it remembers, to drop a retry that reaches a new run.
 RECENT_UPDATES_KEPT = 50
-#: Runs started before the engine called activities by older names (see `states.messages`).
-ENGINE_PATCH = "declared-lifecycle-engine"
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -112,7 +110,6 @@ class Interpreter:
         # inputs) may fail the workflow task; a bad start fails the workflow instead.
         self._lock = asyncio.Lock()
         self._machine_: LifecycleMachine | None = None  # built once, moved per use
-        self._pre_engine: bool | None = None
         start = _read_start(self.lifecycle, inputs)
         if isinstance(start, ApplicationError):
             self._start_denial: ApplicationError | None = start
@@ -419,29 +416,34 @@ class Interpreter:
             reason=reason,
             token=send.token,
         )
-        pre_engine = self._is_pre_engine()
-        result: Any = await workflow.execute_activity(
-            pre_engine_name(SEND_LETTER, letter) if pre_engine else SEND_LETTER.name,
-            letter,
-            # Before the engine a letter without a link answered with its Message-ID alone.
-            result_type=None if pre_engine and not send.token else IssuedToken,
-            summary=f"{send.letter} email",
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
-        return result if isinstance(result, IssuedToken) else None
+        if not send.token:
+            await self._remote(SEND_NOTICE, letter, summary=f"{send.letter} email")
+            return None
+        assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
+        return await self._remote(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
 
     async def _read_fact(self, fact: str) -> int:
         s = self._start
         read = ReadFact(fact=fact, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id)
-        return await self._local(READ_FACT, read, summary=f"guard: {fact}")
+        return await self._local(read_fact(fact), read, summary=f"guard: {fact}")
+
+    async def _remote(self, capability: Capability[A, R], arg: A, *, summary: str) -> R:
+        """An activity on the task queue (email): waits out outages with patient retries."""
+        result: R = await workflow.execute_activity(
+            capability.name,
+            arg,
+            result_type=capability.result,
+            summary=summary,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return result
 
     async def _local(self, capability: Capability[A, R], arg: A, *, summary: str) -> R:
         """A quick database step runs in the worker itself: no task-queue round trip, one
         marker in history instead of three events. Retried like any activity (idempotent)."""
-        name = pre_engine_name(capability, arg) if self._is_pre_engine() else capability.name
         result: R = await workflow.execute_local_activity(
-            name,
+            capability.name,
             arg,
             result_type=capability.result,
             summary=summary,
@@ -449,12 +451,6 @@ class Interpreter:
             retry_policy=ACTIVITY_RETRY,
         )
         return result
-
-    def _is_pre_engine(self) -> bool:
-        """True while replaying (or continuing) a run the workflow began before the engine."""
-        if self._pre_engine is None:
-            self._pre_engine = not workflow.patched(ENGINE_PATCH)
-        return self._pre_engine
 
     # --- what others see ----------------------------------------------------------------
     def _key_prefix(self) -> str:

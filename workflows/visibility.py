@@ -8,25 +8,18 @@ Search attributes hold ids, states and deadlines only: they are stored unencrypt
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 from states.declaration import Lifecycle, Snapshot, Timer
+from states.inert import markdown
 from states.names import CLOUD, CUSTOMER_ID, PARTNER_ID, STATE_CHANGED_AT
-
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&:])")
-
-
-def inert(text: str) -> str:
-    """`text` as Markdown that renders exactly as typed: no link, image, emphasis or HTML."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def summary(lifecycle: Lifecycle, start: Any) -> str:
-    return inert(lifecycle.summary(start))
+    return markdown(lifecycle.summary(start))
 
 
 def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
@@ -37,7 +30,7 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
     actions = sorted({r.trigger for r in lifecycle.rows if snap.state in r.sources and not isinstance(r.by, Timer)})
     fields = " · ".join(f"{name.replace('_', ' ')}: {_shown(snap.fields[name])}" for name in lifecycle.fields)
     lines = [
-        f"### {inert(s.customer.company)} ← {inert(s.partner.name)} · {s.cloud.value}",
+        f"### {markdown(s.customer.company)} ← {markdown(s.partner.name)} · {s.cloud.value}",
         path,
         "",
         f"**State:** {snap.state}" + (f" · {fields}" if fields else ""),
@@ -50,7 +43,7 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
         last = snap.audit[-1]
         lines += [
             "",
-            f"**Last change:** `{last.operation}` by {inert(last.actor_user)} ({last.actor_role})"
+            f"**Last change:** `{last.operation}` by {markdown(last.actor_user)} ({last.actor_role})"
             f" at {last.at:%Y-%m-%d %H:%M:%S} UTC",
         ]
     return "\n".join(lines)
@@ -59,7 +52,7 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
-    return inert(str(value))
+    return markdown(str(value))
 
 
 def publish(lifecycle: Lifecycle, snap: Snapshot) -> None:
