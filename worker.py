@@ -108,7 +108,8 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 def keep_bytecode() -> None:
-    """The workflow sandbox imports `workflows/relationship.py` again for every workflow it
+    """The workflow sandbox imports the workflow modules (`workflows/interpreter.py`,
+    `workflows/lifecycles.py`) again for every workflow it
     runs; where bytecode is not written (PYTHONDONTWRITEBYTECODE, common in container
     images) each of those compiles it from source. Keep bytecode in a private folder
     instead: the source tree stays as clean as the setting intends."""

@@ -22,18 +22,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.email import Letter, Mailer, message_id_for
 from activities.records import OutboxEntry, Records, utc_now
+from states import messages
 from states.declaration import LetterFacts, Lifecycle
 from states.lifecycles import LIFECYCLES
-from states.messages import (
-    RECORD_CHANGE,
-    SEND_NOTICE,
-    Change,
-    IssuedToken,
-    ReadFact,
-    SendLetter,
-    read_fact,
-    send_link,
-)
+from states.messages import Change, IssuedToken, ReadFact, SendLetter
 from states.names import ErrorType
 from states.tokens import token_hash
 
@@ -109,7 +101,7 @@ class Capabilities:
                 non_retryable=True,
             )
 
-    @activity.defn(name=SEND_NOTICE.name)
+    @activity.defn(name=messages.SEND_NOTICE.name)
     async def send_notice(self, send: SendLetter) -> str:
         """A letter without a link: its Message-ID."""
         return (await self.send_letter(send.model_copy(update={"token": False}))).message_id
@@ -172,7 +164,7 @@ class Capabilities:
             ).add(1, {"kind": send.letter})
         return entry
 
-    @activity.defn(name=RECORD_CHANGE.name)
+    @activity.defn(name=messages.RECORD_CHANGE.name)
     async def record_change(self, change: Change) -> bool:
         self._same_cloud(change.cloud)
         try:
@@ -199,15 +191,15 @@ class Capabilities:
         """Every activity this worker offers: the fixed ones, a link letter for each lifecycle
         with a page, and a count for each fact the records know."""
         found: dict[str, Callable[..., Any]] = {
-            SEND_NOTICE.name: self.send_notice,
-            RECORD_CHANGE.name: self.record_change,
+            messages.SEND_NOTICE.name: self.send_notice,
+            messages.RECORD_CHANGE.name: self.record_change,
         }
         for lifecycle in self.lifecycles.values():
             if lifecycle.token_query:
-                name = send_link(lifecycle.token_query).name
+                name = messages.send_link(lifecycle.token_query).name
                 found[name] = _named(name, self.send_letter, SendLetter, IssuedToken)
         for fact in self.records.facts():
-            name = read_fact(fact).name
+            name = messages.read_fact(fact).name
 
             async def count(read: ReadFact, fact: str = fact) -> int:
                 return await self.read_fact(read.model_copy(update={"fact": read.fact or fact}))

@@ -59,6 +59,7 @@ from states.declaration import PartnerStaff
 from states.errors import problems
 from states.inert import csv_cell, terminal
 from states.models import (
+    STRICT,
     Cloud,
     Identifier,
     Origin,
@@ -285,8 +286,15 @@ def _actor(args: argparse.Namespace, default_partner_id: str) -> dict[str, str]:
     return found
 
 
+def _strict_id(partner_id: str | None) -> str | None:
+    """A partner id given on the command line, as new input is read (case-folded), or None."""
+    if partner_id is None:
+        return None
+    return _PartnerId.model_validate({"partner_id": partner_id}, context=STRICT).partner_id
+
+
 def _ids(args: argparse.Namespace) -> tuple[str, str]:
-    ids = _Ids(partner_id=args.partner, customer_id=args.customer)
+    ids = _Ids.model_validate({"partner_id": args.partner, "customer_id": args.customer}, context=STRICT)
     return ids.partner_id, ids.customer_id
 
 
@@ -344,7 +352,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
     }
     if referral:
         body["referred_by"] = args.referred_by
-    start = StartRelationship.model_validate(body)
+    start = StartRelationship.model_validate(body, context=STRICT)
     settings = _settings(args)
     client = await _connect(args, settings)
     _print_view(args, await client.start(start))
@@ -358,7 +366,7 @@ async def cmd_update(args: argparse.Namespace) -> int:
     model = RELATIONSHIP.commands[name].payload
     payload: dict[str, Any] = {"actor": _actor(args, partner_id)}
     payload |= {field: getattr(args, field) for field in model.model_fields if field != "actor"}
-    command = model.model_validate(payload)
+    command = model.model_validate(payload, context=STRICT)
     settings = _settings(args)
     client = await _connect(args, settings)
     view = await client.update(Cloud(args.cloud), workflow_id(partner_id, customer_id), name, command)
@@ -402,7 +410,10 @@ def _status(status: WorkflowExecutionStatus | None) -> str:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    query = list_query(args.state, args.partner, args.customer)
+    # Case-folded as ids are; each is checked as a query literal by `list_query`.
+    partner = args.partner.lower() if args.partner else None
+    customer = args.customer.lower() if args.customer else None
+    query = list_query(args.state, partner, customer)
     client = await _connect(args, _settings(args))
     found: list[dict[str, Any]] = []
     try:
@@ -456,10 +467,9 @@ def customer_rows(records: Records, cloud: Cloud, partner_id: str | None = None)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.partner is not None:
-        _PartnerId(partner_id=args.partner)
+    partner = _strict_id(args.partner)
     with _records(_settings(args)) as records:
-        rows = customer_rows(records, Cloud(args.cloud), args.partner)
+        rows = customer_rows(records, Cloud(args.cloud), partner)
     if args.json or args.format == "json":
         _print_json(rows)
         return Exit.OK
@@ -474,7 +484,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 async def cmd_import(args: argparse.Namespace) -> int:
     rows = importer.read_file(Path(args.file))
     actor = _actor(args, "any-partner")
-    PartnerCommand.model_validate({"actor": actor})  # one actor for every row: refuse it once, not per row
+    PartnerCommand.model_validate(
+        {"actor": actor}, context=STRICT
+    )  # one actor for every row: refuse it once, not per row
     client = await _connect(args, _settings(args))
     terminal = sys.stderr.isatty()
     result = await importer.import_rows(

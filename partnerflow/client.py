@@ -29,6 +29,7 @@ from runtime.converter import data_converter
 from states.errors import describe
 from states.inert import markdown
 from states.models import (
+    STRICT,
     AcceptInvitation,
     Cloud,
     DeclineInvitation,
@@ -124,7 +125,8 @@ def _checked(start: StartRelationship) -> StartRelationship:
     """Validated again: a model built with `model_construct` or `model_copy(update=...)` skipped
     its validators, and a refused start would otherwise come back as a closed workflow."""
     try:
-        return StartRelationship.model_validate(start.model_dump(mode="json", warnings=False, exclude_unset=True))
+        body = start.model_dump(mode="json", warnings=False, exclude_unset=True)
+        return StartRelationship.model_validate(body, context=STRICT)
     except ValidationError as error:
         raise InvalidInput(describe(error), None) from None
 
@@ -194,9 +196,9 @@ class Relationships:
 
     async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:
         try:
-            view: RelationshipView = await self._handle(cloud, workflow_id(partner_id, customer_id)).query(
-                "state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout
-            )
+            view: RelationshipView = await self._handle(
+                cloud, workflow_id(partner_id.lower(), customer_id.lower())
+            ).query("state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout)
             return view
         except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
             raise translate(error) from error
@@ -210,7 +212,7 @@ class Relationships:
         if declared is None or name not in RELATIONSHIP.updates:
             raise InvalidInput(f"update: {name} is not an update of {RELATIONSHIP.workflow_type}", "update")
         try:
-            command = declared.payload.model_validate(command.model_dump(mode="json", warnings=False))
+            command = declared.payload.model_validate(command.model_dump(mode="json", warnings=False), context=STRICT)
         except ValidationError as error:
             raise InvalidInput(f"{name}: {describe(error)}", "input") from None
         try:

@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from partnerflow.client import RelationshipError, Relationships, Unavailable
 from states.errors import problems as field_problems
 from states.inert import csv_cell
-from states.models import Cloud, Origin, StartRelationship
+from states.models import STRICT, Cloud, Origin, StartRelationship
 from states.relationship import RELATIONSHIP
 
 REQUIRED_COLUMNS: Final = ("partner_id", "partner_name", "customer_id", "company", "admin_email", "country")
@@ -171,7 +171,8 @@ def to_start(
             "customer": customer,
             "origin": Origin.INVITATION,
             "actor": {k: value for k, value in actor.items() if value is not None},
-        }
+        },
+        context=STRICT,
     )
 
 

@@ -71,7 +71,8 @@ class Csrf:
     def ok(self, visitor: str | None, relationship: str, field: str | None) -> bool:
         if not visitor or not field:
             return False
-        return hmac.compare_digest(self.token(visitor, relationship), str(field))
+        # Bytes: compare_digest refuses non-ASCII strings (a TypeError, not a refusal).
+        return hmac.compare_digest(self.token(visitor, relationship).encode(), str(field).encode("utf-8", "replace"))
 
 
 def real_client(scope: Scope, trusted_proxies: frozenset[str]) -> str:
@@ -113,7 +114,7 @@ class WrongTokenLimiter:
             self._misses.pop(next(iter(self._misses)))
 
 
-class _TooLarge(Exception):
+class _Disconnected(Exception):
     pass
 
 
@@ -134,43 +135,62 @@ class Hardened:
         self.max_query_bytes = max_query_bytes
         self.max_body_bytes = max_body_bytes
 
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole request body, read here (the page's forms are small); None past the limit,
+        declared or streamed: the app never buffers more."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _Disconnected  # a half-sent form is never acted on
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status, started = 500, False
+        status = 500
         scope.setdefault("state", {})["client"] = real_client(scope, self.trusted_proxies)
 
         async def send_hardened(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers += [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
                 message["headers"] = headers
             await send(message)
 
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
-                raise _TooLarge
-            return message
-
-        declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), b"0")
         try:
             if len(scope.get("query_string", b"")) > self.max_query_bytes:
                 await _plain(send_hardened, 414, "URI Too Long")
-            elif not declared.isdigit() or int(declared) > self.max_body_bytes:
+                return
+            declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), b"")
+            if declared and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+                await _plain(send_hardened, 413, "Content Too Large")  # refused before a byte is read
+                return
+            body = await self._body(receive)
+            if body is None:
                 await _plain(send_hardened, 413, "Content Too Large")
-            else:
-                await self.app(scope, receive_limited, send_hardened)
-        except _TooLarge:
-            if not started:
-                await _plain(send_hardened, 413, "Content Too Large")
+                return
+            delivered = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if delivered:
+                    return await receive()  # after the body: only a disconnect is left to wait for
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send_hardened)
+        except _Disconnected:
+            status = 499  # the client went away mid-body: nothing was done
         finally:
             query = scope.get("query_string", b"").decode("latin-1")
             client = scope["state"]["client"]

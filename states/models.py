@@ -13,7 +13,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 
@@ -62,7 +62,14 @@ def workflow_id(partner_id: str, customer_id: str) -> str:
     return RELATIONSHIP_ID.format(partner_id=partner_id, customer_id=customer_id)
 
 
-# Strict on purpose: the address validated is the address delivered. A dot-atom local part
+#: Validation context for input that arrives now (a caller's start or update). Without it the
+#: models read as they always did: a workflow replaying a start or an update accepted under
+#: older rules must read it the same way, or its history no longer replays.
+STRICT: dict[str, bool] = {"strict_input": True}
+
+_NOT_IN_ADDRESS = "@\\s<>\"',;\x00-\x1f\x7f"  # nor control characters: they would reach RCPT TO
+_LENIENT_EMAIL = re.compile(f"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\\.[^{_NOT_IN_ADDRESS}]+")
+# Strict, for new input: the address validated is the address delivered. A dot-atom local part
 # (no quotes, comments, route or group syntax: `list:@evil.example` is a group), and a domain
 # of DNS labels ending in a letter TLD (no IP literal: `a@[10.0.0.1].x` was delivered to the IP).
 _ATOM = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+"
@@ -74,10 +81,21 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _ENCODED_WORD = "=?"
 
 
-def _email(value: str) -> str:
-    if not _EMAIL.fullmatch(value) or _ENCODED_WORD in value or parseaddr(value) != ("", value):
+def _strict(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("strict_input"))
+
+
+def _email(value: str, info: ValidationInfo) -> str:
+    if not _LENIENT_EMAIL.fullmatch(value) or _ENCODED_WORD in value:
+        raise ValueError("must be an email address like name@example.com")
+    if _strict(info) and (not _EMAIL.fullmatch(value) or parseaddr(value) != ("", value)):
         raise ValueError("must be an email address like name@example.com")
     return value.lower()
+
+
+def _identifier(value: str, info: ValidationInfo) -> str:
+    # New input is case-folded: `P-100` and `p-100` are one partner (and one workflow id).
+    return value.lower() if _strict(info) else value
 
 
 def _plain_text(value: str) -> str:
@@ -90,8 +108,7 @@ def _plain_text(value: str) -> str:
 
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
-# Ids are case-folded: `P-100` and `p-100` are one partner (and one workflow id).
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"), AfterValidator(str.lower)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"), AfterValidator(_identifier)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_plain_text)]
 Reason = Annotated[str, Field(max_length=1000)]
 Token = Annotated[str, Field(min_length=1, max_length=200)]

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -352,3 +353,12 @@ async def test_importing_2000_rows_twice_invites_each_customer_once(
     assert all(again[n]["status"] == "already" and again[n]["state"] == "invited" for n in valid)
     assert {n for n, r in again.items() if r["status"] == "failed"} == set(INVALID)
     assert len(h.mail()) == len(valid)
+
+
+def test_the_installed_command_works_outside_the_repository(tmp_path: Path) -> None:
+    """The `partnerflow` script finds every package it needs as installed, not from the checkout
+    (a package missing from pyproject.toml once passed every test run from the repository root)."""
+    script = Path(sys.executable).parent / "partnerflow"
+    done = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "invite" in done.stdout and "permission" in done.stdout

@@ -17,9 +17,12 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
-from partnerflow.testing import Harness, actor, client_for, start_input
+from partnerflow.testing import ADMIN, Harness, actor, client_for, start_input
 from states.models import (
+    AcceptInvitation,
     Cloud,
+    CustomerAdmin,
+    DeclineInvitation,
     PartnerCommand,
     ReasonedCommand,
     SetPurchasePermission,
@@ -129,3 +132,20 @@ def test_server_errors_become_typed_errors_a_caller_can_retry_on(
 ) -> None:
     translated = translate(RPCError(message, status, b""))
     assert type(translated) is expected and message in str(translated)
+
+
+async def test_the_losing_answer_of_a_race_is_transition_not_allowed(
+    partnerflow_live_contract_queue: Harness, partnerflow_dev_env: WorkflowEnvironment
+) -> None:
+    """Declined first (the relationship ends), accepted second: the second is not allowed now,
+    which is not the same as a relationship that does not exist."""
+    h = partnerflow_live_contract_queue
+    handle = await h.start()
+    await h.wait_for_state(handle, "invited")
+    token, admin = h.token(), CustomerAdmin.model_validate(ADMIN)
+    client = relationships(partnerflow_dev_env)
+    await client.decline_invitation(Cloud.PUBLIC, handle.id, DeclineInvitation(token=token, customer_admin=admin))
+    assert (await handle.result()).state == "declined"
+    accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
+    with pytest.raises(TransitionNotAllowed, match="has ended"):
+        await client.accept_invitation(Cloud.PUBLIC, handle.id, accept)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from partnerflow.testing import ADMIN, Harness, actor, start_input
 from states.inert import csv_cell, markdown, terminal
-from states.models import Actor, Customer, StartRelationship
+from states.models import STRICT, Actor, Customer, StartRelationship
 
 HOSTILE = [
     "[Click to verify](http://evil.example)",
@@ -67,12 +67,16 @@ def test_control_sequences_never_reach_a_terminal() -> None:
 def test_an_address_is_refused_unless_it_is_exactly_one_deliverable_mailbox(address: str) -> None:
     """The address validated is the address delivered: no group, route, IP literal or comment."""
     with pytest.raises(ValidationError, match="must be an email address"):
-        Actor(user=address, role="sales_agent", partner_id="p-1")  # type: ignore[arg-type]
-    assert Customer(id="c", company="C", admin_email="A.B+x@Sub.Example.com").admin_email == "a.b+x@sub.example.com"
+        Actor.model_validate({"user": address, "role": "sales_agent", "partner_id": "p-1"}, context=STRICT)
+    customer = Customer.model_validate(
+        {"id": "c", "company": "C", "admin_email": "A.B+x@Sub.Example.com"}, context=STRICT
+    )
+    assert customer.admin_email == "a.b+x@sub.example.com"
 
 
 def test_ids_that_differ_only_by_case_are_one_id() -> None:
-    start = StartRelationship.model_validate(start_input(partner={"id": "P-100"}, actor=actor(partner_id="P-100")))
+    body = start_input(partner={"id": "P-100"}, actor=actor(partner_id="P-100"))
+    start = StartRelationship.model_validate(body, context=STRICT)
     assert start.partner.id == "p-100" and start.actor.partner_id == "p-100"
     assert start.workflow_id == start.workflow_id.lower()
 
@@ -95,3 +99,24 @@ def test_the_export_neutralises_formulas(tmp_path: object) -> None:
     writer = csv.writer(out)
     writer.writerow([csv_cell(v) for v in ["=cmd|' /C calc'!A0", "Contoso"]])
     assert next(csv.reader(io.StringIO(out.getvalue())))[0].startswith("'=")
+
+
+async def test_new_input_is_read_by_today_s_rules_in_the_workflow(partnerflow: Harness) -> None:
+    """Raw JSON (any SDK, the `temporal` CLI) meets the same rules: a start with an id in upper
+    case is refused, and so is an update whose actor's address is a group."""
+    from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+
+    body = start_input(partner={"id": "P-100"}, actor=actor(partner_id="P-100"))
+    refused = await partnerflow.client.start_workflow(
+        "Relationship", body, id=f"relationship/P-100/{body['customer']['id']}", task_queue=partnerflow.task_queue
+    )
+    partnerflow.handles.append(refused)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await refused.result()
+    assert "workflow_id must be relationship/p-100/" in str(failed.value.cause)
+
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    with pytest.raises(WorkflowUpdateFailedError) as update_refused:
+        await partnerflow.update(handle, "resend_invitation", {"actor": actor(user="list:@evil.example")})
+    assert "actor.user: must be an email address" in str(update_refused.value.cause)

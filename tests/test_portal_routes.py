@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import structlog
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.client import Relationships
@@ -186,3 +187,15 @@ async def test_no_log_line_carries_the_token(partnerflow_live: Harness, page: ht
     requests = [e for e in logs if e["event"] == "http.request"]
     assert len(requests) == 3 and all("token=[redacted]" in e["path"] or "?" not in e["path"] for e in requests)
     assert token not in repr(logs)
+
+
+async def test_a_relationship_whose_start_was_refused_is_not_a_valid_link(
+    partnerflow_live: Harness, page: httpx.AsyncClient
+) -> None:
+    """A start refused (an actor of another partner) leaves a failed workflow: its page says what
+    an unknown one says, nothing more."""
+    handle = await partnerflow_live.start(actor=actor(partner_id="p-evil"))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    shown = await page.get("/invitation", params={"relationship": handle.id, "token": "A" * 43})
+    assert shown.status_code == 404 and "not valid" in shown.text

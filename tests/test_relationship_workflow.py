@@ -218,12 +218,26 @@ async def test_the_customer_can_remove_the_partner(partnerflow: Harness) -> None
     view = await partnerflow.update(
         handle,
         "remove_partner",
-        {"customer_admin": {**ADMIN, "customer_id": customer_id}, "reason": "in-house now"},
+        {
+            "customer_admin": {"user": "Mallory", "email": "mallory@evil.example", "customer_id": customer_id},
+            "reason": "in-house now",
+        },
     )
     assert view.state == "ended"
-    assert view.audit[-1].actor_role == "customer_admin"
+    # As the customer portal says (unproven today: SECURITY.md, "Open").
+    assert (view.audit[-1].actor_role, view.audit[-1].actor_user) == ("customer_admin", "mallory@evil.example")
     removed = [m for m in partnerflow.mail() if "removed" in m["Subject"]]
     assert [m["To"] for m in removed] == ["alerts@fabrikam.example"]
+
+
+async def test_a_link_answer_is_audited_as_the_address_the_link_was_mailed_to(partnerflow: Harness) -> None:
+    """Whatever address the accept's payload names, the audit names the customer admin on record."""
+    handle = await partnerflow.start()
+    await partnerflow.wait_for_state(handle, "invited")
+    other = {"user": "Someone", "email": "someone@else.example"}
+    payload = {"token": partnerflow.token(), "customer_admin": other, "accept_agreement": True}
+    view = await partnerflow.update(handle, "accept_invitation", payload)
+    assert (view.audit[-1].actor_role, view.audit[-1].actor_user) == ("customer_admin", "admin@contoso.example")
 
 
 async def test_setting_the_permission_to_what_it_is_changes_nothing(partnerflow: Harness) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import workflow
@@ -73,7 +74,7 @@ async def test_todays_code_replays_the_history(path: Path) -> None:
 async def test_the_patch_is_what_keeps_v1_replaying(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `workflow.patched`, the v1 expiry history no longer replays: the guard matters."""
     real = workflow.patched
-    # Only the expiry notice's patch forced on: the engine's own patch still tells v1 apart.
+    # Only the expiry notice's patch forced on: any other patch keeps its own answer.
     monkeypatch.setattr(workflow, "patched", lambda patch_id: True if patch_id == EXPIRY_PATCH else real(patch_id))
     history = load(next(p for p in HISTORIES if p.name == "v1-invitation-expires.json"))
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
@@ -81,3 +82,29 @@ async def test_the_patch_is_what_keeps_v1_replaying(monkeypatch: pytest.MonkeyPa
     assert (
         "nondetermin" in str(result.replay_failure).lower() or "Nondeterminism" in type(result.replay_failure).__name__
     )
+
+
+async def test_a_history_begun_under_older_input_rules_still_replays() -> None:
+    """An id in upper case and an address today's rules refuse, accepted by v2: the engine reads
+    them as v2 did (today's rules apply to new input only), so the history replays unchanged."""
+
+    def rewrite(node: Any) -> Any:
+        """`p-100` as `P-100` everywhere, inside the (base64 JSON) payloads too; a non-ASCII admin."""
+        if isinstance(node, dict):
+            if set(node) >= {"metadata", "data"}:
+                text = base64.b64decode(node["data"]).decode()
+                text = text.replace("p-100", "P-100").replace("admin@contoso.example", "jürgen@contoso.example")
+                return {**node, "data": base64.b64encode(text.encode()).decode()}
+            return {k: rewrite(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node.replace("p-100", "P-100") if isinstance(node, str) else node
+
+    raw = json.loads(next(p for p in HISTORIES if p.name == "v2-whole-life.json").read_text())
+    edited = rewrite(raw)
+    started = edited["events"][0]["workflowExecutionStartedEventAttributes"]
+    body = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    assert body["partner"]["id"] == "P-100" and body["customer"]["admin_email"] == "jürgen@contoso.example"
+    history = WorkflowHistory.from_json(f"relationship/P-100/{body['customer']['id']}", edited)
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None

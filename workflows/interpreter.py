@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         read_fact,
         send_link,
     )
-    from states.models import InvitationLookup, InvitationStatus, InvitationView
+    from states.models import STRICT, InvitationLookup, InvitationStatus, InvitationView
     from states.names import NAMESPACES, ErrorType
     from states.tokens import is_live, token_hash
     from workflows.data import SYSTEM, Entry, LifeData, Who
@@ -69,6 +69,9 @@ SPENT_TOKENS_KEPT = 10
 #: How many applied update ids it remembers, to drop a retry that reaches a new run.
 RECENT_UPDATES_KEPT = 50
 
+#: Starts read differently by today's rules for new input than by the older ones.
+STRICT_INPUT_PATCH = "strict-new-input"
+
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -84,19 +87,33 @@ def _reject(kind: ErrorType, rule: str, message: str) -> ApplicationError:
 
 
 def _read_start(lifecycle: Lifecycle, inputs: tuple[Any, ...]) -> Any:
-    """The start input, validated here rather than by the data converter (see `__init__`)."""
+    """The start input, validated here rather than by the data converter (see `__init__`).
+
+    Read as it always was, so a history begun under older rules replays; where today's
+    stricter rules for new input (`STRICT`: case-folded ids, deliverable addresses) read it
+    differently, a run begun now is refused, behind a patch so that older runs are not."""
     model = lifecycle.start_model
     if len(inputs) != 1 or inputs[0] is None:
         got = "null" if inputs == (None,) else f"{len(inputs)} inputs"
         return _reject(
             ErrorType.INVALID_INPUT, "input", f"invalid {model.__name__}: input: must be one JSON object, got {got}"
         )
-    if isinstance(inputs[0], model):
-        return inputs[0]
+    raw = inputs[0].model_dump(mode="json") if isinstance(inputs[0], BaseModel) else inputs[0]
     try:
-        return model.model_validate(inputs[0])
+        start = model.model_validate(raw)
     except ValidationError as error:
         return _reject(ErrorType.INVALID_INPUT, "input", describe(error))
+    try:
+        strict = model.model_validate(raw, context=STRICT)
+    except ValidationError as error:
+        strict_error: ApplicationError | None = _reject(ErrorType.INVALID_INPUT, "input", describe(error))
+    else:
+        strict_error = None
+        if strict == start:
+            return start  # the common case: no patch, no extra events
+    if workflow.patched(STRICT_INPUT_PATCH):
+        return strict_error or strict
+    return start
 
 
 class Interpreter:
@@ -120,6 +137,8 @@ class Interpreter:
             # A continued run carries everything on: state, audit tail, deadlines.
             upgrade = self.lifecycle.upgrade
             self.d = LifeData.model_validate(upgrade(start.continued) if upgrade else start.continued)
+            # A field declared since the run continued starts at its first value.
+            self.d.fields = {**self.lifecycle.fields, **self.lifecycle.flags, **self.d.fields}
         else:
             self.d = LifeData(
                 state=str(self._begin_row().dest), fields={**self.lifecycle.fields, **self.lifecycle.flags}
@@ -207,7 +226,11 @@ class Interpreter:
         if isinstance(by, CustomerAdmin):
             if by.proof == "token":
                 self._claim_token(command.token, self._void_outcome(trigger))
-            who = Who(user=command.customer_admin.email, role="customer_admin")
+                # The address the link was mailed to, never one the payload types.
+                who = Who(user=self._start.customer.admin_email, role="customer_admin")
+            else:
+                # The customer portal's signed-in admin: as the portal says (see SECURITY.md).
+                who = Who(user=command.customer_admin.email, role="customer_admin")
         else:
             who = Who(user=command.actor.user, role=command.actor.role.value)
         update_id = workflow.current_update_info().id  # type: ignore[union-attr]
@@ -231,10 +254,17 @@ class Interpreter:
             self.d.recent_updates = [*self.d.recent_updates, update_id][-RECENT_UPDATES_KEPT:]
             return self._view()
 
-    def _validate(self, trigger: str, command: Any, fact: int | None = None) -> None:
-        """Refuse (raise) unless the policy and the machine both allow `trigger` now."""
+    def _validate(self, trigger: str, command: Any, fact: int | None = None, *, arriving: bool = False) -> None:
+        """Refuse (raise) unless the policy and the machine both allow `trigger` now. `arriving`:
+        the validator's first look, where the payload must also pass today's rules for new
+        input (validators never replay, so older accepted payloads are not read again here)."""
         if self._start_denial:
             raise self._start_denial
+        if arriving:
+            try:
+                type(command).model_validate(command.model_dump(mode="json"), context=STRICT)
+            except ValidationError as error:
+                raise self._rejection(trigger, ErrorType.INVALID_INPUT, "input", describe(error)) from None
         denial = policy.check(self.lifecycle, trigger, actor=getattr(command, "actor", None), start=self._start)
         if denial:
             raise self._rejection(trigger, ErrorType.PERMISSION_DENIED, denial.rule, denial.message)
@@ -346,7 +376,7 @@ class Interpreter:
             company=s.customer.company,
             fields={k: v for k, v in fields.items() if k not in lc.flags},
         )
-        await self._local(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}")
+        await self._call(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}", local=True)
         # The change is recorded: make it the workflow's truth.
         old_token = d.token_sha256
         d.seq, d.state, d.fields = seq, str(row.dest), fields
@@ -417,37 +447,27 @@ class Interpreter:
             token=send.token,
         )
         if not send.token:
-            await self._remote(SEND_NOTICE, letter, summary=f"{send.letter} email")
+            await self._call(SEND_NOTICE, letter, summary=f"{send.letter} email")
             return None
         assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
-        return await self._remote(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
+        return await self._call(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
 
     async def _read_fact(self, fact: str) -> int:
         s = self._start
         read = ReadFact(fact=fact, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id)
-        return await self._local(read_fact(fact), read, summary=f"guard: {fact}")
+        return await self._call(read_fact(fact), read, summary=f"guard: {fact}", local=True)
 
-    async def _remote(self, capability: Capability[A, R], arg: A, *, summary: str) -> R:
-        """An activity on the task queue (email): waits out outages with patient retries."""
-        result: R = await workflow.execute_activity(
+    async def _call(self, capability: Capability[A, R], arg: A, *, summary: str, local: bool = False) -> R:
+        """One capability, with patient retries that wait outages out. `local`: a quick database
+        step runs in the worker itself (no task-queue round trip, one marker in history instead
+        of three events); email goes through the task queue, where a slow server holds no task."""
+        run: Any = workflow.execute_local_activity if local else workflow.execute_activity
+        result: R = await run(
             capability.name,
             arg,
             result_type=capability.result,
             summary=summary,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=ACTIVITY_RETRY,
-        )
-        return result
-
-    async def _local(self, capability: Capability[A, R], arg: A, *, summary: str) -> R:
-        """A quick database step runs in the worker itself: no task-queue round trip, one
-        marker in history instead of three events. Retried like any activity (idempotent)."""
-        result: R = await workflow.execute_local_activity(
-            capability.name,
-            arg,
-            result_type=capability.result,
-            summary=summary,
-            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT,
+            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT if local else ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
         return result
@@ -560,7 +580,7 @@ def _update_handler(module: str, cls_name: str, trigger: str, payload: type[Base
         return await self._update(trigger, command)
 
     def validator(self: Interpreter, command: Any) -> None:
-        self._validate(trigger, command)
+        self._validate(trigger, command, arriving=True)
 
     handler.__annotations__ = {"command": payload, "return": view}
     validator.__annotations__ = {"command": payload, "return": None}
