@@ -187,7 +187,9 @@ class HandwrittenActivities:
 
     @activity.defn(name="record_change")
     async def record_change(self, row: Row) -> bool:
-        return await asyncio.to_thread(self.records.apply_change, Change(**asdict(row)))
+        values = asdict(row)
+        fields = {name: values.pop(name) for name in ("purchase_permission", "reinstated_count")}
+        return await asyncio.to_thread(self.records.apply_change, Change(**values, fields=fields))
 
     @activity.defn(name="count_active_subscriptions")
     async def count_active_subscriptions(self, key: CustomerKey) -> int:

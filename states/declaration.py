@@ -241,8 +241,7 @@ class Lifecycle:
         return next((d for d in self.deadlines if d.state == state), None)
 
     def guards(self) -> dict[str, Guard]:
-        found = {g.name: g for r in self.rows for g in (*r.guards, *((r.unchanged_if,) if r.unchanged_if else ()))}
-        return found
+        return {g.name: g for r in self.rows for g in (*r.guards, *((r.unchanged_if,) if r.unchanged_if else ()))}
 
     def workflow_id_for(self, start: Any) -> str:
         return self.workflow_id.format(partner_id=start.partner.id, customer_id=start.customer.id)

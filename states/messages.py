@@ -88,15 +88,6 @@ class Change(Audited):
     company: str
     fields: dict[str, bool | int | str] = {}
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_v2(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "fields" not in value:
-            v = dict(value)
-            v["fields"] = {k: v.pop(k) for k in ("purchase_permission", "reinstated_count") if k in v}
-            return v
-        return value
-
 
 class ReadFact(_Message):
     """A named fact a guard needs from the records (the billing feed's counts)."""

@@ -39,8 +39,7 @@ def change(seq: int, to_state: str = "invited", **kw: object) -> Change:
         actor_role="sales_agent",
         from_state=None,
         to_state=to_state,
-        purchase_permission=False,
-        reinstated_count=0,
+        fields={"purchase_permission": False, "reinstated_count": 0},
         at=NOW + timedelta(minutes=seq),
     )
     values.update(kw)
@@ -78,7 +77,11 @@ async def test_a_change_recorded_twice_is_one_audit_row(acts: Capabilities, part
 async def test_each_change_bumps_the_customer_rows_version(partnerflow_records: Records) -> None:
     partnerflow_records.apply_change(change(1))
     partnerflow_records.apply_change(change(2, "active", operation="AddCustomer", from_state="invited"))
-    partnerflow_records.apply_change(change(3, "active", operation="CreateSelfServePolicy", purchase_permission=True))
+    partnerflow_records.apply_change(
+        change(
+            3, "active", operation="CreateSelfServePolicy", fields={"purchase_permission": True, "reinstated_count": 0}
+        )
+    )
     row = partnerflow_records.customer("public", "p-1", "c-1")
     assert row is not None
     assert (row["version"], row["state"], row["purchase_permission"]) == (3, "active", True)

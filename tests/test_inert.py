@@ -93,12 +93,15 @@ async def test_the_web_ui_shows_names_and_addresses_as_text(partnerflow: Harness
     assert "<a " not in html and "evil.example" in html and "admin@contoso.example" in html
 
 
-def test_the_export_neutralises_formulas(tmp_path: object) -> None:
-    """What `partnerflow export` writes for a hostile company name opens as text."""
+def test_the_import_report_neutralises_formulas() -> None:
+    """What `partnerflow import` writes back for a hostile row opens as text in a spreadsheet."""
+    from partnerflow.importer import RowResult, write_report
+
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow([csv_cell(v) for v in ["=cmd|' /C calc'!A0", "Contoso"]])
-    assert next(csv.reader(io.StringIO(out.getvalue())))[0].startswith("'=")
+    hostile = RowResult(row=1, partner_id="p-1", customer_id="c-1", status="failed", error='=HYPERLINK("x")')
+    write_report(out, [hostile])
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row["error"] == '\'=HYPERLINK("x")' and row["partner_id"] == "p-1"
 
 
 async def test_new_input_is_read_by_today_s_rules_in_the_workflow(partnerflow: Harness) -> None:

@@ -65,8 +65,7 @@ async def test_a_worker_of_one_cloud_refuses_the_other_clouds_rows(partnerflow_r
         actor_role="sales_agent",
         from_state=None,
         to_state="invited",
-        purchase_permission=False,
-        reinstated_count=0,
+        fields={"purchase_permission": False, "reinstated_count": 0},
         at=datetime.now(UTC),
     )
     with pytest.raises(ApplicationError) as caught:

@@ -89,8 +89,7 @@ def change(seq: int | str, to_state: str = "invited", customer_id: str = "c-1", 
         actor_role="sales_agent",
         from_state=None,
         to_state=to_state,
-        purchase_permission=False,
-        reinstated_count=0,
+        fields={"purchase_permission": False, "reinstated_count": 0},
         at=NOW,
     )
     values.update(kw)
@@ -178,7 +177,11 @@ def test_each_change_bumps_the_version_and_lists_per_cloud(records: Records) -> 
     """Three changes make version 3 with the last state; the customer list is kept per cloud and partner."""
     records.apply_change(change(1))
     records.apply_change(change(2, "active", operation="AddCustomer", from_state="invited"))
-    records.apply_change(change(3, "active", operation="CreateSelfServePolicy", purchase_permission=True))
+    records.apply_change(
+        change(
+            3, "active", operation="CreateSelfServePolicy", fields={"purchase_permission": True, "reinstated_count": 0}
+        )
+    )
     records.apply_change(change(1, customer_id="c-2", cloud="usgov"))
     row = records.customer("public", "p-1", "c-1")
     assert row is not None

@@ -241,9 +241,8 @@ class Interpreter:
             if update_id in self.d.recent_updates:
                 return self._view()  # a caller's retry that reached a continued run: done already
             # Another update may have moved the state since this one was validated.
-            self._validate(trigger, command)
-            if self._unchanged(trigger, command):
-                return self._view()
+            if self._validate(trigger, command):
+                return self._view()  # already so: succeeds and changes nothing
             fact = None
             needs = self._needs(trigger)
             if needs:
@@ -254,10 +253,11 @@ class Interpreter:
             self.d.recent_updates = [*self.d.recent_updates, update_id][-RECENT_UPDATES_KEPT:]
             return self._view()
 
-    def _validate(self, trigger: str, command: Any, fact: int | None = None, *, arriving: bool = False) -> None:
-        """Refuse (raise) unless the policy and the machine both allow `trigger` now. `arriving`:
-        the validator's first look, where the payload must also pass today's rules for new
-        input (validators never replay, so older accepted payloads are not read again here)."""
+    def _validate(self, trigger: str, command: Any, fact: int | None = None, *, arriving: bool = False) -> bool:
+        """Refuse (raise) unless the policy and the machine both allow `trigger` now; True when
+        it is already so (a row's `unchanged_if`): it then succeeds and changes nothing.
+        `arriving`: the validator's first look, where the payload must also pass today's rules
+        for new input (validators never replay, so older accepted payloads are not read again)."""
         if self._start_denial:
             raise self._start_denial
         if arriving:
@@ -268,13 +268,15 @@ class Interpreter:
         denial = policy.check(self.lifecycle, trigger, actor=getattr(command, "actor", None), start=self._start)
         if denial:
             raise self._rejection(trigger, ErrorType.PERMISSION_DENIED, denial.rule, denial.message)
-        if self._unchanged(trigger, command):
-            return
-        machine, facts = self._machine(), self._facts(command, fact)
+        facts = self._facts(command, fact)
+        if any(r.unchanged_if and r.unchanged_if.holds(facts) for r in self._rows_here(trigger)):
+            return True
+        machine = self._machine()
         if not machine.may(trigger, facts):
             rule, message = machine.why_not(trigger, facts)
             kind = ErrorType.TRANSITION_NOT_ALLOWED if rule == "state" else ErrorType.GUARD_FAILED
             raise self._rejection(trigger, kind, rule, message)
+        return False
 
     @staticmethod
     def _rejection(trigger: str, kind: ErrorType, rule: str, message: str) -> ApplicationError:
@@ -285,11 +287,6 @@ class Interpreter:
 
     def _rows_here(self, trigger: str) -> list[Row]:
         return [r for r in self.lifecycle.rows_for(trigger) if self.d.state in r.sources]
-
-    def _unchanged(self, trigger: str, command: Any) -> bool:
-        """Already so (e.g. the permission it already has): succeeds and changes nothing."""
-        facts = self._facts(command)
-        return any(r.unchanged_if and r.unchanged_if.holds(facts) for r in self._rows_here(trigger))
 
     def _needs(self, trigger: str) -> str | None:
         return next((g.needs for r in self._rows_here(trigger) for g in r.guards if g.needs), None)
