@@ -37,6 +37,7 @@ from states.models import Cloud
 from states.names import TASK_QUEUE
 from workflows.arguments import ArgumentsInterceptor
 from workflows.lifecycles import WORKFLOWS
+from workflows.proving import ProofInterceptor
 
 log = structlog.get_logger("partnerflow.worker")
 
@@ -47,6 +48,11 @@ def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
     records = Records(settings.records_url)
     mailer = Mailer(settings.smtp.settings())
     link, key = settings.invitation.link_base_url, settings.invitation.resolved_token_key()
+    verifier = settings.verifier()
+    if verifier.mode == "trusted":
+        log.warning("worker.trusted_callers", hint="proof.mode is trusted: every caller is believed (SECURITY.md)")
+    elif not verifier.issuers:
+        log.warning("worker.no_issuers", hint="proof.issuers is empty: every start and partner update is refused")
     if key is None:
         log.warning(
             "worker.no_token_key",
@@ -54,7 +60,8 @@ def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
             " retried on another worker after a crash goes out again with a new link",
         )
     return {
-        cloud: Capabilities(records, mailer, link, cloud.value, token_key=key) for cloud in settings.temporal.clouds
+        cloud: Capabilities(records, mailer, link, cloud.value, token_key=key, verifier=verifier)
+        for cloud in settings.temporal.clouds
     }
 
 
@@ -82,7 +89,7 @@ def new_worker(
         task_queue=task_queue,
         workflows=classes,
         activities=activities.all(),
-        interceptors=[ArgumentsInterceptor(*classes)],
+        interceptors=[ArgumentsInterceptor(*classes), ProofInterceptor(activities.verifier)],
         max_cached_workflows=t.max_cached_workflows,
         # SIGTERM lets in-flight activities (an email mid-send) finish first.
         graceful_shutdown_timeout=timedelta(seconds=t.graceful_shutdown_s),

@@ -25,8 +25,9 @@ from activities.records import OutboxEntry, Records, utc_now
 from states import messages
 from states.declaration import LetterFacts, Lifecycle
 from states.lifecycles import LIFECYCLES
-from states.messages import Change, IssuedToken, ReadFact, SendLetter
+from states.messages import Admission, Admit, Change, IssuedToken, ReadFact, SendLetter
 from states.names import ErrorType
+from states.proof import Expected, Proven, Verifier
 from states.tokens import token_hash
 
 log = structlog.get_logger(__name__)
@@ -83,8 +84,10 @@ class Capabilities:
         cloud: str | None = None,
         token_key: bytes | None = None,
         lifecycles: Mapping[str, Lifecycle] = LIFECYCLES,
+        verifier: Verifier | None = None,
     ) -> None:
         self.records = records
+        self.verifier = verifier or Verifier()  # proven mode, no issuer: nothing is proven, all refused
         self.lifecycles = lifecycles  # whose letters this worker can write
         self.mailer = mailer
         self.link_base_url = link_base_url
@@ -179,6 +182,40 @@ class Capabilities:
         )
         return recorded
 
+    @activity.defn(name=messages.ADMIT.name)
+    async def admit_start(self, admit: Admit) -> Admission:
+        """A start's partner facts from the registry (the referrer too must be in it), and its
+        actor proven; the assertion is spent, so it starts no other run. A local activity: its
+        answer is recorded in the history, which never asks again."""
+        self._same_cloud(admit.cloud)
+        expected = Expected(
+            "partner_staff",
+            admit.action,
+            admit.workflow_id,
+            admit.actor_user,
+            admit.actor_partner_id,
+            admit.actor_role,
+        )
+        outcome = self.verifier.check(admit.proof, expected, now=utc_now())
+        if outcome is not None and not isinstance(outcome, Proven):
+            return Admission(rule=outcome.rule, message=outcome.message)
+        for partner_id in dict.fromkeys(p for p in (admit.partner_id, admit.referred_by) if p):
+            if await asyncio.to_thread(self.records.partner, admit.cloud, partner_id) is None:
+                return Admission(
+                    rule="partner",
+                    message=f"partner {partner_id} is not in the {admit.cloud} partner registry"
+                    " (partnerflow partner add)",
+                )
+        partner = await asyncio.to_thread(self.records.partner, admit.cloud, admit.partner_id)
+        if outcome is None:
+            return Admission(partner=partner)
+        fresh = await asyncio.to_thread(
+            self.records.use_proof, outcome.jti, outcome.issuer, admit.workflow_id, admit.run_id, outcome.expires_at
+        )
+        if not fresh:
+            return Admission(rule="proof", message="proof: already used (jti): mint a new one for each request")
+        return Admission(partner=partner, jti=outcome.jti, expires_at=outcome.expires_at)
+
     async def read_fact(self, read: ReadFact) -> int:
         """A named count from the records. Registered as `count_<fact>` per fact (see `all`)."""
         self._same_cloud(read.cloud)
@@ -193,6 +230,7 @@ class Capabilities:
         found: dict[str, Callable[..., Any]] = {
             messages.SEND_NOTICE.name: self.send_notice,
             messages.RECORD_CHANGE.name: self.record_change,
+            messages.ADMIT.name: self.admit_start,
         }
         for lifecycle in self.lifecycles.values():
             if lifecycle.token_query:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from states.messages import Change
+from states.models import Partner
 
 metadata = sa.MetaData()
 
@@ -47,6 +48,31 @@ customers = _current_rows(
     sa.Column("workflow_id", sa.String(250), nullable=False),
     sa.Column("purchase_permission", sa.Boolean, nullable=False, default=False),
     sa.Column("reinstated_count", sa.Integer, nullable=False, default=0),
+    sa.Column("admin_email", sa.String(254), nullable=True),  # where the invitation went
+)
+
+#: The partner registry: every partner fact a lifecycle uses comes from here.
+partners = sa.Table(
+    "partners",
+    metadata,
+    sa.Column("cloud", sa.String(16), primary_key=True),
+    sa.Column("partner_id", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("indirect_provider_id", sa.String(100), nullable=True),
+    sa.Column("contact_email", sa.String(254), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Assertions that started a lifecycle, by id: each starts one run, once.
+proofs_used = sa.Table(
+    "proofs_used",
+    metadata,
+    sa.Column("jti", sa.String(200), primary_key=True),
+    sa.Column("issuer", sa.String(200), nullable=False),
+    sa.Column("workflow_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
 audit = sa.Table(
@@ -255,6 +281,62 @@ class Records:
             ).mappings()
             return [dict(r) for r in rows]
 
+    # --- the partner registry ----------------------------------------------------------
+    def put_partner(self, cloud: str, partner: Partner, *, now: datetime) -> bool:
+        """Add or change a partner; True if it was new."""
+        if not partner.name:
+            raise ValueError("name: a registry entry needs the partner's name")
+        values = dict(
+            name=partner.name,
+            kind=partner.kind.value,
+            indirect_provider_id=partner.indirect_provider_id,
+            contact_email=partner.contact_email,
+            updated_at=now,
+        )
+        with self._tx() as conn:
+            existed = conn.execute(
+                sa.select(partners.c.partner_id).where(
+                    (partners.c.cloud == cloud) & (partners.c.partner_id == partner.id)
+                )
+            ).first()
+            conn.execute(
+                self._insert(partners)
+                .values(cloud=cloud, partner_id=partner.id, **values)
+                .on_conflict_do_update(index_elements=[partners.c.cloud, partners.c.partner_id], set_=values)
+            )
+        return existed is None
+
+    def partner(self, cloud: str, partner_id: str) -> Partner | None:
+        with self.engine.connect() as conn:
+            found = (
+                conn.execute(
+                    sa.select(partners).where((partners.c.cloud == cloud) & (partners.c.partner_id == partner_id))
+                )
+                .mappings()
+                .first()
+            )
+        return _partner(found) if found else None
+
+    def partner_list(self, cloud: str) -> list[Partner]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(partners).where(partners.c.cloud == cloud).order_by(partners.c.partner_id)
+            ).mappings()
+            return [_partner(r) for r in rows]
+
+    def use_proof(self, jti: str, issuer: str, workflow_id: str, run_id: str, expires_at: datetime) -> bool:
+        """Spend a start's assertion; False if another run already used it (a retry of the same
+        run finds its own row: True). Spent ones are forgotten once they expire."""
+        with self._tx() as conn:
+            conn.execute(sa.delete(proofs_used).where(proofs_used.c.expires_at < utc_now() - timedelta(hours=1)))
+            conn.execute(
+                self._insert_ignoring_duplicates(proofs_used).values(
+                    jti=jti, issuer=issuer, workflow_id=workflow_id, run_id=run_id, expires_at=expires_at
+                )
+            )
+            owner = conn.execute(sa.select(proofs_used.c.run_id).where(proofs_used.c.jti == jti)).scalar()
+        return owner == run_id
+
     # --- facts a guard may need -------------------------------------------------------
     def facts(self) -> dict[str, Callable[[str, str, str], int]]:
         """The named counts a guard may need, each about one customer (the billing feed's)."""
@@ -351,6 +433,16 @@ def _engine(url: str, echo: bool) -> Engine:
 
         return engine
     return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _partner(row: Any) -> Partner:
+    return Partner(
+        id=row["partner_id"],
+        name=row["name"],
+        kind=row["kind"],
+        indirect_provider_id=row["indirect_provider_id"],
+        contact_email=row["contact_email"],
+    )
 
 
 def utc_now() -> datetime:

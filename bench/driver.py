@@ -22,6 +22,9 @@ from urllib.parse import unquote
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from runtime.keys import Signer, ensure_dev_keys
+from states.models import Actor
+
 T = TypeVar("T")
 
 PARTNER = "p-bench"
@@ -33,8 +36,30 @@ LINK = re.compile(rb"relationship=([^&\s]+)&token=([A-Za-z0-9_-]+)")
 LIFECYCLE_TIMEOUT_S = 300.0
 
 
+#: The key every variant's requests are signed with (only partnerflow checks it): `make run`'s
+#: development key, whose public half the partnerflow worker is given (bench/worker.py).
+KEYS = Path(__file__).resolve().parent.parent / ".dev" / "keys"
+
+
+def signer() -> Signer:
+    ensure_dev_keys(KEYS)
+    return Signer.from_file("partner-services", KEYS / "partner-services.pem")
+
+
+SIGNER = signer()
+
+
+def signed(payload: dict[str, Any], action: str, wid: str) -> dict[str, Any]:
+    """A request as a backend service sends it: with a fresh assertion for its actor."""
+    return {**payload, "proof": SIGNER.for_actor(action, wid, Actor.model_validate(payload["actor"]))}
+
+
 def start_input(customer_id: str) -> dict[str, Any]:
-    """The contract's start input (CONTRACT.md), as raw JSON."""
+    """The contract's start input (CONTRACT.md), as raw JSON, signed."""
+    return signed(_start_input(customer_id), "invite", workflow_id(customer_id))
+
+
+def _start_input(customer_id: str) -> dict[str, Any]:
     return {
         "cloud": "public",
         "partner": {"id": PARTNER, "name": "Fabrikam", "kind": "direct"},
@@ -150,7 +175,7 @@ async def lifecycle(client: Client, task_queue: str, customer_id: str, inbox: In
     if _state(view) != "active":
         raise RuntimeError(f"{wid}: accept_invitation answered {_state(view)}")
     for name, payload, expected in steps:
-        view = await handle.execute_update(name, payload, result_type=dict)
+        view = await handle.execute_update(name, signed(payload, name, wid), result_type=dict)
         if _state(view) != expected:
             raise RuntimeError(f"{wid}: {name} answered {_state(view)}, not {expected}")
     return accept_ms

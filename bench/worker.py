@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.client import Client
@@ -26,11 +27,14 @@ from temporalio.worker import Worker
 from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
+from bench.driver import KEYS, PARTNER
 from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
 from bench.floor import FloorWorkflow
 from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
 from runtime import logs
 from runtime.converter import data_converter
+from states.models import Partner
+from states.proof import Issuer, Verifier, key_set
 from worker import new_worker, settle_memory
 
 VARIANTS = ("floor", "handwritten", "partnerflow")
@@ -52,7 +56,11 @@ async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
         worker = Worker(client, task_queue=args.task_queue, workflows=[HandwrittenRelationship], activities=hand.all())
         return worker, records
     client = await Client.connect(args.address, namespace=args.namespace, data_converter=data_converter)
-    activities = Capabilities(records, mailer, LINK_BASE, "public")
+    # Proven mode, as `make run`: the driver signs each request with the development key.
+    jwks = key_set((KEYS / "partner-services.jwks.json").read_text())
+    verifier = Verifier(issuers={"partner-services": Issuer("partner-services", jwks, frozenset({"partner_staff"}))})
+    records.put_partner("public", Partner(id=PARTNER, name="Fabrikam"), now=datetime.now(UTC))
+    activities = Capabilities(records, mailer, LINK_BASE, "public", verifier=verifier)
     return new_worker(client, activities, args.task_queue), records
 
 

@@ -39,7 +39,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import Records
-from partnerflow import importer
+from partnerflow import importer, partners
 from partnerflow.client import (
     GuardFailed,
     InvalidInput,
@@ -60,9 +60,11 @@ from states.errors import problems
 from states.inert import csv_cell, terminal
 from states.models import (
     STRICT,
+    Actor,
     Cloud,
     Identifier,
     Origin,
+    Partner,
     PartnerCommand,
     PartnerKind,
     RelationshipView,
@@ -103,14 +105,15 @@ ACTOR_ENV: Final[Mapping[str, str]] = {
 OPTION_FOR: Final[Mapping[str, str]] = {
     "partner.id": "PARTNER_ID",
     "partner_id": "PARTNER_ID",
-    "partner.name": "--partner-name",
-    "partner.kind": "--partner-kind",
-    "partner.indirect_provider_id": "--provider-id",
-    "partner": "--provider-id",
+    "name": "--name",
+    "kind": "--kind",
+    "indirect_provider_id": "--provider-id",
+    "contact_email": "--contact-email",
     "customer.id": "CUSTOMER_ID",
     "customer_id": "CUSTOMER_ID",
     "customer.company": "--company",
     "customer.admin_email": "--admin-email",
+    "admin_email": "--admin-email",
     "customer.country": "--country",
     "referred_by": "--referred-by",
     "actor.user": f"--user or {ACTOR_ENV['user']}",
@@ -137,6 +140,7 @@ EXPORT_COLUMNS: Final = (
     "workflow_id",
     "company",
     "state",
+    "admin_email",
     "purchase_permission",
     "reinstated_count",
     "created_at",
@@ -204,6 +208,7 @@ def _show_view(view: RelationshipView) -> None:
         ("cloud", view.cloud.value),
         ("partner", f"{view.partner_id} ({view.partner_name})"),
         ("customer", f"{view.customer_id} ({view.company})"),
+        ("admin", view.admin_email or "- (the referred partner gives it when it accepts)"),
         ("state", view.state.value),
         ("origin", view.origin.value),
         ("purchase", "allowed" if view.purchase_permission else "not allowed"),
@@ -298,8 +303,10 @@ def _ids(args: argparse.Namespace) -> tuple[str, str]:
     return ids.partner_id, ids.customer_id
 
 
-async def _connect(args: argparse.Namespace, settings: Settings) -> Relationships:
-    """A client for the chosen cloud only, connected as the configuration says (namespace, TLS, API key)."""
+async def _connect(args: argparse.Namespace, settings: Settings, *, sign: bool = False) -> Relationships:
+    """A client for the chosen cloud only, connected as the configuration says (namespace, TLS, API key);
+    `sign`: it signs for the actor it is given, with the configured signer (SECURITY.md)."""
+    signer = settings.signer_for_cli() if sign else None
     if args.address:
         settings = settings.model_copy(
             update={"temporal": settings.temporal.model_copy(update={"address": args.address})}
@@ -309,7 +316,7 @@ async def _connect(args: argparse.Namespace, settings: Settings) -> Relationship
         client = await connect(settings, cloud)
     except RuntimeError as error:
         raise Unavailable(f"Temporal is unavailable at {settings.temporal.address}: {error}") from error
-    return Relationships({cloud: client}, default_timers=settings.timers)
+    return Relationships({cloud: client}, default_timers=settings.timers, signer=signer)
 
 
 @contextmanager
@@ -335,18 +342,13 @@ class RecordsError(Exception):
 async def cmd_start(args: argparse.Namespace) -> int:
     """invite / refer."""
     referral = args.command == "refer"
-    partner: dict[str, Any] = {"id": args.partner, "name": args.partner_name, "kind": args.partner_kind}
-    if args.provider_id:
-        partner["indirect_provider_id"] = args.provider_id
+    customer = {"id": args.customer, "company": args.company, "country": args.country}
+    if not referral:
+        customer["admin_email"] = args.admin_email
     body: dict[str, Any] = {
         "cloud": args.cloud,
-        "partner": partner,
-        "customer": {
-            "id": args.customer,
-            "company": args.company,
-            "admin_email": args.admin_email,
-            "country": args.country,
-        },
+        "partner": {"id": args.partner},  # every other fact: the partner registry's
+        "customer": customer,
         "origin": Origin.REFERRAL if referral else Origin.INVITATION,
         "actor": _actor(args, args.referred_by if referral else args.partner),
     }
@@ -354,7 +356,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
         body["referred_by"] = args.referred_by
     start = StartRelationship.model_validate(body, context=STRICT)
     settings = _settings(args)
-    client = await _connect(args, settings)
+    client = await _connect(args, settings, sign=True)
     _print_view(args, await client.start(start))
     return Exit.OK
 
@@ -368,9 +370,82 @@ async def cmd_update(args: argparse.Namespace) -> int:
     payload |= {field: getattr(args, field) for field in model.model_fields if field != "actor"}
     command = model.model_validate(payload, context=STRICT)
     settings = _settings(args)
-    client = await _connect(args, settings)
+    client = await _connect(args, settings, sign=True)
     view = await client.update(Cloud(args.cloud), workflow_id(partner_id, customer_id), name, command)
     _print_view(args, view)
+    return Exit.OK
+
+
+def _partner_line(p: Partner) -> tuple[str, ...]:
+    return (p.id, p.name or "", p.kind.value, p.indirect_provider_id or "-", p.contact_email or "-")
+
+
+PARTNER_HEADER: Final = ("PARTNER ID", "NAME", "KIND", "PROVIDER", "CONTACT")
+
+
+def cmd_partner_add(args: argparse.Namespace) -> int:
+    fields = {"id": args.partner, "name": args.name, "kind": args.kind}
+    fields |= {
+        k: v for k, v in (("indirect_provider_id", args.provider_id), ("contact_email", args.contact_email)) if v
+    }
+    entry = partners.partner(fields)
+    with _records(_settings(args)) as records:
+        new = partners.Partners(records, Cloud(args.cloud)).add(entry)
+    if args.json:
+        _print_json({"partner": entry.model_dump(mode="json"), "added": new})
+    else:
+        _out(f"{entry.id} ({args.cloud}): {'added' if new else 'changed'}")
+    return Exit.OK
+
+
+def cmd_partner_show(args: argparse.Namespace) -> int:
+    with _records(_settings(args)) as records:
+        found = partners.Partners(records, Cloud(args.cloud)).show(args.partner)
+    if found is None:
+        raise NotFound(f"partner {args.partner} is not in the {args.cloud} partner registry")
+    if args.json:
+        _print_json(found.model_dump(mode="json"))
+    else:
+        _out(_table([_partner_line(found)], PARTNER_HEADER))
+    return Exit.OK
+
+
+def cmd_partner_list(args: argparse.Namespace) -> int:
+    with _records(_settings(args)) as records:
+        found = partners.Partners(records, Cloud(args.cloud)).all()
+    if args.json:
+        _print_json([p.model_dump(mode="json") for p in found])
+    else:
+        _out(_table([_partner_line(p) for p in found], PARTNER_HEADER))
+    return Exit.OK
+
+
+def cmd_partner_import(args: argparse.Namespace) -> int:
+    with Path(args.file).open(newline="", encoding="utf-8") as stream, _records(_settings(args)) as records:
+        results = partners.Partners(records, Cloud(args.cloud)).import_csv(stream)
+    failed = [r for r in results if r.outcome == "failed"]
+    if args.json:
+        _print_json([vars(r) for r in results])
+    else:
+        for r in results:
+            _out(f"row {r.row}: {r.partner_id or '-'} {r.outcome}" + (f": {r.error}" if r.error else ""))
+    return Exit.IMPORT_FAILED if failed else Exit.OK
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """One assertion for one request, for a script that drives partnerflow with another tool
+    (the `temporal` CLI, another SDK): its `proof` field. Made with the configured signer."""
+    partner_id, customer_id = _ids(args)
+    lifecycle_actions = {row.trigger for row in RELATIONSHIP.rows if isinstance(row.by, PartnerStaff)}
+    if args.action not in lifecycle_actions:
+        raise UsageError(f"ACTION must be one of {', '.join(sorted(lifecycle_actions))}")
+    default_partner = args.referred_by if args.action == "refer" and args.referred_by else partner_id
+    actor = Actor.model_validate(_actor(args, default_partner), context=STRICT)
+    signer = _settings(args).signer_for_cli()
+    if signer is None:
+        raise ConfigError("signer: set signer.issuer and signer.key_file (PARTNERFLOW_SIGNER__*)")
+    proof = signer.for_actor(args.action, workflow_id(partner_id, customer_id), actor)
+    _print_json({"proof": proof}) if args.json else _out(proof)
     return Exit.OK
 
 
@@ -487,7 +562,7 @@ async def cmd_import(args: argparse.Namespace) -> int:
     PartnerCommand.model_validate(
         {"actor": actor}, context=STRICT
     )  # one actor for every row: refuse it once, not per row
-    client = await _connect(args, _settings(args))
+    client = await _connect(args, _settings(args), sign=True)
     terminal = sys.stderr.isatty()
     result = await importer.import_rows(
         client,
@@ -574,12 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, parents=[actor], help=about, description=about)
         relationship(sub)
-        sub.add_argument("--partner-name", required=True)
         sub.add_argument("--company", required=True, help="the customer's company name")
-        sub.add_argument("--admin-email", required=True, help="the customer's global admin")
+        if name == "invite":  # a referral's: the referred partner gives it when it accepts
+            sub.add_argument("--admin-email", required=True, help="the customer's global admin")
         sub.add_argument("--country", default="US", help="ISO country code (default: US)")
-        sub.add_argument("--partner-kind", choices=[k.value for k in PartnerKind], default=PartnerKind.DIRECT.value)
-        sub.add_argument("--provider-id", help="the indirect provider (required for indirect_reseller)")
         if name == "refer":
             sub.add_argument("--referred-by", required=True, metavar="PARTNER_ID", help="the referring partner")
         sub.set_defaults(run=cmd_start)
@@ -597,6 +670,38 @@ def build_parser() -> argparse.ArgumentParser:
             elif field != "actor":
                 sub.add_argument(f"--{field.replace('_', '-')}", dest=field, default=info.default)
         sub.set_defaults(run=cmd_update)
+
+    sub = commands.add_parser("partner", help="the partner registry: every partner fact comes from it")
+    actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
+    adder = actions.add_parser("add", help="add a partner, or change one")
+    adder.add_argument("partner", metavar="PARTNER_ID")
+    adder.add_argument("--name", required=True)
+    adder.add_argument("--kind", choices=[k.value for k in PartnerKind], default=PartnerKind.DIRECT.value)
+    adder.add_argument("--provider-id", help="its indirect provider (required for indirect_reseller)")
+    adder.add_argument("--contact-email", help="where partner notices go (default: the user who sent the link)")
+    adder.set_defaults(run=cmd_partner_add)
+    shower = actions.add_parser("show", help="one partner")
+    shower.add_argument("partner", metavar="PARTNER_ID")
+    shower.set_defaults(run=cmd_partner_show)
+    actions.add_parser("list", help="every partner of the cloud").set_defaults(run=cmd_partner_list)
+    importer_ = actions.add_parser(
+        "import", help="add or change partners from a CSV file: " + ",".join(partners.COLUMNS)
+    )
+    importer_.add_argument("file", metavar="FILE.csv")
+    importer_.set_defaults(run=cmd_partner_import)
+
+    sub = commands.add_parser(
+        "sign",
+        parents=[actor],
+        help="an assertion (`proof`) for one request sent by another tool",
+        description="Prints a signed assertion that the actor may fire ACTION on the relationship, valid"
+        " for one request within a minute: the `proof` field of a start or update sent with the `temporal`"
+        " CLI or another SDK (SECURITY.md).",
+    )
+    sub.add_argument("action", metavar="ACTION", help="a start (invite, refer) or a partner update")
+    relationship(sub)
+    sub.add_argument("--referred-by", metavar="PARTNER_ID", help="refer: the referring partner (the actor's)")
+    sub.set_defaults(run=cmd_sign)
 
     sub = commands.add_parser("show", help="the state and the latest changes of one relationship")
     relationship(sub)
@@ -698,7 +803,7 @@ def _main(argv: list[str]) -> int:
         return _fail_validation(as_json, error)
     except UsageError as error:
         return _fail(as_json, "UsageError", str(error), Exit.USAGE)
-    except (ConfigError, importer.ImportFileError) as error:
+    except (ConfigError, importer.ImportFileError, partners.PartnerInvalid) as error:
         return _fail(as_json, type(error).__name__, str(error), Exit.USAGE)
     except RelationshipError as error:
         code = EXIT_CODES.get(type(error), Exit.ERROR)

@@ -6,6 +6,7 @@ Temporal's transport exceptions.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,17 +21,19 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from runtime.config import Settings
 from runtime.connection import connect
 from runtime.converter import data_converter
+from runtime.keys import Signer
 from states.errors import describe
 from states.inert import markdown
 from states.models import (
     STRICT,
     AcceptInvitation,
+    Actor,
     Cloud,
     DeclineInvitation,
     InvitationLookup,
@@ -139,10 +142,14 @@ class Relationships:
         clients: Mapping[Cloud, Client],
         rpc_timeout: timedelta = timedelta(seconds=10),
         default_timers: Timers | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.clients = dict(clients)
         self.rpc_timeout = rpc_timeout
         self.default_timers = default_timers  # temporal-dev.yml's, for starts that set none
+        # Signs each start and partner update for the actor it names (SECURITY.md); without
+        # one, a request goes with the proof its caller put in it, or none.
+        self.signer = signer
 
     @classmethod
     async def connect(
@@ -152,19 +159,20 @@ class Relationships:
         *,
         lazy: bool = False,
         default_timers: Timers | None = None,
+        signer: Signer | None = None,
     ) -> Relationships:
         clients = {}
         for cloud in clouds or list(Cloud):
             clients[cloud] = await Client.connect(
                 address, namespace=NAMESPACES[cloud], data_converter=data_converter, lazy=lazy
             )
-        return cls(clients, default_timers=default_timers)
+        return cls(clients, default_timers=default_timers, signer=signer)
 
     @classmethod
     async def from_settings(cls, settings: Settings, *, lazy: bool = False) -> Relationships:
         """Connected as the configuration says (address, namespaces, TLS or API key, timers)."""
         clients = {cloud: await connect(settings, cloud, lazy=lazy) for cloud in settings.temporal.clouds}
-        return cls(clients, default_timers=settings.timers)
+        return cls(clients, default_timers=settings.timers, signer=settings.signer_for_cli())
 
     def _handle(self, cloud: Cloud, wid: str) -> WorkflowHandle[Any, Any]:
         return self.clients[cloud].get_workflow_handle(wid)
@@ -175,15 +183,41 @@ class Relationships:
         Update-with-start answers once the start's change (records, email) is made,
         or with the reason the start was refused.
         """
+        return await self._start(self._prepared(start), WorkflowIDConflictPolicy.USE_EXISTING)
+
+    async def start_reporting(self, start: StartRelationship) -> tuple[RelationshipView, bool]:
+        """`start`, and whether this call's start created the relationship's workflow run.
+
+        Of calls made at the same time, the server lets exactly one create the run. Its
+        answer says which (`started`), but the SDK keeps that to itself for update-with-start,
+        so the start is first made with conflict policy FAIL, which only the creating call
+        passes; when a run is open already it is made again as `start` makes it (USE_EXISTING)
+        and reported as not created (also if that run closed in between and this call's
+        second start began a new one: True is never said twice for one run).
+        """
+        start = self._prepared(start)
+        try:
+            return await self._start(start, WorkflowIDConflictPolicy.FAIL), True
+        except WorkflowAlreadyStartedError:
+            return await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING), False
+
+    def _prepared(self, start: StartRelationship) -> StartRelationship:
         start = _checked(start)
         if "timers" not in start.model_fields_set and self.default_timers is not None:
             start = start.model_copy(update={"timers": self.default_timers})
+        if self.signer is not None and start.proof is None:
+            action = RELATIONSHIP.begin(start)
+            start = start.model_copy(update={"proof": self.signer.for_actor(action, start.workflow_id, start.actor)})
+        return start
+
+    async def _start(self, start: StartRelationship, policy: WorkflowIDConflictPolicy) -> RelationshipView:
+        """One update-with-start; a WorkflowAlreadyStartedError (policy FAIL only) is raised as is."""
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             RELATIONSHIP.workflow_type,
             start,
             id=start.workflow_id,
             task_queue=TASK_QUEUE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=policy,
             static_summary=markdown(RELATIONSHIP.summary(start)),  # names shown as typed, never as links
         )
         try:
@@ -191,6 +225,12 @@ class Relationships:
                 "started", start_workflow_operation=operation, result_type=RelationshipView
             )
             return view
+        except WorkflowAlreadyStartedError:
+            # The SDK set the same error on the operation's handle: retrieved, asyncio logs
+            # no "Future exception was never retrieved" when the operation is collected.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await operation.workflow_handle()
+            raise
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
             raise translate(error) from error
 
@@ -215,6 +255,9 @@ class Relationships:
             command = declared.payload.model_validate(command.model_dump(mode="json", warnings=False), context=STRICT)
         except ValidationError as error:
             raise InvalidInput(f"{name}: {describe(error)}", "input") from None
+        actor = getattr(command, "actor", None)
+        if self.signer is not None and isinstance(actor, Actor) and getattr(command, "proof", "") is None:
+            command = command.model_copy(update={"proof": self.signer.for_actor(name, wid, actor)})
         try:
             # No RPC deadline: an update is awaited until the workflow has made the change
             # (activities wait out outages; a crashed worker's task moves to another one).

@@ -23,6 +23,7 @@ from partnerflow.mailsink import MailSink
 from runtime import logs, search_attributes
 from runtime.config import Settings, load
 from runtime.connection import connect
+from runtime.keys import ensure_dev_keys
 from runtime.process import exit_without_teardown, run
 from states.names import NAMESPACES
 
@@ -107,6 +108,8 @@ def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
             f"  Invitation page http://{settings.portal.host}:{settings.portal.port}/invitation"
             f"  (log: {dev_dir}/portal.log)",
             f"  Records         {settings.records_url}",
+            "  Partners        partnerflow partner add p-100 --name Fabrikam   (the registry; a start needs one)",
+            f"  Proven actors   {settings.proof.mode}: the CLI signs with {settings.signer.key_file}",
             f"  Metrics         http://{settings.metrics.prometheus}/metrics" if settings.metrics.prometheus else "",
             "",
         ]
@@ -125,6 +128,13 @@ def with_dev_token_key(settings: Settings, dev_dir: Path) -> Settings:
     return settings.model_copy(update={"invitation": invitation})
 
 
+def with_dev_signing_keys(settings: Settings) -> None:
+    """`make run` is in proven mode: the development issuers' keys, made once beside the
+    configured signer's (.dev/keys/), so the CLI's assertions verify (SECURITY.md)."""
+    if settings.signer.key_file:
+        ensure_dev_keys(settings.resolve(settings.signer.key_file).parent)
+
+
 async def _main() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
@@ -132,6 +142,7 @@ async def _main() -> None:
     dev_dir.mkdir(parents=True, exist_ok=True)
     maildir = settings.resolve(settings.mail_sink.maildir)
     settings = with_dev_token_key(settings, dev_dir)
+    with_dev_signing_keys(settings)
     server = start_temporal(settings, dev_dir)
     sink: MailSink | None = None
     portal: subprocess.Popen[bytes] | None = None

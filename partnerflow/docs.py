@@ -28,6 +28,7 @@ from states.declaration import (
     Publish,
     Send,
     Set,
+    Take,
     Timer,
     VoidToken,
 )
@@ -69,6 +70,8 @@ def effect(e: Effect) -> str:
         return f"letter `{e.letter}` to {e.to.value.replace('_', ' ')}" + (" (new link)" if e.token else "")
     if isinstance(e, Set):
         return f"`{e.field}` = {e.value}"
+    if isinstance(e, Take):
+        return f"`{e.field}` = the caller's `{e.path}`"
     if isinstance(e, Add):
         return f"`{e.field}` + {e.amount}" + (f" if `{e.if_set}`" if e.if_set else "")
     if isinstance(e, VoidToken):

@@ -1,11 +1,13 @@
 """Bulk invitations from a CSV file: validate every row, start them with bounded concurrency.
 
 Each valid row becomes a `StartRelationship` (origin `invitation`) and goes through
-`Relationships.start`, which is idempotent (update-with-start, USE_EXISTING): running
-the same file twice invites nobody twice. A relationship already open is recognised
+`Relationships.start_reporting`, which is idempotent (update-with-start; an open run is
+reused) and tells whether its start created the run: running the same file twice, or
+twice at once, invites nobody twice. A relationship already open is recognised
 first by a describe (Temporal alone, no worker), so a rerun is quick. Every row ends up in the report as
-`invited`, `already` (the relationship existed before this run) or `failed` (with the
-field and rule, or the server's refusal).
+`invited` (this run's start created the relationship), `already` (it was open before, or
+another start created it: of two imports of one file at once, one says `invited` and the
+other `already`) or `failed` (with the field and rule, or the server's refusal).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import csv
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -239,22 +240,22 @@ async def _open_state(client: Relationships, start: StartRelationship) -> str | 
     return described.typed_search_attributes.get(STATE_KEY)
 
 
-async def _start_one(client: Relationships, start: StartRelationship, run_started: datetime) -> tuple[str, str]:
+async def _start_one(client: Relationships, start: StartRelationship) -> tuple[str, str]:
     """(status, state) of one start; raises the RelationshipError that refused it."""
     state = await _open_state(client, start)
     if state is not None:
         return ALREADY, state
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            view = await client.start(start)
+            view, created = await client.start_reporting(start)
             break
         except RelationshipError as error:
             if attempt == ATTEMPTS or not _transient(error):
                 raise
             await asyncio.sleep(0.5 * attempt)
-    # The relationship's first recorded change is older than this run: it existed already.
-    existed = bool(view.audit) and view.audit[0].at < run_started
-    return (ALREADY if existed else INVITED), view.state.value
+    # Whether this start created the run, as the server decided it: times cannot tell, since
+    # another import's start may create the run after this import began.
+    return (INVITED if created else ALREADY), view.state.value
 
 
 async def import_rows(
@@ -276,7 +277,6 @@ async def import_rows(
     """
     rows = list(rows)
     clock = time.monotonic()
-    run_started = datetime.now(UTC)
     bar = progress(len(rows)) if progress else None
     results: dict[int, RowResult] = {}
     starts: list[tuple[Row, StartRelationship]] = []
@@ -310,7 +310,7 @@ async def import_rows(
     async def run(row: Row, start: StartRelationship) -> None:
         async with gate:
             try:
-                status, state = await asyncio.wait_for(_start_one(client, start, run_started), timeout)
+                status, state = await asyncio.wait_for(_start_one(client, start), timeout)
                 result = RowResult(row.number, start.partner.id, start.customer.id, status, state)
             except TimeoutError:
                 message = f"Timeout: no answer in {timeout:g} s (the start may still complete: run the import again)"

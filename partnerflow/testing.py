@@ -17,6 +17,10 @@ Fixtures:
   with namespaces `relationships` and `relationships-usgov` and the search attributes.
 - `partnerflow_mail` / `partnerflow_records`: the sink and the records, per test.
 
+The kit's worker runs in proven mode with keys of its own (`KIT_KEYS`): the harness
+signs each start and update for the actor it names (`prove=False` sends one unsigned)
+and adds a start's partners to the registry (`register=False` leaves them out).
+
 Needs pytest-asyncio with session-scoped loops (`asyncio_default_fixture_loop_scope
 = "session"` and `asyncio_default_test_loop_scope = "session"`).
 """
@@ -25,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -47,9 +52,11 @@ from activities.records import Records
 from partnerflow.mailsink import MailSink
 from runtime import search_attributes
 from runtime.converter import data_converter
+from runtime.keys import Signer, public_jwks
 from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
-from states.models import Cloud, RelationshipView, State, Timers
+from states.models import STRICT, Actor, Cloud, Partner, RelationshipView, StartRelationship, State, Timers
 from states.names import NAMESPACES
+from states.proof import Issuer, Verifier, key_set
 from states.relationship import RELATIONSHIP
 from worker import new_worker
 
@@ -68,7 +75,8 @@ def free_port() -> int:
 def start_input(**overrides: Any) -> dict[str, Any]:
     """A valid start input as raw JSON (CONTRACT.md), with a fresh customer id.
 
-    Nested dicts are merged: `start_input(partner={"kind": "indirect_provider"})`.
+    Nested dicts are merged: `start_input(partner={"kind": "indirect_provider"})`; a None
+    in one leaves its key out: `start_input(customer={"admin_email": None})`.
     """
     body: dict[str, Any] = {
         "cloud": "public",
@@ -84,10 +92,111 @@ def start_input(**overrides: Any) -> dict[str, Any]:
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(body.get(key), dict):
-            body[key] = {**body[key], **value}
+            merged = {**body[key], **value}
+            body[key] = {k: v for k, v in merged.items() if v is not None}
         else:
             body[key] = value
     return body
+
+
+@dataclass(frozen=True)
+class KitKeys:
+    """The kit's two issuers, made in memory: a partner service's and a customer portal's."""
+
+    partners: Signer
+    customers: Signer
+
+    @classmethod
+    def make(cls) -> KitKeys:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from runtime.keys import key_id
+
+        signers = []
+        for issuer in ("kit-partner-services", "kit-customer-portal"):
+            key = Ed25519PrivateKey.generate()
+            signers.append(Signer(issuer, key, key_id(key.public_key())))
+        return cls(*signers)
+
+    def signer_env(self, folder: Path) -> dict[str, str]:
+        """The environment that makes the `partnerflow` CLI sign with the kit's partner key."""
+        from cryptography.hazmat.primitives import serialization
+
+        pem = self.partners.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        path = folder / "kit-partner-services.pem"
+        path.write_bytes(pem)
+        path.chmod(0o600)
+        return {"PARTNERFLOW_SIGNER__ISSUER": self.partners.issuer, "PARTNERFLOW_SIGNER__KEY_FILE": str(path)}
+
+    def issuers_env(self, folder: Path) -> dict[str, str]:
+        """The environment that makes a configured worker believe the kit's two issuers."""
+        issuers = []
+        for signer, kind in ((self.partners, "partner_staff"), (self.customers, "customer_admin")):
+            path = folder / f"{signer.issuer}.jwks.json"
+            path.write_text(json.dumps(public_jwks(signer.key)))
+            issuers.append({"name": signer.issuer, "jwks_file": str(path), "asserts": [kind]})
+        return {"PARTNERFLOW_PROOF__ISSUERS": json.dumps(issuers)}
+
+    def verifier(self) -> Verifier:
+        return Verifier(
+            "proven",
+            issuers={
+                self.partners.issuer: Issuer(
+                    self.partners.issuer, key_set(public_jwks(self.partners.key)), frozenset({"partner_staff"})
+                ),
+                self.customers.issuer: Issuer(
+                    self.customers.issuer, key_set(public_jwks(self.customers.key)), frozenset({"customer_admin"})
+                ),
+            },
+        )
+
+
+KIT_KEYS = KitKeys.make()
+
+
+def sign_start(body: dict[str, Any], lifecycle: Lifecycle = RELATIONSHIP) -> dict[str, Any]:
+    """`body` with an assertion for its actor, as a calling service would mint it (left as it is
+    when it does not read as a start: a test of bad input)."""
+    try:
+        start = StartRelationship.model_validate(body)
+    except ValueError:
+        return body
+    proof = KIT_KEYS.partners.for_actor(lifecycle.begin(start), lifecycle.workflow_id_for(start), start.actor)
+    return {**body, "proof": proof}
+
+
+def sign_update(payload: dict[str, Any], action: str, workflow_id: str) -> dict[str, Any]:
+    """`payload` with an assertion for whoever it names: partner staff (`actor`) or, for the
+    customer portal's updates, the customer's admin (`customer_admin.customer_id`)."""
+    if not isinstance(payload, dict):
+        return payload  # a test of a payload that is no object: sent as it is
+    admin = payload.get("customer_admin")
+    if isinstance(admin, dict) and "customer_id" in admin and "token" not in payload:
+        user = str(admin.get("email", ""))
+        return {**payload, "proof": KIT_KEYS.customers.for_customer(action, workflow_id, admin["customer_id"], user)}
+    try:
+        who = Actor.model_validate(payload.get("actor"))
+    except ValueError:
+        return payload
+    return {**payload, "proof": KIT_KEYS.partners.for_actor(action, workflow_id, who)}
+
+
+def register_partners(records: Records, body: dict[str, Any], cloud: str | None = None) -> None:
+    """A start's partner (and referrer) in the registry, with the facts its body gives."""
+    cloud = cloud or str(body.get("cloud", "public"))
+    given = body.get("partner")
+    facts: dict[str, Any] = given if isinstance(given, dict) else {}
+    entries = [{**facts, "name": facts.get("name") or "Fabrikam"}]
+    if body.get("referred_by"):
+        entries.append({"id": body["referred_by"], "name": f"Partner {body['referred_by']}"})
+    for entry in entries:
+        try:
+            partner = Partner.model_validate(entry, context=STRICT)  # ids as a start reads them
+        except ValueError:
+            continue
+        records.put_partner(cloud, partner, now=datetime.now(UTC))
 
 
 def actor(role: str = "sales_agent", partner_id: str = "p-100", user: str = "sam@fabrikam.example") -> dict[str, str]:
@@ -131,6 +240,7 @@ START_OVERRIDES: dict[str, dict[str, Any]] = {
     "invite": {"origin": "invitation"},
     "refer": {
         "origin": "referral",
+        "customer": {"admin_email": None},  # the referred partner gives it (accept_referral)
         "referred_by": "dist-1",
         "actor": {"user": "d@dist.example", "role": "sales_agent", "partner_id": "dist-1"},
     },
@@ -148,9 +258,16 @@ class Harness:
     task_queue: str
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
-    async def start(self, body: dict[str, Any] | None = None, **overrides: Any) -> WorkflowHandle[Any, Any]:
-        """Start a relationship from raw JSON (`start_input(**overrides)` by default)."""
+    async def start(
+        self, body: dict[str, Any] | None = None, *, prove: bool = True, register: bool = True, **overrides: Any
+    ) -> WorkflowHandle[Any, Any]:
+        """Start a relationship from raw JSON (`start_input(**overrides)` by default), its actor
+        proven and its partners registered unless told otherwise."""
         body = body or start_input(**overrides)
+        if register:
+            register_partners(self.records, body)
+        if prove and "proof" not in body:
+            body = sign_start(body)
         wid = RELATIONSHIP.workflow_id.format(partner_id=body["partner"]["id"], customer_id=body["customer"]["id"])
         handle = await self.client.start_workflow(
             RELATIONSHIP.workflow_type, body, id=wid, task_queue=self.task_queue, result_type=RelationshipView
@@ -193,6 +310,8 @@ class Harness:
                 body[name] = True  # yes/no fields: the one that changes something
             elif name == "reason":
                 body[name] = "test kit"
+            elif name == "admin_email":
+                body[name] = ADMIN["email"]
         return body
 
     async def wait_for_state(self, handle: WorkflowHandle[Any, Any], state: str | None = None) -> RelationshipView:
@@ -211,8 +330,13 @@ class Harness:
         result: RelationshipView = await handle.query("state", result_type=RelationshipView)
         return result
 
-    async def update(self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any]) -> RelationshipView:
-        """Send an update as raw JSON, as any SDK or the `temporal` CLI would."""
+    async def update(
+        self, handle: WorkflowHandle[Any, Any], name: str, payload: dict[str, Any], *, prove: bool = True
+    ) -> RelationshipView:
+        """Send an update as raw JSON, as any SDK or the `temporal` CLI would (signed for its actor
+        unless `prove` is False or it carries a proof)."""
+        if prove and "proof" not in payload:
+            payload = sign_update(payload, name, handle.id)
         result: RelationshipView = await handle.execute_update(name, payload, result_type=RelationshipView)
         return result
 
@@ -260,11 +384,17 @@ async def running(
     cloud: Cloud = Cloud.PUBLIC,
     task_queue: str | None = None,
     link_base: str = LINK_BASE,
+    verifier: Verifier | None = None,
 ) -> AsyncIterator[Harness]:
-    """partnerflow's worker on `env`; relationships it started are ended on exit."""
-    activities = Capabilities(records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value)
+    """partnerflow's worker on `env` (proven mode, believing `KIT_KEYS`, unless `verifier` says
+    otherwise); relationships it started are ended on exit."""
+    activities = Capabilities(
+        records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value, verifier=verifier or KIT_KEYS.verifier()
+    )
     client = client_for(env, cloud)
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
+    # The registry holds the partners of `start_input` and of a referral (START_OVERRIDES).
+    register_partners(records, start_input(**START_OVERRIDES["refer"]), cloud.value)
     async with new_worker(client, activities, task_queue):
         harness = Harness(env, client, sink, records, task_queue)
         yield harness

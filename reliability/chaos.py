@@ -33,14 +33,17 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
+from activities.records import Records
 from partnerflow.client import Relationships, Unavailable
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
-from partnerflow.testing import ADMIN, BIN, actor, free_port, start_input
+from partnerflow.testing import ADMIN, BIN, actor, free_port, register_partners, start_input
 from reliability.inbox import Inbox
 from runtime import search_attributes
 from runtime.converter import data_converter
+from runtime.keys import Signer, ensure_dev_keys
 from states.models import (
+    Actor,
     Cloud,
     InvitationLookup,
     InvitationStatus,
@@ -187,6 +190,7 @@ class Chaos:
         self.inbox = Inbox(work / "mail")
         self.worker: WorkerProcess | None = None
         self.client: Client | None = None
+        self.signer: Signer | None = None  # temporal-dev.yml's partner-services key, as `make run` makes it
         self.starts: list[StartRelationship] = []
         self._calm = asyncio.Event()  # set while the worker must stay up (the end of the run)
         self._server_down = asyncio.Event()
@@ -202,6 +206,9 @@ class Chaos:
             from runtime.migrate import upgrade
 
             upgrade(self.postgres.url)
+            register_partners(Records(self.postgres.url), start_input(partner={"id": PARTNER}))
+            ensure_dev_keys(ROOT / ".dev" / "keys")  # the worker believes temporal-dev.yml's issuers
+            self.signer = Signer.from_file("partner-services", ROOT / ".dev" / "keys" / "partner-services.pem")
             self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port)
             self.worker.start()
             self.tally.worker_starts += 1
@@ -262,7 +269,8 @@ class Chaos:
 
     async def life(self, start: StartRelationship) -> None:
         wid = start.workflow_id
-        view = await self.patiently(Relationships(self.clients()).start, start)
+        assert self.signer is not None
+        view = await self.patiently(Relationships(self.clients(), signer=self.signer).start, start)
         used: set[str] = set()
         for n, name in enumerate(STEPS):
             payload: dict[str, Any]
@@ -289,8 +297,10 @@ class Chaos:
         return {Cloud.PUBLIC: self.client}
 
     async def update(self, wid: str, name: str, payload: dict[str, Any], update_id: str) -> RelationshipView:
-        assert self.client is not None
+        assert self.client is not None and self.signer is not None
         handle = self.client.get_workflow_handle(wid)
+        if "actor" in payload:  # signed per attempt: a retry after an outage carries a fresh proof
+            payload = {**payload, "proof": self.signer.for_actor(name, wid, Actor.model_validate(payload["actor"]))}
         view: RelationshipView = await handle.execute_update(name, payload, id=update_id, result_type=RelationshipView)
         return view
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from temporalio.service import TLSConfig
 
 from activities.email import SmtpSettings
+from runtime.keys import Signer
 from states.errors import problems
 from states.models import Cloud, Timers
 from states.names import NAMESPACES
+from states.proof import ALGORITHMS, DEFAULT_AUDIENCE, Issuer, Kind, Verifier, key_set
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "temporal-dev.yml"
@@ -181,6 +184,56 @@ class PortalSettings(_Section):
     csrf_key: SecretStr | None = None
 
 
+class IssuerSettings(_Section):
+    """A calling service whose assertions the worker believes, for the claims it may make."""
+
+    name: str = Field(min_length=1)
+    jwks_file: str  # its public keys, a JSON Web Key Set
+    asserts: list[Kind] = Field(min_length=1)  # partner_staff and/or customer_admin
+    partners: list[str] | None = None  # the partners it may speak for (unset: any)
+
+
+class ProofSettings(_Section):
+    """Proven actors (SECURITY.md). `trusted` believes whatever a caller says: only for a
+    namespace that no one but your own services can reach."""
+
+    mode: Literal["proven", "trusted"] = "proven"
+    audience: str = DEFAULT_AUDIENCE
+    max_lifetime_s: int = Field(300, ge=10, le=3600)
+    issuers: list[IssuerSettings] = []  # none, in proven mode: every request is refused
+
+    def verifier(self, resolve: Any) -> Verifier:
+        """The worker's verifier, keys read now: a bad key set stops the worker, naming it."""
+        issuers = {}
+        for i, issuer in enumerate(self.issuers):
+            where = f"proof.issuers[{i}].jwks_file"
+            text = _secret_file(str(resolve(issuer.jwks_file)), where)
+            try:
+                keys = key_set(text or "")
+            except Exception as error:  # PyJWT raises several kinds: all mean an unusable key set
+                raise ConfigError(f"{where}: not a usable JSON Web Key Set ({type(error).__name__})") from None
+            if any(k.algorithm_name not in ALGORITHMS for k in keys.keys):
+                raise ConfigError(f"{where}: keys must sign with {', '.join(ALGORITHMS)}")
+            partners = frozenset(issuer.partners) if issuer.partners is not None else None
+            issuers[issuer.name] = Issuer(issuer.name, keys, frozenset(issuer.asserts), partners)
+        return Verifier(self.mode, self.audience, issuers, timedelta(seconds=self.max_lifetime_s))
+
+
+class SignerSettings(_Section):
+    """How partnerflow's own CLI and client sign for the user they are given (unset: they do not)."""
+
+    issuer: str | None = None
+    key_file: str | None = None  # the private key (PEM), readable by its owner only
+
+    def signer(self, resolve: Any, audience: str) -> Signer | None:
+        if not self.issuer or not self.key_file:
+            return None
+        path = resolve(self.key_file)
+        if not path.is_file():
+            raise ConfigError(f"signer.key_file: no such file: {self.key_file} (make run makes a development key)")
+        return Signer.from_file(self.issuer, path, audience=audience)
+
+
 class MetricsSettings(_Section):
     # host:port of the worker's Prometheus endpoint (/metrics); empty turns it off.
     prometheus: str = "127.0.0.1:9464"
@@ -202,6 +255,14 @@ class Settings(_Section):
     timers: Timers = Timers()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    proof: ProofSettings = ProofSettings()
+    signer: SignerSettings = SignerSettings()
+
+    def verifier(self) -> Verifier:
+        return self.proof.verifier(self.resolve)
+
+    def signer_for_cli(self) -> Signer | None:
+        return self.signer.signer(self.resolve, self.proof.audience)
 
     def resolve(self, path: str) -> Path:
         """Relative paths in the file are relative to the project root."""

@@ -74,7 +74,7 @@ class Guard:
 
 
 class Recipient(StrEnum):
-    CUSTOMER_ADMIN = "customer_admin"  # the customer's global admin, as the start input names them
+    CUSTOMER_ADMIN = "customer_admin"  # the customer's global admin: the record field `admin_email`
     PARTNER_CONTACT = "partner_contact"  # the partner's contact address, else the user who sent the link
     REQUESTER = "requester"  # the partner user who started the lifecycle (a referral's referrer)
 
@@ -102,6 +102,20 @@ class Set:
 
 
 @dataclass(frozen=True)
+class Take:
+    """A record field takes a value the caller gives: `path` in the command (a start row's: the
+    start input), dotted. Nothing changes where the caller gave none."""
+
+    field: str
+    path: str
+
+    def value(self, command: Any) -> Any:
+        for name in self.path.split("."):
+            command = getattr(command, name, None)
+        return command
+
+
+@dataclass(frozen=True)
 class Add:
     """A record field grows by `amount`, where the flag `if_set` (if given) is on."""
 
@@ -124,7 +138,7 @@ class Publish:
     event: str
 
 
-Effect = Send | Set | Add | VoidToken | Publish
+Effect = Send | Set | Take | Add | VoidToken | Publish
 
 # --- rows, commands, deadlines, the lifecycle ----------------------------------------
 
@@ -198,7 +212,7 @@ class Lifecycle:
     rows: tuple[Row, ...]
     commands: Mapping[str, Command]
     deadlines: tuple[Deadline, ...]
-    fields: Mapping[str, bool | int | str]  # record fields and their first values
+    fields: Mapping[str, bool | int | str | None]  # record fields and their first values
     flags: Mapping[str, bool | int | str]  # the workflow's own fields, never recorded
     start_model: type[BaseModel]
     view_model: type[BaseModel]
@@ -268,7 +282,7 @@ def _problems(lc: Lifecycle) -> Any:
         for effect in row.effects:
             if isinstance(effect, Send) and effect.letter not in lc.letters:
                 yield f"{row.trigger}: no text for letter {effect.letter}"
-            if isinstance(effect, Set | Add) and effect.field not in {**lc.fields, **lc.flags}:
+            if isinstance(effect, Set | Take | Add) and effect.field not in {**lc.fields, **lc.flags}:
                 yield f"{row.trigger}: unknown field {effect.field}"
             if isinstance(effect, Send) and effect.token and not lc.deadline_in(row.dest):
                 yield f"{row.trigger}: a link letter needs a deadline on {row.dest} (the link's expiry)"

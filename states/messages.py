@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from states.models import Partner
+
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R")
 
@@ -86,7 +88,7 @@ class Change(Audited):
     customer_id: str
     workflow_id: str
     company: str
-    fields: dict[str, bool | int | str] = {}
+    fields: dict[str, bool | int | str | None] = {}
 
 
 class ReadFact(_Message):
@@ -98,6 +100,31 @@ class ReadFact(_Message):
     customer_id: str
 
 
+class Admit(_Message):
+    """A start to admit: its partners must be in the registry, its actor proven by `proof`."""
+
+    cloud: str
+    workflow_id: str
+    run_id: str
+    action: str
+    partner_id: str
+    referred_by: str | None = None
+    actor_user: str
+    actor_role: str
+    actor_partner_id: str
+    proof: str | None = None
+
+
+class Admission(_Message):
+    """The registry's partner for an admitted start; else the rule and the words that refuse it."""
+
+    partner: Partner | None = None
+    rule: str | None = None
+    message: str | None = None
+    jti: str | None = None  # the start's assertion, spent: the workflow remembers it
+    expires_at: datetime | None = None
+
+
 # The activities' names are what the workflow called them before the engine, derived now
 # instead of written: a running relationship replays the very same commands, with no patch
 # (a patch adds two events to every history), and an activity it scheduled before a deploy
@@ -106,6 +133,8 @@ class ReadFact(_Message):
 #: A letter without a link (a notice, a reminder): answers its Message-ID.
 SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
+#: A start's admission: the partner registry's facts and the proof of its actor, recorded once.
+ADMIT: Capability[Admit, Admission] = Capability("admit_start", Admit, Admission)
 
 
 def send_link(token_query: str) -> Capability[SendLetter, IssuedToken]:

@@ -13,7 +13,16 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 
@@ -118,8 +127,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
 
+Proof = Annotated[str, Field(min_length=1, max_length=8192)]
+
+
 class Actor(_Model):
-    """The partner user acting, as the calling service authenticated them."""
+    """The partner user acting, as the calling service authenticated them (and proves: `proof`)."""
 
     user: Email
     role: Role
@@ -127,10 +139,11 @@ class Actor(_Model):
 
 
 class Partner(_Model):
-    """The reseller that keeps the customer account."""
+    """The reseller that keeps the customer account. In a start only `id` is believed: every other
+    fact is the partner registry's (a start for a partner not in it is refused)."""
 
     id: Identifier
-    name: Name
+    name: Name | None = None
     kind: PartnerKind = PartnerKind.DIRECT
     indirect_provider_id: Identifier | None = None
     contact_email: Email | None = None  # where partner notices go; else the inviting user
@@ -147,7 +160,8 @@ class Customer(_Model):
 
     id: Identifier
     company: Name
-    admin_email: Email
+    # Required to invite. A referral leaves it out: the referred partner decides it (accept_referral).
+    admin_email: Email | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
 
 
@@ -177,15 +191,23 @@ class StartRelationship(_Model):
     origin: Origin
     actor: Actor
     referred_by: Identifier | None = None
+    proof: Proof | None = None  # a signed assertion that the actor may start it (SECURITY.md)
     timers: Timers = Timers()
     # The state a continued run (continue-as-new) carries on. Internal: not in the
     # published schema, and refused unless the run really is a continuation.
     continued: SkipJsonSchema[dict[str, Any] | None] = None
 
     @model_validator(mode="after")
-    def _referrer_for_referrals(self) -> StartRelationship:
+    def _referrer_for_referrals(self, info: ValidationInfo) -> StartRelationship:
         if self.origin is Origin.REFERRAL and not self.referred_by:
             raise ValueError("referred_by is required when origin is referral")
+        if self.origin is Origin.INVITATION and not self.customer.admin_email:
+            raise ValueError("customer.admin_email is required when origin is invitation")
+        if self.origin is Origin.REFERRAL and self.customer.admin_email and _strict(info):
+            # The referrer never chooses where the referred partner's invitation goes.
+            raise ValueError(
+                "customer.admin_email must be left out of a referral: the referred partner gives it in accept_referral"
+            )
         return self
 
     @property
@@ -197,9 +219,24 @@ class StartRelationship(_Model):
 
 
 class PartnerCommand(_Model):
-    """An update sent by a partner user (accept_referral, resend_invitation, reinstate)."""
+    """An update sent by a partner user (resend_invitation, reinstate)."""
 
     actor: Actor
+    proof: Proof | None = None  # a signed assertion that `actor` may send it (SECURITY.md)
+
+
+class AcceptReferral(PartnerCommand):
+    """The referred partner takes the referral on, and says where the invitation goes."""
+
+    # Optional only so that a referral accepted before this field existed replays; new input needs it.
+    admin_email: Annotated[Email | None, Field(validate_default=True)] = None
+
+    @field_validator("admin_email")
+    @classmethod
+    def _address_for_new_input(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and _strict(info):
+            raise ValueError("is required: the customer's global admin, who gets the invitation")
+        return value
 
 
 class ReasonedCommand(PartnerCommand):
@@ -242,6 +279,7 @@ class DeclineInvitation(_Model):
 class RemovePartner(_Model):
     customer_admin: RemovingAdmin
     reason: Reason = ""
+    proof: Proof | None = None  # the customer portal's signed assertion (SECURITY.md)
 
 
 # --- views ----------------------------------------------------------------------
@@ -271,6 +309,7 @@ class RelationshipView(_Model):
     customer_id: str
     partner_name: str
     company: str
+    admin_email: str | None = None  # where the invitation goes (a referral's: once accepted)
     origin: Origin
     invitation_expires_at: datetime | None
     audit: tuple[AuditEntry, ...]

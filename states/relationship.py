@@ -24,12 +24,14 @@ from states.declaration import (
     Send,
     Set,
     Snapshot,
+    Take,
     Timer,
     VoidToken,
 )
 from states.models import (
     RELATIONSHIP_ID,
     AcceptInvitation,
+    AcceptReferral,
     AuditEntry,
     Cloud,
     DeclineInvitation,
@@ -98,14 +100,16 @@ SAME_CUSTOMER = Guard(
 
 # --- effects -----------------------------------------------------------------------------
 INVITE = Send("invitation", CUSTOMER, token=True)
+# Where the invitation goes: the inviting partner says so, or the referred one when it accepts.
+ADMIN_FROM_START, ADMIN_FROM_REFERRED = Take("admin_email", "customer.admin_email"), Take("admin_email", "admin_email")
 PERMISSION_OFF = Set("purchase_permission", False)  # [ours] the permission ends with the relationship
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
     #   trigger                    sources                            dest                  operation                            by             guards                        effects
-    Row("invite",                  (),                                S.INVITED,            "CreateCustomerInvitation",          STAFF,         (),                           (INVITE, Publish("reseller-relationship-invitation-created"))),
+    Row("invite",                  (),                                S.INVITED,            "CreateCustomerInvitation",          STAFF,         (),                           (ADMIN_FROM_START, INVITE, Publish("reseller-relationship-invitation-created"))),
     Row("refer",                   (),                                S.REFERRED,           "CreateReferral",                    REFERRER,      (),                           (Publish("referral-created"),)),
-    Row("accept_referral",         (S.REFERRED,),                     S.INVITED,            "UpdateReferral",                    REFERRED,      (),                           (INVITE, Publish("referral-updated"))),
+    Row("accept_referral",         (S.REFERRED,),                     S.INVITED,            "UpdateReferral",                    REFERRED,      (),                           (ADMIN_FROM_REFERRED, INVITE, Publish("referral-updated"))),
     Row("decline_referral",        (S.REFERRED,),                     S.REFERRAL_DECLINED,  "UpdateReferral",                    REFERRED,      (),                           (Send("referrer_declined", REQUESTER), Publish("referral-updated"))),
     Row("expire_referral",         (S.REFERRED,),                     S.REFERRAL_EXPIRED,   "UpdateReferral",                    TIMER,         (),                           (Send("referrer_expired", REQUESTER), Publish("referral-expired"))),
     Row("resend_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.INVITED,            "ResendCustomerInvitation",          STAFF,         (),                           (INVITE, Publish("reseller-relationship-invitation-resent"))),
@@ -121,7 +125,7 @@ ROWS: tuple[Row, ...] = (
 )
 
 COMMANDS: dict[str, Command] = {
-    "accept_referral":         Command(PartnerCommand,        "accept a referral: the invitation goes out",         "accept-referral"),
+    "accept_referral":         Command(AcceptReferral,        "accept a referral: the invitation goes to admin_email", "accept-referral"),
     "decline_referral":        Command(ReasonedCommand,       "decline a referral",                                 "decline-referral"),
     "resend_invitation":       Command(PartnerCommand,        "send a new invitation (the old link stops working)", "resend"),
     "cancel_invitation":       Command(ReasonedCommand,       "cancel an invitation",                               "cancel"),
@@ -149,12 +153,19 @@ def view(snap: Snapshot) -> RelationshipView:
         cloud=s.cloud,
         partner_id=s.partner.id,
         customer_id=s.customer.id,
-        partner_name=s.partner.name,
+        partner_name=s.partner.name or s.partner.id,
         company=s.customer.company,
+        admin_email=admin_email(snap),
         origin=s.origin,
         invitation_expires_at=snap.token_expires_at if snap.state == S.INVITED else None,
         audit=tuple(AuditEntry.model_validate(e, from_attributes=True) for e in snap.audit),
     )
+
+
+def admin_email(snap: Snapshot) -> str | None:
+    """The field, or the start input's for a relationship begun before the field was kept."""
+    found = snap.fields.get("admin_email") or snap.start.customer.admin_email
+    return str(found) if found else None
 
 
 def from_v2(continued: dict[str, Any]) -> dict[str, Any]:
@@ -178,13 +189,14 @@ RELATIONSHIP = Lifecycle(
     rows=ROWS,
     commands=COMMANDS,
     deadlines=DEADLINES,
-    fields={"purchase_permission": False, "reinstated_count": 0},
+    fields={"purchase_permission": False, "reinstated_count": 0, "admin_email": None},
     flags={"reinstating": False},
     start_model=StartRelationship,
     view_model=RelationshipView,
     begin=lambda start: "refer" if start.origin == "referral" else "invite",
     view=view,
-    summary=lambda s: f"{s.customer.company} ← {s.partner.name} ({s.cloud.value})",
+    # The partner's id, not a name: the registry's name is in the details, once the start is admitted.
+    summary=lambda s: f"{s.customer.company} ← {s.partner.id} ({s.cloud.value})",
     state_attribute="RelationshipState",
     token_expiry_attribute="InvitationExpiresAt",
     token_query="invitation",

@@ -6,14 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
+from activities.records import Records
 from partnerflow.client import Relationships
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import BIN, TOKEN_IN_LINK, client_for, free_port
-from states.models import Cloud
+from partnerflow.testing import BIN, KIT_KEYS, TOKEN_IN_LINK, client_for, free_port
+from runtime.keys import Signer, ensure_dev_keys
+from runtime.migrate import upgrade
+from states.models import Cloud, Partner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +62,23 @@ class Deployment:
             "PARTNERFLOW_METRICS__PROMETHEUS": self.metrics,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        ensure_dev_keys(ROOT / ".dev" / "keys")  # temporal-dev.yml's issuers, as `make run` makes them
+
+    @property
+    def signer(self) -> Signer:
+        """What `make run`'s CLI signs with (temporal-dev.yml's `signer`): the worker believes it."""
+        return Signer.from_file("partner-services", ROOT / ".dev" / "keys" / "partner-services.pem")
+
+    def register(self, *partner_ids: str, cloud: str = "public", **facts: Any) -> None:
+        """Partners in the registry, as an operator adds them (`partnerflow partner add`)."""
+        upgrade(self.records_url)
+        records = Records(self.records_url)
+        try:
+            for partner_id in partner_ids:
+                entry = Partner.model_validate({"name": f"Partner {partner_id}", **facts, "id": partner_id})
+                records.put_partner(cloud, entry, now=datetime.now(UTC))
+        finally:
+            records.dispose()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -89,8 +111,9 @@ class Deployment:
         )
 
     def tokens(self) -> list[str]:
-        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
+        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(str(m.get_payload()))]
 
 
 def relationships_on(env: WorkflowEnvironment) -> Relationships:
-    return Relationships({cloud: client_for(env, cloud) for cloud in Cloud})
+    """The typed client, signing for its actors with the kit's partner-services key."""
+    return Relationships({cloud: client_for(env, cloud) for cloud in Cloud}, signer=KIT_KEYS.partners)

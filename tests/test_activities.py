@@ -20,7 +20,7 @@ from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
-from states.messages import Change, ReadFact, SendLetter, read_fact, send_link
+from states.messages import ADMIT, Change, ReadFact, SendLetter, read_fact, send_link
 from states.tokens import token_hash
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -113,7 +113,7 @@ async def test_an_invitation_retried_is_sent_once_with_one_token(
     first = await env.run(acts.send_letter, invitation())
     again = await env.run(acts.send_letter, invitation())
     [message] = partnerflow_mail.messages()
-    [token] = TOKEN_IN_LINK.findall(message.get_payload())
+    [token] = TOKEN_IN_LINK.findall(str(message.get_payload()))
     assert first == again and first.token_sha256 == token_hash(token)
     assert f"{LINK_BASE}/invitation?relationship=relationship%2Fp-1%2Fc-1&token={token}" in message.get_payload()
     assert len(token) >= 43  # 256 bits, url-safe base64
@@ -135,7 +135,7 @@ async def test_an_attempt_that_died_mid_send_leaves_one_live_token(
     up = Capabilities(partnerflow_records, acts.mailer, LINK_BASE, token_key=key)  # another worker, the same key
     issued = await ActivityEnvironment().run(up.send_letter, invitation())
     [message] = partnerflow_mail.messages()
-    [token] = TOKEN_IN_LINK.findall(message.get_payload())
+    [token] = TOKEN_IN_LINK.findall(str(message.get_payload()))
     assert issued.token_sha256 == token_hash(token) == token_hash(link_token(key, invitation().key))
     entry = partnerflow_records.outbox_entry(invitation().key)
     assert entry and (entry.status, entry.attempts) == ("sent", 2)
@@ -193,7 +193,7 @@ async def test_the_token_is_never_logged_or_stored(
     """Only the email holds the token: not the logs, not the database file."""
     with structlog.testing.capture_logs() as logs:
         await ActivityEnvironment().run(acts.send_letter, invitation())
-    [token] = TOKEN_IN_LINK.findall(partnerflow_mail.messages()[0].get_payload())
+    [token] = TOKEN_IN_LINK.findall(str(partnerflow_mail.messages()[0].get_payload()))
     assert logs and token not in repr(logs)
     partnerflow_records.dispose()
     for db_file in tmp_path.glob("records.db*"):
@@ -219,6 +219,7 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
     assert {
         "send_notice",
         "record_change",
+        ADMIT.name,
         send_link("invitation").name,
         read_fact("active_subscriptions").name,
     } == set(by_name)

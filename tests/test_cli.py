@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.records import Records
 from partnerflow import importer
 from partnerflow.cli import ACTOR_ENV, main
-from partnerflow.testing import ADMIN, Harness, free_port, poll
+from partnerflow.testing import ADMIN, KIT_KEYS, Harness, free_port, poll
 
 pytestmark = pytest.mark.server
 
@@ -57,10 +57,14 @@ def cli(
     partnerflow_records: Records,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> Cli:
-    """`partnerflow --address <dev server> ...` in a thread, with the worker's records database."""
+    """`partnerflow --address <dev server> ...` in a thread, with the worker's records database,
+    signing with the kit's partner-services key (the kit's worker believes it)."""
     address = partnerflow_dev_env.client.service_client.config.target_host
     monkeypatch.setenv("PARTNERFLOW_RECORDS__URL", partnerflow_records.url)
+    for name, value in KIT_KEYS.signer_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
     for name in ACTOR_ENV.values():
         monkeypatch.delenv(name, raising=False)
 
@@ -77,13 +81,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+async def new_partner(cli: Cli, prefix: str = "p") -> str:
+    """A fresh partner id, added to the registry with the CLI (as an operator would)."""
+    partner = new_id(prefix)
+    added = await cli("partner", "add", partner, "--name", "Fabrikam")
+    assert added.code == 0, added.err
+    return partner
+
+
 def invite_args(partner: str, customer: str, *extra: str, email: str = "admin@contoso.example") -> list[str]:
     return [
         "invite",
         partner,
         customer,
-        "--partner-name",
-        "Fabrikam",
         "--company",
         "Contoso Ltd",
         "--admin-email",
@@ -98,7 +108,7 @@ async def test_invite_then_show_and_list(
     """An invitation by the actor of the environment is shown as JSON and as a table, and listed."""
     monkeypatch.setenv(ACTOR_ENV["user"], "sam@fabrikam.example")
     monkeypatch.setenv(ACTOR_ENV["role"], "sales_agent")
-    partner, customer = new_id("p"), new_id("c")
+    partner, customer = await new_partner(cli), new_id("c")
     wid = f"relationship/{partner}/{customer}"
 
     invited = await cli(*invite_args(partner, customer))
@@ -132,7 +142,7 @@ async def test_a_wrong_role_exits_3_and_sends_nothing(cli: Cli, partnerflow_live
     """A helpdesk agent may not invite: PermissionDenied names the rule, on stderr and as JSON."""
     run = await cli(
         "--json",
-        *invite_args(new_id("p"), new_id("c"), "--user", "hd@fabrikam.example", "--role", "helpdesk_agent"),
+        *invite_args(await new_partner(cli), new_id("c"), "--user", "hd@fabrikam.example", "--role", "helpdesk_agent"),
     )
     assert run.code == 3
     assert run.err.startswith("partnerflow: PermissionDenied: invite rejected: actor.role helpdesk_agent")
@@ -142,7 +152,7 @@ async def test_a_wrong_role_exits_3_and_sends_nothing(cli: Cli, partnerflow_live
 
 async def test_ending_an_invitation_exits_4(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """An invited relationship cannot end: TransitionNotAllowed, and the state stays."""
-    partner, customer = new_id("p"), new_id("c")
+    partner, customer = await new_partner(cli), new_id("c")
     assert (await cli(*invite_args(partner, customer, *SAM))).code == 0
     ended = await cli("end", partner, customer, *SAM, "--reason", "too early")
     assert ended.code == 4 and ended.err.startswith("partnerflow: TransitionNotAllowed: ")
@@ -157,7 +167,7 @@ async def test_showing_an_unknown_customer_exits_5(cli: Cli, partnerflow_live_co
 
 async def test_bad_input_exits_2_naming_the_field(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """A bad email never reaches Temporal; the error names the field, its option and its rule."""
-    run = await cli("--json", *invite_args(new_id("p"), new_id("c"), *SAM, email="not-an-email"))
+    run = await cli("--json", *invite_args(await new_partner(cli), new_id("c"), *SAM, email="not-an-email"))
     assert run.code == 2
     assert run.err.startswith("partnerflow: InvalidInput: customer.admin_email (--admin-email): must be an email")
     assert run.json()["error"]["fields"] == [
@@ -167,7 +177,7 @@ async def test_bad_input_exits_2_naming_the_field(cli: Cli, partnerflow_live_con
             "rule": "must be an email address like name@example.com",
         }
     ]
-    no_actor = await cli(*invite_args(new_id("p"), new_id("c")))
+    no_actor = await cli(*invite_args(await new_partner(cli), new_id("c")))
     assert no_actor.code == 2 and "actor.user (--user or PARTNERFLOW_ACTOR_USER): Field required" in no_actor.err
     quoted = await cli("list", "--partner", "x' OR 'a' = 'a")
     assert quoted.code == 2 and quoted.err.startswith("partnerflow: UsageError: --partner must not contain")
@@ -200,7 +210,7 @@ async def test_the_module_as_a_process_exits_with_the_code(partnerflow_dev_env: 
 async def test_subscriptions_hold_up_the_end(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """With active subscriptions the end is refused (4); with none it ends; permission needs an admin."""
     h = partnerflow_live_contract_queue
-    partner, customer = new_id("p"), new_id("c")
+    partner, customer = await new_partner(cli), new_id("c")
     wid = f"relationship/{partner}/{customer}"
     assert (await cli(*invite_args(partner, customer, *SAM))).code == 0
     await h.update(
@@ -228,20 +238,23 @@ async def test_subscriptions_hold_up_the_end(cli: Cli, partnerflow_live_contract
 
 async def test_a_referral_waits_until_accepted(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """The referring partner's actor refers; the partner accepts and the invitation goes out."""
-    partner, customer, referrer = new_id("p"), new_id("c"), new_id("r")
+    partner, customer, referrer = await new_partner(cli), new_id("c"), await new_partner(cli, "r")
     referred = await cli(
-        "refer", partner, customer, "--partner-name", "Fabrikam", "--company", "Contoso Ltd",
-        "--admin-email", "admin@contoso.example", "--referred-by", referrer, *SAM,
+        "refer", partner, customer, "--company", "Contoso Ltd", "--referred-by", referrer, *SAM,
     )  # fmt: skip
     assert referred.code == 0 and ": referred" in referred.out and partnerflow_live_contract_queue.mail() == []
-    accepted = await cli("accept-referral", partner, customer, *SAM)
+    no_address = await cli("accept-referral", partner, customer, *SAM)
+    assert no_address.code == 2 and "--admin-email" in no_address.err
+    accepted = await cli("accept-referral", partner, customer, "--admin-email", "it@contoso.example", *SAM)
     assert accepted.code == 0 and ": invited" in accepted.out
-    assert len(partnerflow_live_contract_queue.mail()) == 1
+    assert [m["To"] for m in partnerflow_live_contract_queue.mail()] == ["it@contoso.example"]
+    shown = await cli("--json", "show", partner, customer)
+    assert shown.json()["admin_email"] == "it@contoso.example"
 
 
 async def test_export_as_csv_and_json(cli: Cli, partnerflow_live_contract_queue: Harness) -> None:
     """The customer list of one partner or of all, from the records database."""
-    partner, other = new_id("p"), new_id("q")
+    partner, other = await new_partner(cli), await new_partner(cli, "q")
     customers = sorted(new_id("c") for _ in range(2))
     for customer in customers:
         assert (await cli(*invite_args(partner, customer, *SAM))).code == 0
@@ -327,7 +340,7 @@ async def test_importing_2000_rows_twice_invites_each_customer_once(
 ) -> None:
     """Each valid row is invited once (one email each), only invalid rows fail; a rerun invites nobody."""
     h = partnerflow_live_contract_queue
-    partners = [new_id("p") for _ in range(4)]
+    partners = [await new_partner(cli) for _ in range(4)]
     rows = write_import_file(tmp_path / "customers.csv", partners)
     valid = {n: r for n, r in rows.items() if n not in INVALID}
     report = tmp_path / "report.csv"

@@ -17,7 +17,7 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
-from partnerflow.testing import ADMIN, Harness, actor, client_for, start_input
+from partnerflow.testing import ADMIN, KIT_KEYS, Harness, actor, client_for, start_input
 from states.models import (
     AcceptInvitation,
     Cloud,
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.server
 
 
 def relationships(env: WorkflowEnvironment, **kw: object) -> Relationships:
+    kw.setdefault("signer", KIT_KEYS.partners)
     return Relationships({cloud: client_for(env, cloud) for cloud in Cloud}, **kw)  # type: ignore[arg-type]
 
 

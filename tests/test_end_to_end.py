@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.records import Records
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import poll
+from states.models import Actor
 from tests.helpers import Deployment
 
 pytestmark = pytest.mark.server
@@ -113,12 +114,18 @@ async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployme
     wid = "relationship/p-100/northwind"
     where = ["--namespace", "relationships", "--workflow-id", wid]
     sam = {"user": "sam@fabrikam.example", "role": "sales_agent", "partner_id": "p-100"}
+    deployment.register("p-100")
+
+    def proof(action: str, actor: dict[str, str] = sam) -> str:
+        return deployment.signer.for_actor(action, wid, Actor.model_validate(actor))
+
     start = {
         "cloud": "public",
-        "partner": {"id": "p-100", "name": "Fabrikam", "kind": "direct"},
+        "partner": {"id": "p-100"},
         "customer": {"id": "northwind", "company": "Northwind", "admin_email": "it@northwind.example"},
         "origin": "invitation",
         "actor": sam,
+        "proof": proof("invite"),
     }
     args = ["workflow", "start", *where, "--task-queue", "relationships", "--type", "Relationship"]
     first = deployment.cli(*args, "--id-conflict-policy", "UseExisting", "--input", json.dumps(start))
@@ -148,7 +155,9 @@ async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployme
         ("resend_invitation", {"actor": {**sam, "role": "helpdesk_agent"}}, "PermissionDenied"),
         ("resend_invitation", {"actor": {**sam, "partner_id": "p-999"}}, "PermissionDenied"),
         ("set_purchase_permission", {"actor": sam, "allowed": True}, "PermissionDenied"),
-        ("end_relationship", {"actor": sam}, "TransitionNotAllowed"),
+        ("resend_invitation", {"actor": sam}, "PermissionDenied"),  # no proof: a bare claim
+        ("resend_invitation", {"actor": sam, "proof": proof("reinstate")}, "PermissionDenied"),  # another action's
+        ("end_relationship", {"actor": sam, "proof": proof("end_relationship")}, "TransitionNotAllowed"),
         ("accept_invitation", {"token": 7, "customer_admin": admin}, "InvalidInput"),
     ]
     for name, payload, kind in cases:

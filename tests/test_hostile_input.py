@@ -57,10 +57,22 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import utc_now
 from partnerflow.client import InvalidInput, RelationshipError, Relationships
-from partnerflow.testing import ADMIN, Harness, actor, client_for, poll, start_input
-from runtime.converter import describe
+from partnerflow.testing import (
+    ADMIN,
+    KIT_KEYS,
+    Harness,
+    actor,
+    client_for,
+    poll,
+    register_partners,
+    sign_start,
+    start_input,
+)
+from states.errors import describe
 from states.models import (
+    STRICT,
     AcceptInvitation,
+    AcceptReferral,
     Cloud,
     DeclineInvitation,
     PartnerCommand,
@@ -73,7 +85,7 @@ from states.models import (
     StartRelationship,
 )
 from states.relationship import RELATIONSHIP
-from tests.helpers import CONTRACT
+from tests.helpers import CONTRACT, relationships_on
 from workflows.interpreter import AUDIT_TAIL
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("partnerflow_garbage_collected")]
@@ -234,7 +246,12 @@ class RelationshipMachine(RuleBasedStateMachine):
             partner["indirect_provider_id"] = "dist-1"
         overrides: dict[str, Any] = {"partner": partner, "origin": origin}
         if origin == "referral":
-            overrides |= {"referred_by": "dist-1", "actor": actor(partner_id="dist-1", user="d@dist.example")}
+            # A referral leaves the customer's admin out: the referred partner names them (accept_referral).
+            overrides |= {
+                "referred_by": "dist-1",
+                "actor": actor(partner_id="dist-1", user="d@dist.example"),
+                "customer": {"admin_email": None},
+            }
         body = start_input(**overrides)
         self.customer_id = body["customer"]["id"]
         self.handle = self.run(self.h.start(body))
@@ -245,7 +262,7 @@ class RelationshipMachine(RuleBasedStateMachine):
         if begin_in == "start":
             return
         boss = ("global_admin@p-100.example", "global_admin")
-        staff = {"actor": actor("global_admin", user=boss[0])}
+        staff = {"actor": actor("global_admin", user=boss[0]), "admin_email": ADMIN["email"]}
         if origin == "referral":
             self._send("accept_referral", staff, Expect(None, "invited"), who=boss)
         assert self.m.live is not None
@@ -292,7 +309,8 @@ class RelationshipMachine(RuleBasedStateMachine):
         before = self._view()
         trail_before = len(self.h.records.audit_trail(self.wid))
         try:
-            view = self.run(self.h.update(self.handle, name, payload))
+            # A payload that is not an object names nobody to sign for (and is refused as input first).
+            view = self.run(self.h.update(self.handle, name, payload, prove=isinstance(payload, dict)))
         except WorkflowUpdateFailedError as error:
             cause = error.cause
             assert isinstance(cause, ApplicationError), f"{name} refused without an ApplicationError: {cause!r}"
@@ -376,6 +394,8 @@ class RelationshipMachine(RuleBasedStateMachine):
             payload["reason"] = data.draw(st.text(max_size=20), label="reason")
         if name == "set_purchase_permission":
             payload["allowed"] = allowed
+        if name == "accept_referral":
+            payload["admin_email"] = ADMIN["email"]  # where the invitation goes: required of new input
         self._send(name, payload, self._expect_partner(name, role, partner_id, allowed), who=(user, role))
 
     def _expect_partner(self, name: str, role: str, partner_id: str, allowed: bool) -> Expect:
@@ -414,12 +434,22 @@ class RelationshipMachine(RuleBasedStateMachine):
         self._send(name, payload, expect, who=(ADMIN["email"], "customer_admin"))
 
     def _remove_partner(self, data: st.DataObject) -> None:
-        ours = data.draw(st.booleans(), label="own customer")
+        # The portal proves the admin of the customer it signed them in to: another customer's
+        # admin is refused by the proof; a payload naming another customer than its proof by the guard.
+        whose = data.draw(st.sampled_from(["ours", "ours", "another's", "another's, proven as ours"]), label="customer")
+        ours = whose == "ours"
         admin = {**ADMIN, "customer_id": self.customer_id if ours else "someone-else"}
         payload: dict[str, Any] = {"customer_admin": admin, "reason": "hostile test"}
+        if whose == "another's, proven as ours":
+            payload["proof"] = KIT_KEYS.customers.for_customer(
+                "remove_partner", self.wid, self.customer_id, ADMIN["email"]
+            )
         if data.draw(st.booleans(), label="with actor"):
             payload["actor"] = actor("global_admin")
-        expect = self._expect_customer("remove_partner", ours=ours)
+        if whose == "another's":
+            expect = Expect("PermissionDenied")  # the proof is for someone-else, not this relationship's customer
+        else:
+            expect = self._expect_customer("remove_partner", ours=ours)
         self._send("remove_partner", payload, expect, who=(ADMIN["email"], "customer_admin"))
 
     def _expect_customer(self, name: str, *, token_ok: bool = True, agreed: bool = True, ours: bool = True) -> Expect:
@@ -514,7 +544,11 @@ async def test_random_update_sequences_keep_the_relationship_sound(partnerflow: 
     """Any sequence of updates, from anyone, with any token: the invariants hold after each."""
 
     def explore(run: Bridge) -> None:
-        run_state_machine_as_test(lambda: RelationshipMachine(partnerflow, run), settings=STATEFUL)
+        # A factory, as hypothesis allows (its annotation says a class).
+        run_state_machine_as_test(
+            lambda: RelationshipMachine(partnerflow, run),  # type: ignore[arg-type]
+            settings=STATEFUL,
+        )
 
     await in_thread(explore)
 
@@ -572,6 +606,9 @@ class Spot:
     kind: str  # identifier | name | email | enum | country | model | bool | token | reason | duration
     required: bool = True
     nullable: bool = False
+    # Optional in its type but required of new input by a validator: the (where, rule) that
+    # refuses it missing or null (a model-level rule says "input" and names the field in its words).
+    absent: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -687,7 +724,11 @@ def cases(base: Callable[[], dict[str, Any]], spots: tuple[Spot, ...]) -> st.Sea
     def missing(spot: Spot) -> Case:
         body = base()
         drop_path(body, spot.path)
-        return Case(body, f"{'.'.join(spot.path)}: missing", ".".join(spot.path), REQUIRED)
+        where, rule = spot.absent or (".".join(spot.path), REQUIRED)
+        return Case(body, f"{'.'.join(spot.path)}: missing", where, rule)
+
+    def mutation(spot: Spot, label: str, rule: str | None, where: str | None = None) -> Callable[[Any], Case]:
+        return lambda value: mutate(spot, label, value, rule, where)
 
     def extra(parent: tuple[str, ...], key: str, value: Any) -> Case:
         body = base()
@@ -697,9 +738,12 @@ def cases(base: Callable[[], dict[str, Any]], spots: tuple[Spot, ...]) -> st.Sea
     # One flat list of options, drawn uniformly: every field and mutation gets its turn.
     options: list[st.SearchStrategy[Case]] = []
     for spot in spots:
-        for mutation, values, why in bad_values(spot.kind):
-            options.append(values.map(lambda v, s=spot, m=mutation, r=why: mutate(s, m, v, r)))
-        if spot.nullable:
+        for label, values, why in bad_values(spot.kind):
+            options.append(values.map(mutation(spot, label, why)))
+        if spot.absent:
+            where, rule = spot.absent
+            options.append(st.builds(lambda s=spot, w=where, r=rule: mutate(s, "null", None, r, w)))
+        elif spot.nullable:
             options.append(st.builds(lambda s=spot: mutate(s, "null", None, None)))  # optional: null is fine
         else:
             options.append(st.builds(lambda s=spot: mutate(s, "null", None, NULL_RULE[s.kind])))
@@ -707,7 +751,7 @@ def cases(base: Callable[[], dict[str, Any]], spots: tuple[Spot, ...]) -> st.Sea
             options.append(st.builds(lambda s=spot: missing(s)))
         if spot.kind == "duration":
             non_positive = st.sampled_from(["PT0S", "-P1D", 0, -60])
-            options.append(non_positive.map(lambda v, s=spot: mutate(s, "not positive", v, POSITIVE, "timers")))
+            options.append(non_positive.map(mutation(spot, "not positive", POSITIVE, "timers")))
     json_value = st.none() | st.integers() | st.text(max_size=10) | st.lists(st.booleans(), max_size=2)
     for parent in sorted({spot.path[:-1] for spot in spots}):
         options.append(st.builds(extra, st.just(parent), st.text(string.ascii_lowercase, min_size=1), json_value))
@@ -722,12 +766,13 @@ def refusal_names_the_field(message: str, case: Case) -> None:
 
 
 def typed_client_refuses(model: type[BaseModel], case: Case) -> None:
-    """The typed client's models refuse the same input, naming the same field and rule."""
+    """The typed client's models refuse the same input, naming the same field and rule (read as
+    the typed client reads what it sends: as new input, `STRICT`)."""
     if case.valid:
-        model.model_validate(case.body)
+        model.model_validate(case.body, context=STRICT)
         return
     with pytest.raises(pydantic.ValidationError) as caught:
-        model.model_validate(case.body)
+        model.model_validate(case.body, context=STRICT)
     refusal_names_the_field(describe(caught.value), case)
 
 
@@ -735,14 +780,20 @@ START_SPOTS = (
     Spot(("cloud",), "enum"),
     Spot(("partner",), "model"),
     Spot(("partner", "id"), "identifier"),
-    Spot(("partner", "name"), "name"),
+    # Only the partner's id is believed: its name (like its other facts) is the registry's.
+    Spot(("partner", "name"), "name", required=False, nullable=True),
     Spot(("partner", "kind"), "enum", required=False),
     Spot(("partner", "contact_email"), "email", required=False, nullable=True),
     Spot(("partner", "indirect_provider_id"), "identifier", required=False, nullable=True),
     Spot(("customer",), "model"),
     Spot(("customer", "id"), "identifier"),
     Spot(("customer", "company"), "name"),
-    Spot(("customer", "admin_email"), "email"),
+    # Optional in a referral (which must leave it out), required of an invitation.
+    Spot(
+        ("customer", "admin_email"),
+        "email",
+        absent=("input", r"customer\.admin_email is required when origin is invitation"),
+    ),
     Spot(("customer", "country"), "country", required=False),
     Spot(("origin",), "enum"),
     Spot(("actor",), "model"),
@@ -758,6 +809,12 @@ START_SPOTS = (
 def fixed_start() -> dict[str, Any]:
     """The valid start input every start case mutates (its own customer id is set per case)."""
     return start_input(customer={"id": "c-fuzz"})
+
+
+def register_fixed_partner(harness: Harness) -> None:
+    """The fuzzed starts' partner in the registry, as the operator added it (never from a fuzzed
+    body: the registry's facts are not the caller's)."""
+    register_partners(harness.records, fixed_start())
 
 
 def control_in(body: dict[str, Any], path: tuple[str, ...], char: str) -> Case:
@@ -776,6 +833,9 @@ async def start_case(harness: Harness, case: Case) -> None:
     if isinstance(customer, dict) and customer.get("id") == "c-fuzz":
         customer["id"] = customer_id  # a fresh relationship per case
     wid = f"relationship/p-100/{customer_id}"
+    register_fixed_partner(harness)
+    if isinstance(body, dict):
+        body = sign_start(body)  # its actor proven, as the calling service would (a bad body: as it is)
     handle = await harness.client.start_workflow("Relationship", body, id=wid, task_queue=harness.task_queue)
     harness.handles.append(handle)
     try:
@@ -785,7 +845,7 @@ async def start_case(harness: Harness, case: Case) -> None:
             assert await failed_tasks(handle) == [], f"{case.label}: a workflow task failed"
             return
 
-        async def closed_or_started() -> tuple[WorkflowExecutionStatus, bool] | None:
+        async def closed_or_started() -> tuple[WorkflowExecutionStatus | None, bool] | None:
             status = (await handle.describe()).status
             started = bool(harness.records.audit_trail(wid))
             done = status != WorkflowExecutionStatus.RUNNING or started or bool(await failed_tasks(handle))
@@ -872,8 +932,10 @@ _ADMIN = (
     Spot(("customer_admin", "email"), "email"),
 )
 _REASON = (Spot(("reason",), "reason", required=False),)
+# Optional in its type only so that older histories replay: new input must name it.
+_ADDRESS = Spot(("admin_email",), "email", absent=("admin_email", "is required"))
 UPDATE_SPOTS: dict[str, tuple[Spot, ...]] = {
-    "accept_referral": _ACTOR,
+    "accept_referral": (*_ACTOR, _ADDRESS),
     "decline_referral": _ACTOR + _REASON,
     "resend_invitation": _ACTOR,
     "cancel_invitation": _ACTOR + _REASON,
@@ -885,7 +947,7 @@ UPDATE_SPOTS: dict[str, tuple[Spot, ...]] = {
     "reinstate": _ACTOR,
 }
 UPDATE_MODELS: dict[str, type[BaseModel]] = {
-    "accept_referral": PartnerCommand,
+    "accept_referral": AcceptReferral,
     "decline_referral": ReasonedCommand,
     "resend_invitation": PartnerCommand,
     "cancel_invitation": ReasonedCommand,
@@ -910,6 +972,8 @@ def valid_payload(name: str) -> dict[str, Any]:
     if name == "remove_partner":
         return {"customer_admin": {**ADMIN, "customer_id": "c-1"}, "reason": "r"}
     payload = {"actor": actor("global_admin")}
+    if name == "accept_referral":
+        payload["admin_email"] = ADMIN["email"]
     if name == "set_purchase_permission":
         payload["allowed"] = True
     if name in REASONED:
@@ -954,9 +1018,21 @@ async def refused_and_unchanged(
     return error
 
 
+def as_target_customer(body: Any, handle: WorkflowHandle[Any, Any]) -> Any:
+    """`body`, its portal admin (the valid payload's customer `c-1`) made the target's customer's:
+    the portal proves that customer's admin, so the update gets past its proof to the state."""
+    admin = body.get("customer_admin") if isinstance(body, dict) else None
+    if not (isinstance(admin, dict) and admin.get("customer_id") == "c-1"):
+        return body
+    return {**body, "customer_admin": {**admin, "customer_id": handle.id.split("/")[-1]}}
+
+
 async def update_case(harness: Harness, targets: Targets, name: str, case: Case) -> None:
     handle = targets.for_update(name)
-    error = await refused_and_unchanged(harness, handle, lambda: harness.update(handle, name, case.body))
+    body = as_target_customer(case.body, handle)
+    # Signed for whoever it names (a payload that is not an object names nobody).
+    prove = isinstance(body, dict)
+    error = await refused_and_unchanged(harness, handle, lambda: harness.update(handle, name, body, prove=prove))
     if case.valid:
         # Decoded fine: refused for the state, never for its shape (extra fields are welcome).
         assert isinstance(error, WorkflowUpdateFailedError), f"{name} {case.label}: accepted"
@@ -971,8 +1047,8 @@ async def update_case(harness: Harness, targets: Targets, name: str, case: Case)
     if isinstance(case.body, dict):
         typed_client_refuses(UPDATE_MODELS[name], case)
         # Through the typed client too, with a model that skipped validation on the way in.
-        client = Relationships({Cloud.PUBLIC: harness.client})
-        loose = LooseCommand.model_validate(case.body)
+        client = Relationships({Cloud.PUBLIC: harness.client}, signer=KIT_KEYS.partners)
+        loose = LooseCommand.model_validate(body)
         typed = await refused_and_unchanged(
             harness, handle, lambda: client.update(Cloud.PUBLIC, handle.id, name, loose)
         )
@@ -1079,7 +1155,8 @@ async def test_fuzzed_starts_through_the_typed_client(
 ) -> None:
     """The typed client takes a model: it refuses what the model refuses, naming the field,
     before anything is sent; what the model accepts starts a relationship."""
-    client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
+    client = relationships_on(partnerflow_dev_env)  # signs for each start's actor
+    register_fixed_partner(partnerflow_live_contract_queue)
 
     @settings(FUZZ, max_examples=40)
     @given(case=cases(fixed_start, START_SPOTS))
@@ -1144,7 +1221,8 @@ async def test_the_typed_client_refuses_a_hostile_start_naming_the_field(
     where: str,
 ) -> None:
     """Refused by the model on the way in, or by the workflow: either way naming the field, at once."""
-    client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
+    client = relationships_on(partnerflow_dev_env)  # proven and registered: refused for its input alone
+    register_fixed_partner(partnerflow_live_contract_queue)
     try:
         start = make()
     except pydantic.ValidationError as error:

@@ -17,9 +17,10 @@ from temporalio.client import Client
 
 from activities.records import Records
 from partnerflow.mailsink import read_maildir
-from partnerflow.testing import free_port, poll, start_input
+from partnerflow.testing import free_port, poll, register_partners, start_input
 from runtime.converter import data_converter
-from states.models import RelationshipView
+from runtime.keys import Signer
+from states.models import Actor, RelationshipView
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,9 @@ class Runner:
 
         await poll(page_up, attempts=600)
 
+    def records(self) -> Records:
+        return Records(self.records_url)
+
     def logs(self) -> str:
         return "".join(p.read_text() for p in [self.output, *self.dev_dir.glob("*.log")])
 
@@ -103,8 +107,11 @@ async def test_run_serves_everything_and_keeps_state_across_restarts(runner: Run
     assert "partnerflow is running" in text and "Temporal Web UI http://127.0.0.1:" in text
 
     client = await Client.connect(runner.address, namespace="relationships", data_converter=data_converter)
+    register_partners(runner.records(), start_input())  # as `partnerflow partner add` does
     body = start_input()
     wid = f"relationship/p-100/{body['customer']['id']}"
+    dev_key = Signer.from_file("partner-services", ROOT / ".dev" / "keys" / "partner-services.pem")
+    body["proof"] = dev_key.for_actor("invite", wid, Actor.model_validate(body["actor"]))
     await client.start_workflow("Relationship", body, id=wid, task_queue="relationships")
 
     async def mailed() -> bool:

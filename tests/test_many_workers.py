@@ -34,7 +34,10 @@ async def test_a_worker_killed_mid_run_leaves_every_relationship_complete(
                 return w.log().count('"worker.started"') == 2
 
             await poll(started, attempts=400)
-        client = Relationships({cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud})
+        workers[0].register("p-many")
+        client = Relationships(
+            {cloud: client_for(partnerflow_dev_env, cloud) for cloud in Cloud}, signer=workers[0].signer
+        )
         starts = [
             StartRelationship.model_validate(start_input(partner={"id": "p-many"}, actor={"partner_id": "p-many"}))
             for _ in range(RELATIONSHIPS)

@@ -26,7 +26,7 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import Harness, client_for
+from partnerflow.testing import KIT_KEYS, Harness, client_for
 from portal.app import create_app
 from tests.helpers import relationships_on
 from worker import new_worker
@@ -64,7 +64,8 @@ async def site(
     config = uvicorn.Config(create_app(relationships_on(partnerflow_dev_env)), log_config=None, access_log=False)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listening]))
-    activities = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), base_url)
+    mailer = Mailer(SmtpSettings(port=partnerflow_mail.port))
+    activities = Capabilities(partnerflow_records, mailer, base_url, verifier=KIT_KEYS.verifier())
     client = client_for(partnerflow_dev_env)
     task_queue = f"tq-{uuid.uuid4()}"
     async with new_worker(client, activities, task_queue):

@@ -18,7 +18,18 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import ADMIN, LINK_BASE, Harness, actor, client_for, poll, start_input
+from partnerflow.testing import (
+    ADMIN,
+    KIT_KEYS,
+    LINK_BASE,
+    Harness,
+    actor,
+    client_for,
+    poll,
+    register_partners,
+    sign_start,
+    start_input,
+)
 from states.models import RelationshipView
 from states.tokens import token_hash
 from worker import new_worker
@@ -164,7 +175,7 @@ async def test_wrong_used_and_replaced_tokens_are_refused(partnerflow: Harness) 
         (
             "remove_partner",
             {"customer_admin": {**ADMIN, "customer_id": "someone-else"}},
-            "customer_admin.customer_id must be this relationship's customer",
+            "customer_id must be this relationship's customer",
         ),
     ],
 )
@@ -224,8 +235,8 @@ async def test_the_customer_can_remove_the_partner(partnerflow: Harness) -> None
         },
     )
     assert view.state == "ended"
-    # As the customer portal says (unproven today: SECURITY.md, "Open").
-    assert (view.audit[-1].actor_role, view.audit[-1].actor_user) == ("customer_admin", "mallory@evil.example")
+    # Proven by the customer portal's assertion; audited as the admin on record, not as typed.
+    assert (view.audit[-1].actor_role, view.audit[-1].actor_user) == ("customer_admin", "admin@contoso.example")
     removed = [m for m in partnerflow.mail() if "removed" in m["Subject"]]
     assert [m["To"] for m in removed] == ["alerts@fabrikam.example"]
 
@@ -304,19 +315,28 @@ async def test_a_referral_is_accepted_into_an_invitation(partnerflow: Harness) -
     handle = await partnerflow.start(
         origin="referral",
         referred_by="dist-1",
+        customer={"admin_email": None},
         actor=actor("sales_agent", partner_id="dist-1", user="d@dist.example"),
     )
     view = await partnerflow.wait_for_state(handle, "referred")
     assert view.audit[0].operation == "CreateReferral" and partnerflow.mail() == []
-    error = await rejected(partnerflow, handle, "accept_referral", {"actor": actor("sales_agent", partner_id="dist-1")})
+    assert view.admin_email is None  # the referrer does not say where the invitation goes
+    by_referrer = {"actor": actor("sales_agent", partner_id="dist-1"), "admin_email": "admin@contoso.example"}
+    error = await rejected(partnerflow, handle, "accept_referral", by_referrer)
     assert error.type == "PermissionDenied"
-    view = await partnerflow.update(handle, "accept_referral", {"actor": actor()})
-    assert view.state == "invited" and len(partnerflow.tokens()) == 1
+    error = await rejected(partnerflow, handle, "accept_referral", {"actor": actor()})
+    assert error.type == "InvalidInput" and "admin_email: is required" in error.message
+    view = await partnerflow.update(handle, "accept_referral", {"actor": actor(), "admin_email": "it@contoso.example"})
+    assert view.state == "invited" and view.admin_email == "it@contoso.example"
+    assert [m["To"] for m in partnerflow.mail()] == ["it@contoso.example"] and len(partnerflow.tokens()) == 1
 
 
 async def test_a_declined_referral_is_final_and_the_referrer_is_told(partnerflow: Harness) -> None:
     handle = await partnerflow.start(
-        origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
+        origin="referral",
+        referred_by="dist-1",
+        customer={"admin_email": None},
+        actor=actor(partner_id="dist-1", user="d@dist.example"),
     )
     await partnerflow.wait_for_state(handle, "referred")
     view = await partnerflow.update(handle, "decline_referral", {"actor": actor(), "reason": "not our region"})
@@ -328,7 +348,10 @@ async def test_a_declined_referral_is_final_and_the_referrer_is_told(partnerflow
 
 async def test_an_unanswered_referral_expires_after_14_days(partnerflow: Harness) -> None:
     handle = await partnerflow.start(
-        origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1", user="d@dist.example")
+        origin="referral",
+        referred_by="dist-1",
+        customer={"admin_email": None},
+        actor=actor(partner_id="dist-1", user="d@dist.example"),
     )
     await partnerflow.wait_for_state(handle, "referred")
     await partnerflow.env.sleep(timedelta(days=13, hours=23))
@@ -344,7 +367,11 @@ async def test_an_unanswered_referral_expires_after_14_days(partnerflow: Harness
 async def test_referrals_do_not_exist_in_the_usgov_cloud(partnerflow_usgov: Harness) -> None:
     """The start fails with the cloud rule; nothing is recorded or sent."""
     handle = await partnerflow_usgov.start(
-        cloud="usgov", origin="referral", referred_by="dist-1", actor=actor(partner_id="dist-1")
+        cloud="usgov",
+        origin="referral",
+        referred_by="dist-1",
+        customer={"admin_email": None},
+        actor=actor(partner_id="dist-1"),
     )
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
@@ -410,6 +437,7 @@ async def test_search_attributes_and_details_follow_the_state(partnerflow: Harne
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attrs.pop("InvitationExpiresAt") > attrs_at_start
     assert attrs.pop("StateChangedAt") == (await partnerflow.view(handle)).audit[-1].at
+    assert attrs.pop("TemporalChangeVersion") == ["admitted-start"]  # the SDK's mark of the admission patch
     assert attrs == {
         "RelationshipState": "active",
         "PartnerId": "p-100",
@@ -482,10 +510,13 @@ async def test_reminders_missed_in_a_worker_outage_are_not_sent_late(
     On the dev server with second-long timers: the time-skipping server does not
     skip time while a workflow task waits for a worker that is not there.
     """
-    activities = Capabilities(partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE)
+    mailer = Mailer(SmtpSettings(port=partnerflow_mail.port))
+    activities = Capabilities(partnerflow_records, mailer, LINK_BASE, verifier=KIT_KEYS.verifier())
     client = client_for(partnerflow_dev_env)
     task_queue = f"tq-{uuid.uuid4()}"
     body = start_input(timers={"invitation_ttl": "PT3S", "reminders_before": ["PT2S", "PT1S"]})
+    register_partners(partnerflow_records, body)
+    body = sign_start(body)
     harness = Harness(partnerflow_dev_env, client, partnerflow_mail, partnerflow_records, task_queue)
     async with new_worker(client, activities, task_queue):
         handle = await client.start_workflow(

@@ -20,7 +20,17 @@ from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import ADMIN, TOKEN_IN_LINK, actor, client_for, start_input
+from partnerflow.testing import (
+    ADMIN,
+    KIT_KEYS,
+    TOKEN_IN_LINK,
+    actor,
+    client_for,
+    register_partners,
+    sign_start,
+    sign_update,
+    start_input,
+)
 from states.declaration import Lifecycle
 from states.lifecycles import LIFECYCLES
 from tests.approval.declaration import APPROVAL, ApprovalView
@@ -72,16 +82,21 @@ async def approval(
 ) -> AsyncIterator[tuple[Client, str]]:
     client = client_for(partnerflow_time_env)
     acts = Capabilities(
-        partnerflow_records, Mailer(SmtpSettings(port=partnerflow_mail.port)), "http://portal.test", "public"
+        partnerflow_records,
+        Mailer(SmtpSettings(port=partnerflow_mail.port)),
+        "http://portal.test",
+        "public",
+        verifier=KIT_KEYS.verifier(),
     )
     acts.lifecycles = {**LIFECYCLES, APPROVAL.name: APPROVAL}
     task_queue = f"tq-{uuid.uuid4()}"
+    register_partners(partnerflow_records, start_input())
     async with new_worker(client, acts, task_queue, workflows=[ApprovalWorkflow]):
         yield client, task_queue
 
 
 async def _start(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
-    body = start_input(actor=actor("admin_agent"))
+    body = sign_start(start_input(actor=actor("admin_agent")), APPROVAL)
     wid = APPROVAL.workflow_id.format(partner_id="p-100", customer_id=body["customer"]["id"])
     handle = await client.start_workflow(
         APPROVAL.workflow_type, body, id=wid, task_queue=task_queue, result_type=ApprovalView
@@ -116,7 +131,8 @@ async def test_the_declared_approval_runs_from_link_to_approval(
     trail = [r["operation"] for r in partnerflow_records.audit_trail(handle.id)]
     assert trail == ["CreateApprovalRequest", "ApproveRequest"]
 
-    view = await handle.execute_update("revoke", {"actor": actor("global_admin")}, result_type=ApprovalView)
+    revoke = sign_update({"actor": actor("global_admin")}, "revoke", handle.id)
+    view = await handle.execute_update("revoke", revoke, result_type=ApprovalView)
     assert view.state == "revoked"
     assert (await handle.result()).note == "revoked"
 

@@ -55,7 +55,7 @@ from activities.capabilities import TOKEN_BYTES, Capabilities, link_token
 from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import ADMIN, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
+from partnerflow.testing import ADMIN, KIT_KEYS, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
 from runtime import logs
 from runtime.config import load
 from states.messages import SendLetter
@@ -712,6 +712,7 @@ async def test_a_whole_life_logs_no_token_no_password_no_key(
                 "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]",
                 "PARTNERFLOW_LOG__FORMAT": "json",
                 "PARTNERFLOW_LOG__LEVEL": "DEBUG",
+                **KIT_KEYS.issuers_env(tmp_path),
             },
         )
         acts = build_activities(settings)[Cloud.PUBLIC]

@@ -39,7 +39,7 @@ class LifeData(BaseModel):
 
     state: str
     seq: int = 0  # changes so far: part of every idempotency key
-    fields: dict[str, bool | int | str] = {}
+    fields: dict[str, bool | int | str | None] = {}
     entered_at: datetime | None = None  # when the current state's deadline clock started
     entered_seq: int = 0  # the change that started it: part of the reminders' keys
     reminders_sent: int = 0
@@ -52,3 +52,4 @@ class LifeData(BaseModel):
     spent_tokens: list[tuple[str, InvitationStatus]] = []
     claimed_by: str | None = None  # the update that holds the live token while it runs
     recent_updates: list[str] = []  # ids of the last updates applied, carried across runs
+    proofs_used: list[tuple[str, datetime]] = []  # assertions taken (jti, until when they count)

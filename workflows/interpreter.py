@@ -37,13 +37,17 @@ with workflow.unsafe.imports_passed_through():
         Send,
         Set,
         Snapshot,
+        Take,
         VoidToken,
     )
     from states.errors import describe
     from states.machine import LifecycleMachine
     from states.messages import (
+        ADMIT,
         RECORD_CHANGE,
         SEND_NOTICE,
+        Admission,
+        Admit,
         Capability,
         Change,
         IssuedToken,
@@ -54,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from states.models import STRICT, InvitationLookup, InvitationStatus, InvitationView
     from states.names import NAMESPACES, ErrorType
+    from states.proof import Expected, Proven, Verifier, claim_time, unverified_claims, wall_clock
     from states.tokens import is_live, token_hash
     from workflows.data import SYSTEM, Entry, LifeData, Who
     from workflows.timers import next_due
@@ -71,6 +76,10 @@ RECENT_UPDATES_KEPT = 50
 
 #: Starts read differently by today's rules for new input than by the older ones.
 STRICT_INPUT_PATCH = "strict-new-input"
+#: Starts admitted by the partner registry and a proven actor (runs begun before were not).
+ADMISSION_PATCH = "admitted-start"
+#: How many spent assertions a workflow remembers (each only until it expires).
+PROOFS_KEPT = 50
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -121,6 +130,8 @@ class Interpreter:
 
     lifecycle: ClassVar[Lifecycle]
     d: LifeData
+    #: The worker's proof rule, handed in by its `ProofInterceptor`; without one, nothing is proven.
+    verifier: Verifier | None = None
 
     def _setup(self, inputs: tuple[Any, ...]) -> None:
         # `*inputs`, not one typed parameter: nothing a caller sends (no input, null, two
@@ -175,11 +186,17 @@ class Interpreter:
     async def _run(self) -> BaseModel:
         if self._start_denial:
             raise self._start_denial
+        if self._start.continued is None and workflow.patched(ADMISSION_PATCH):
+            denial = await self._admit()
+            if denial:
+                self._start_denial = denial
+                await workflow.wait_condition(workflow.all_handlers_finished)  # `started` answers first
+                raise denial
         start = self._start
         self._publish()  # findable by partner, customer and state from the first moment
         if start.continued is None:
             async with self._lock:
-                await self._commit(self._begin_row(), Who(user=start.actor.user, role=start.actor.role.value), None)
+                await self._commit(self._begin_row(), Who(user=start.actor.user, role=start.actor.role.value), start)
         while self.d.state not in self.lifecycle.final:
             await self._wait_for_change_or_timer()
             if workflow.info().is_continue_as_new_suggested():
@@ -189,6 +206,34 @@ class Interpreter:
                 workflow.continue_as_new(start.model_copy(update={"continued": self.d.model_dump(mode="json")}))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
+
+    async def _admit(self) -> ApplicationError | None:
+        """The partner registry's facts replace the caller's, and the actor must be proven; both
+        read by a local activity, so the answer is recorded (a replay never asks again)."""
+        s, info = self._start, workflow.info()
+        admit = Admit(
+            cloud=s.cloud.value,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            action=self.lifecycle.begin(s),
+            partner_id=s.partner.id,
+            referred_by=getattr(s, "referred_by", None),
+            actor_user=s.actor.user,
+            actor_role=s.actor.role.value,
+            actor_partner_id=s.actor.partner_id,
+            proof=s.proof,
+        )
+        admission: Admission = await self._call(ADMIT, admit, summary="admission: registry and proof", local=True)
+        if admission.partner is None:
+            kind = ErrorType.INVALID_START if admission.rule == "partner" else ErrorType.PERMISSION_DENIED
+            return _reject(kind, admission.rule or "proof", f"{admit.action} rejected: {admission.message}")
+        self._start = s.model_copy(update={"partner": admission.partner})
+        if admission.jti and admission.expires_at:
+            self._spend_proof(admission.jti, admission.expires_at)
+        denial = policy.check(self.lifecycle, admit.action, actor=s.actor, start=self._start)
+        if denial:  # a rule on the partner's kind, now that the registry says what it is
+            return _reject(ErrorType.PERMISSION_DENIED, denial.rule, f"{admit.action} rejected: {denial.message}")
+        return None
 
     async def _wait_for_change_or_timer(self) -> None:
         seq, reminders = self.d.seq, self.d.reminders_sent
@@ -226,23 +271,23 @@ class Interpreter:
         if isinstance(by, CustomerAdmin):
             if by.proof == "token":
                 self._claim_token(command.token, self._void_outcome(trigger))
-                # The address the link was mailed to, never one the payload types.
-                who = Who(user=self._start.customer.admin_email, role="customer_admin")
-            else:
-                # The customer portal's signed-in admin: as the portal says (see SECURITY.md).
-                who = Who(user=command.customer_admin.email, role="customer_admin")
+            # The address on record (the link was mailed there), never one the payload types.
+            who = Who(user=self._to(Recipient.CUSTOMER_ADMIN), role="customer_admin")
         else:
             who = Who(user=command.actor.user, role=command.actor.role.value)
         update_id = workflow.current_update_info().id  # type: ignore[union-attr]
         # An update may arrive with the start (update-with-start, or a quick caller):
         # it waits until the start's change is made, then is checked again.
-        await workflow.wait_condition(lambda: self.d.seq > 0)
+        await workflow.wait_condition(lambda: self.d.seq > 0 or self._start_denial is not None)
+        if self._start_denial:
+            raise self._start_denial  # the start's admission refused it meanwhile
         async with self._lock:
             if update_id in self.d.recent_updates:
                 return self._view()  # a caller's retry that reached a continued run: done already
             # Another update may have moved the state since this one was validated.
             if self._validate(trigger, command):
                 return self._view()  # already so: succeeds and changes nothing
+            self._take_proof(trigger, command)
             fact = None
             needs = self._needs(trigger)
             if needs:
@@ -260,6 +305,8 @@ class Interpreter:
         for new input (validators never replay, so older accepted payloads are not read again)."""
         if self._start_denial:
             raise self._start_denial
+        if arriving and workflow.current_update_info().id in self.d.recent_updates:  # type: ignore[union-attr]
+            return True  # a caller's retry that reached a continued run: its proof is spent, its change made
         if arriving:
             try:
                 type(command).model_validate(command.model_dump(mode="json"), context=STRICT)
@@ -268,6 +315,8 @@ class Interpreter:
         denial = policy.check(self.lifecycle, trigger, actor=getattr(command, "actor", None), start=self._start)
         if denial:
             raise self._rejection(trigger, ErrorType.PERMISSION_DENIED, denial.rule, denial.message)
+        if arriving:
+            self._prove(trigger, command)
         facts = self._facts(command, fact)
         if any(r.unchanged_if and r.unchanged_if.holds(facts) for r in self._rows_here(trigger)):
             return True
@@ -277,6 +326,57 @@ class Interpreter:
             kind = ErrorType.TRANSITION_NOT_ALLOWED if rule == "state" else ErrorType.GUARD_FAILED
             raise self._rejection(trigger, kind, rule, message)
         return False
+
+    # --- proven actors (SECURITY.md) ---------------------------------------------------
+    def _expected(self, trigger: str, command: Any) -> Expected | None:
+        """What a proof for this update must say; None where the row needs none (a link token,
+        the timer)."""
+        by, wid = self.lifecycle.by(trigger), workflow.info().workflow_id
+        if isinstance(by, CustomerAdmin):
+            if by.proof == "token":
+                return None
+            return Expected("customer_admin", trigger, wid, customer_id=self._start.customer.id)
+        actor = command.actor
+        return Expected("partner_staff", trigger, wid, actor.user, actor.partner_id, actor.role.value)
+
+    def _prove(self, trigger: str, command: Any) -> None:
+        """Only in the validator, which never replays: keys rotate and clocks move on without
+        breaking a history. The wall clock, not workflow time: a proof is fresh when it arrives."""
+        expected = self._expected(trigger, command)
+        if expected is None:
+            return
+        if self.verifier is None:
+            raise self._rejection(
+                trigger, ErrorType.PERMISSION_DENIED, "proof", "this worker has no proof rule (ProofInterceptor)"
+            )
+        used = (jti for jti, _ in self.d.proofs_used)
+        outcome = self.verifier.check(getattr(command, "proof", None), expected, now=wall_clock(), used=used)
+        if outcome is not None and not isinstance(outcome, Proven):
+            raise self._rejection(trigger, ErrorType.PERMISSION_DENIED, outcome.rule, outcome.message)
+
+    def _take_proof(self, trigger: str, command: Any) -> None:
+        """Spend the update's assertion (deterministic: read off the payload). Two updates that
+        carried one assertion both passed their validators: the second is refused here."""
+        proof = getattr(command, "proof", None)
+        claims = unverified_claims(proof) if proof else {}
+        jti = claims.get("jti")
+        if not isinstance(jti, str):
+            return
+        if any(jti == used for used, _ in self.d.proofs_used):
+            raise self._rejection(
+                trigger,
+                ErrorType.PERMISSION_DENIED,
+                "proof",
+                "proof: already used (jti): mint a new one for each request",
+            )
+        # Until it expires; an `exp` no clock can read (only a trusted-mode caller gets this far with
+        # one): an hour, never an exception here, where one would fail the workflow task.
+        self._spend_proof(jti, claim_time(claims.get("exp")) or workflow.now() + timedelta(hours=1))
+
+    def _spend_proof(self, jti: str, expires_at: datetime) -> None:
+        horizon = workflow.now() - timedelta(hours=1)  # past any clock's leeway
+        kept = [(j, e) for j, e in self.d.proofs_used if e > horizon]
+        self.d.proofs_used = [*kept, (jti, expires_at)][-PROOFS_KEPT:]
 
     @staticmethod
     def _rejection(trigger: str, kind: ErrorType, rule: str, message: str) -> ApplicationError:
@@ -339,19 +439,22 @@ class Interpreter:
         now = workflow.now()
         seq = d.seq + 1
         reason = str(getattr(command, "reason", "") or "")
-        link = next((e for e in row.sends() if e.token), None)
-        issued: tuple[IssuedToken, datetime] | None = None
-        if link:
-            expires_at = now + self._ttl(row.dest)
-            sent = await self._letter(link, f"{self._key_prefix()}/{seq}/{link.letter}", expires_at=expires_at)
-            assert sent is not None and sent.token_sha256
-            issued = (sent, expires_at)
         fields = dict(d.fields)
         for effect in row.effects:
             if isinstance(effect, Set):
                 fields[effect.field] = effect.value
+            elif isinstance(effect, Take) and effect.value(command) is not None:
+                fields[effect.field] = effect.value(command)
             elif isinstance(effect, Add) and (effect.if_set is None or fields.get(effect.if_set)):
-                fields[effect.field] = int(fields[effect.field]) + effect.amount
+                fields[effect.field] = int(fields[effect.field] or 0) + effect.amount
+        link = next((e for e in row.sends() if e.token), None)
+        issued: tuple[IssuedToken, datetime] | None = None
+        if link:
+            expires_at = now + self._ttl(row.dest)
+            key = f"{self._key_prefix()}/{seq}/{link.letter}"
+            sent = await self._letter(link, key, expires_at=expires_at, fields=fields)
+            assert sent is not None and sent.token_sha256
+            issued = (sent, expires_at)
         entry = Entry(
             seq=seq,
             operation=row.operation,
@@ -419,16 +522,17 @@ class Interpreter:
         return ttl
 
     # --- the capabilities the activities offer ---------------------------------------
-    def _to(self, recipient: Recipient) -> str:
+    def _to(self, recipient: Recipient, fields: Any = None) -> str:
         s = self._start
         if recipient is Recipient.CUSTOMER_ADMIN:
-            return str(s.customer.admin_email)
+            # The record field; a relationship begun before the field was kept: its start input's.
+            return str((fields or self.d.fields).get("admin_email") or s.customer.admin_email)
         if recipient is Recipient.PARTNER_CONTACT:
             return str(s.partner.contact_email or self.d.inviter or s.actor.user)
         return str(s.actor.user)
 
     async def _letter(
-        self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = ""
+        self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = "", fields: Any = None
     ) -> IssuedToken | None:
         s = self._start
         letter = SendLetter(
@@ -436,8 +540,8 @@ class Interpreter:
             lifecycle=self.lifecycle.name,
             letter=send.letter,
             workflow_id=workflow.info().workflow_id,
-            to=self._to(send.to),
-            partner_name=s.partner.name,
+            to=self._to(send.to, fields),
+            partner_name=s.partner.name or s.partner.id,
             company=s.customer.company,
             expires_at=expires_at or self.d.expires_at,
             reason=reason,
@@ -494,9 +598,9 @@ class Interpreter:
         if self._token_is_live(lookup.token):
             return InvitationView(
                 status=InvitationStatus.VALID,
-                partner_name=s.partner.name,
+                partner_name=s.partner.name or s.partner.id,
                 company=s.customer.company,
-                admin_email=s.customer.admin_email,
+                admin_email=self._to(Recipient.CUSTOMER_ADMIN),
                 expires_at=d.expires_at,
             )
         digest = token_hash(lookup.token)
@@ -528,8 +632,10 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
         return await self._run()
 
     async def started(self: Interpreter) -> Any:
-        """For update-with-start: answers once the start's change is made."""
-        await workflow.wait_condition(lambda: self.d.seq > 0)
+        """For update-with-start: answers once the start's change is made, or why it was refused."""
+        await workflow.wait_condition(lambda: self.d.seq > 0 or self._start_denial is not None)
+        if self._start_denial:
+            raise self._start_denial
         return self._view()
 
     def validate_started(self: Interpreter) -> None:
