@@ -332,12 +332,13 @@ async def _import_with_cli(address: str, csv_file: Path, report: Path, work: Pat
 
 async def _import_with_client(env: WorkflowEnvironment, rows: int) -> dict[str, Any]:
     """The fallback: `Relationships.start` per row, 16 in flight, which is what the importer does."""
+    from bench.driver import SIGNER
     from partnerflow.client import Relationships
     from runtime.converter import data_converter
     from states.models import Cloud, StartRelationship
 
     client = Client(env.client.service_client, namespace=NAMESPACE, data_converter=data_converter)
-    relationships = Relationships({Cloud.PUBLIC: client})
+    relationships = Relationships({Cloud.PUBLIC: client}, signer=SIGNER)
     gate = asyncio.Semaphore(IMPORT_CONCURRENCY)
 
     async def one(i: int) -> None:

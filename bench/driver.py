@@ -28,6 +28,7 @@ from states.models import Actor
 T = TypeVar("T")
 
 PARTNER = "p-bench"
+IMPORT_PARTNER = "p-import"  # the bulk import's rows
 SAM = {"user": "sam@fabrikam.example", "role": "sales_agent", "partner_id": PARTNER}
 ADA = {"user": "ada@fabrikam.example", "role": "admin_agent", "partner_id": PARTNER}
 ALEX = {"user": "Alex Wilber", "email": "admin@contoso.example"}

@@ -27,7 +27,7 @@ from temporalio.worker import Worker
 from activities.capabilities import Capabilities
 from activities.email import Mailer, SmtpSettings
 from activities.records import Records
-from bench.driver import KEYS, PARTNER
+from bench.driver import IMPORT_PARTNER, KEYS, PARTNER
 from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
 from bench.floor import FloorWorkflow
 from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
@@ -59,7 +59,8 @@ async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
     # Proven mode, as `make run`: the driver signs each request with the development key.
     jwks = key_set((KEYS / "partner-services.jwks.json").read_text())
     verifier = Verifier(issuers={"partner-services": Issuer("partner-services", jwks, frozenset({"partner_staff"}))})
-    records.put_partner("public", Partner(id=PARTNER, name="Fabrikam"), now=datetime.now(UTC))
+    for partner_id in (PARTNER, IMPORT_PARTNER):  # the registry: the driver's partner and the import's
+        records.put_partner("public", Partner(id=partner_id, name="Fabrikam"), now=datetime.now(UTC))
     activities = Capabilities(records, mailer, LINK_BASE, "public", verifier=verifier)
     return new_worker(client, activities, args.task_queue), records
 
