@@ -196,7 +196,8 @@ class Capabilities:
             admit.actor_partner_id,
             admit.actor_role,
         )
-        outcome = self.verifier.check(admit.proof, expected, now=utc_now())
+        # Fresh when the start was made: an outage or a reset that admits it later changes nothing.
+        outcome = self.verifier.check(admit.proof, expected, now=admit.requested_at)
         if outcome is not None and not isinstance(outcome, Proven):
             return Admission(rule=outcome.rule, message=outcome.message)
         for partner_id in dict.fromkeys(p for p in (admit.partner_id, admit.referred_by) if p):

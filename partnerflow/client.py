@@ -169,10 +169,12 @@ class Relationships:
         return cls(clients, default_timers=default_timers, signer=signer)
 
     @classmethod
-    async def from_settings(cls, settings: Settings, *, lazy: bool = False) -> Relationships:
-        """Connected as the configuration says (address, namespaces, TLS or API key, timers)."""
+    async def from_settings(cls, settings: Settings, *, lazy: bool = False, sign: bool = False) -> Relationships:
+        """Connected as the configuration says (address, namespaces, TLS or API key, timers); `sign`:
+        with its signer, for a process that acts for partner users (never the customer's page)."""
         clients = {cloud: await connect(settings, cloud, lazy=lazy) for cloud in settings.temporal.clouds}
-        return cls(clients, default_timers=settings.timers, signer=settings.signer_for_cli())
+        signer = settings.signer_for_cli() if sign else None
+        return cls(clients, default_timers=settings.timers, signer=signer)
 
     def _handle(self, cloud: Cloud, wid: str) -> WorkflowHandle[Any, Any]:
         return self.clients[cloud].get_workflow_handle(wid)

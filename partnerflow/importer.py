@@ -31,8 +31,9 @@ from states.inert import csv_cell
 from states.models import STRICT, Cloud, Origin, StartRelationship
 from states.relationship import RELATIONSHIP
 
-REQUIRED_COLUMNS: Final = ("partner_id", "partner_name", "customer_id", "company", "admin_email", "country")
-OPTIONAL_COLUMNS: Final = ("partner_kind", "indirect_provider_id")
+REQUIRED_COLUMNS: Final = ("partner_id", "customer_id", "company", "admin_email", "country")
+# Read and checked as before, but a start's partner facts are the partner registry's.
+OPTIONAL_COLUMNS: Final = ("partner_name", "partner_kind", "indirect_provider_id")
 REPORT_COLUMNS: Final = ("row", "partner_id", "customer_id", "status", "state", "error")
 
 INVITED: Final = "invited"
@@ -152,7 +153,9 @@ def to_start(
 ) -> StartRelationship:
     """The start input for `row`; the actor's partner is the row's unless one was given."""
     v = row.values
-    partner: dict[str, str] = {"id": v.get("partner_id", ""), "name": v.get("partner_name", "")}
+    partner: dict[str, str] = {"id": v.get("partner_id", "")}
+    if v.get("partner_name"):
+        partner["name"] = v["partner_name"]
     if v.get("partner_kind"):
         partner["kind"] = v["partner_kind"]
     if v.get("indirect_provider_id"):

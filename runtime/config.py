@@ -214,7 +214,7 @@ class ProofSettings(_Section):
                 raise ConfigError(f"{where}: not a usable JSON Web Key Set ({type(error).__name__})") from None
             if any(k.algorithm_name not in ALGORITHMS for k in keys.keys):
                 raise ConfigError(f"{where}: keys must sign with {', '.join(ALGORITHMS)}")
-            partners = frozenset(issuer.partners) if issuer.partners is not None else None
+            partners = frozenset(p.lower() for p in issuer.partners) if issuer.partners is not None else None
             issuers[issuer.name] = Issuer(issuer.name, keys, frozenset(issuer.asserts), partners)
         return Verifier(self.mode, self.audience, issuers, timedelta(seconds=self.max_lifetime_s))
 

@@ -105,7 +105,8 @@ class Admit(_Message):
 
     cloud: str
     workflow_id: str
-    run_id: str
+    run_id: str  # the first run of the chain: a reset run of this start is the same admission
+    requested_at: datetime  # when the start was made: the proof must be fresh then, however late admitted
     action: str
     partner_id: str
     referred_by: str | None = None

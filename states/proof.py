@@ -31,6 +31,7 @@ KINDS: tuple[Kind, ...] = ("partner_staff", "customer_admin")
 #: The asymmetric algorithms a key may sign with: the worker holds public keys only.
 ALGORITHMS = ("EdDSA", "ES256", "RS256")
 DEFAULT_AUDIENCE = "partnerflow"
+MAX_JTI = 128
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Expected:
     kind: Kind
     action: str
     workflow_id: str
-    user: str | None = None  # partner staff: the actor's address, partner and role
+    user: str | None = None  # the actor's address (partner staff, or the customer's admin); partner and role
     partner_id: str | None = None
     role: str | None = None
     customer_id: str | None = None  # the customer's admin: the relationship's customer
@@ -94,6 +95,8 @@ class Verifier:
             key = _key(issuer, header.get("kid"))
             if key is None:
                 return _no(f"proof: no key {header.get('kid')!r} of issuer {issuer.name}")
+            if key.algorithm_name not in ALGORITHMS:  # a shared secret would let the worker mint too
+                return _no(f"proof: issuer {issuer.name}'s key must sign with {', '.join(ALGORITHMS)}")
             claims = jwt.decode(
                 proof,
                 key.key,
@@ -113,7 +116,10 @@ class Verifier:
             return _no(f"proof: not a valid assertion ({_plain(error)})")
         except Exception as error:  # anything a caller can send (deep nesting, odd types) is a refusal
             return _no(f"proof: not a valid assertion ({type(error).__name__})")
-        return self._claims(issuer, claims, expected, now, set(used))
+        try:
+            return self._claims(issuer, claims, expected, now, set(used))
+        except (OverflowError, ValueError, TypeError):  # dates no clock can hold, odd claim types
+            return _no("proof: iat, exp and nbf must be dates a clock can hold")
 
     def _claims(
         self, issuer: Issuer, c: Mapping[str, Any], want: Expected, now: datetime, used: set[str]
@@ -141,7 +147,11 @@ class Verifier:
                 return _no(f"proof: issuer {issuer.name} may not speak for partner {want.partner_id}")
         elif c.get("customer_id") != want.customer_id:
             return _no(f"proof: customer_id must be this relationship's customer ({want.customer_id})")
+        elif c.get("sub") != want.user:
+            return _no("proof: sub must be customer_admin.email (the admin the portal signed in)")
         jti = str(c["jti"])
+        if not 0 < len(jti) <= MAX_JTI:
+            return _no(f"proof: jti must be 1 to {MAX_JTI} characters")
         if jti in used:
             return _no("proof: already used (jti): mint a new one for each request")
         return Proven(jti=jti, expires_at=exp, issuer=issuer.name)

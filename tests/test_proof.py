@@ -14,9 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from activities.capabilities import Capabilities
+from activities.email import Mailer, SmtpSettings
+from activities.records import Records
+from partnerflow.client import Relationships
 from runtime.config import ConfigError, ProofSettings, load
 from runtime.keys import Signer, ensure_dev_keys, key_id, public_jwks
-from states.models import Actor, Role
+from states.messages import Admit
+from states.models import Actor, Partner, Role
 from states.policy import Denial
 from states.proof import Expected, Issuer, Proven, Verifier, key_set, unverified_claims
 
@@ -99,7 +104,7 @@ def test_forged_unsigned_and_unknown_issuers_are_refused() -> None:
     forged_body["partner_id"] = "p-evil"
     tampered = base64.urlsafe_b64encode(json.dumps(forged_body).encode()).rstrip(b"=").decode()
     assert "not a valid assertion" in _denied(_verifier().check(f"{header}.{tampered}.{signature}", WANT, now=NOW))
-    unsigned = jwt.encode({**_claims(), "iss": "crm", "aud": "partnerflow"}, key=None, algorithm="none")
+    unsigned = jwt.encode({**_claims(), "iss": "crm", "aud": "partnerflow"}, key="", algorithm="none")
     assert _denied(_verifier().check(unsigned, WANT, now=NOW))
     assert "iss is not an issuer" in _denied(_verifier().check(_signer("other").sign(_claims()), WANT, now=NOW))
     assert "required" in _denied(_verifier().check(None, WANT, now=NOW))
@@ -123,7 +128,7 @@ def test_a_symmetric_key_cannot_be_passed_off_as_the_public_one() -> None:
 
 
 def test_an_issuer_claims_only_what_it_may() -> None:
-    customer = Expected("customer_admin", "remove_partner", WID, customer_id="c-1")
+    customer = Expected("customer_admin", "remove_partner", WID, "admin@contoso.example", customer_id="c-1")
     as_customer = CRM.for_customer("remove_partner", WID, "c-1", "admin@contoso.example")
     assert "may not assert a customer admin" in _denied(_verifier().check(as_customer, customer, now=datetime.now(UTC)))
     from_portal = PORTAL.for_customer("remove_partner", WID, "c-1", "admin@contoso.example")
@@ -153,7 +158,9 @@ def test_other_algorithms_verify_too() -> None:
 def test_configuration_names_a_bad_key_set(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jwks.json"
     bad.write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
-    settings = ProofSettings(issuers=[{"name": "x", "jwks_file": str(bad), "asserts": ["partner_staff"]}])  # type: ignore[list-item]
+    settings = ProofSettings.model_validate(
+        {"issuers": [{"name": "x", "jwks_file": str(bad), "asserts": ["partner_staff"]}]}
+    )
     with pytest.raises(ConfigError, match=r"proof.issuers\[0\].jwks_file"):
         settings.verifier(Path)
 
@@ -178,3 +185,52 @@ def test_the_dev_keys_make_run_uses_verify(tmp_path: Path) -> None:
     assert signer is not None
     outcome = settings.verifier().check(signer.for_actor("resend_invitation", WID, ACTOR), WANT, now=datetime.now(UTC))
     assert isinstance(outcome, Proven)
+
+
+def test_dates_no_clock_can_hold_and_overlong_ids_are_refused() -> None:
+    far = CRM.sign({**_claims(), "iat": 253402300700, "exp": 253402300799}, now=NOW)  # year 9999
+    assert "dates a clock can hold" in _denied(_verifier().check(far, WANT, now=NOW))
+    long_id = CRM.sign({**_claims(), "jti": "j" * 129}, now=NOW)
+    assert "jti must be 1 to 128 characters" in _denied(_verifier().check(long_id, WANT, now=NOW))
+
+
+def test_a_customer_proof_names_the_admin_it_signed_in() -> None:
+    customer = Expected("customer_admin", "remove_partner", WID, "admin@contoso.example", customer_id="c-1")
+    other = PORTAL.for_customer("remove_partner", WID, "c-1", "mallory@evil.example")
+    assert "sub must be customer_admin.email" in _denied(_verifier().check(other, customer, now=datetime.now(UTC)))
+
+
+async def test_a_start_is_admitted_by_the_time_it_was_made_not_by_when_it_is_read(tmp_path: Path) -> None:
+    """Workers down, or the database, for longer than a proof lives: the start still goes through,
+    because its proof was fresh when the start was made (the server's start time)."""
+    records = Records(f"sqlite:///{tmp_path / 'records.db'}")
+    records.create_schema()
+    records.put_partner("public", Partner(id="p-100", name="Fabrikam"), now=NOW)
+    acts = Capabilities(records, Mailer(SmtpSettings()), "http://portal.test", "public", verifier=_verifier())
+    made = datetime.now(UTC) - timedelta(hours=1)
+    proof = CRM.sign({**_claims(), "action": "invite"}, now=made)
+    admit = Admit(
+        cloud="public",
+        workflow_id=WID,
+        run_id="run-1",
+        requested_at=made + timedelta(seconds=5),
+        action="invite",
+        partner_id="p-100",
+        actor_user=ACTOR.user,
+        actor_role="sales_agent",
+        actor_partner_id="p-100",
+        proof=proof,
+    )
+    admitted = await acts.admit_start(admit)
+    assert admitted.partner is not None and admitted.partner.name == "Fabrikam"
+    assert (await acts.admit_start(admit)).partner is not None, "a retry of the same run is the same admission"
+    again = await acts.admit_start(admit.model_copy(update={"run_id": "run-2"}))
+    assert again.partner is None and "already used" in (again.message or "")
+    late = await acts.admit_start(admit.model_copy(update={"requested_at": made + timedelta(hours=1)}))
+    assert late.partner is None and "expired" in (late.message or "")
+    records.dispose()
+
+
+async def test_the_customer_page_holds_no_signing_key() -> None:
+    settings = load(env={"PARTNERFLOW_TEMPORAL__CLOUDS": "[public]"})
+    assert (await Relationships.from_settings(settings, lazy=True)).signer is None

@@ -15,6 +15,7 @@ from temporalio.worker import Replayer
 from runtime.converter import data_converter
 from states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
 from states.relationship import RELATIONSHIP
+from workflows.interpreter import ADMISSION_PATCH
 from workflows.lifecycles import WORKFLOWS
 
 EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
@@ -35,10 +36,10 @@ def replayer() -> Replayer:
 
 def test_histories_of_every_version_are_committed() -> None:
     versions = {p.name.split("-")[0] for p in HISTORIES}
-    assert {"v1", "v2", "v3"} <= versions
+    assert {"v1", "v2", "v3", "v4"} <= versions
 
 
-@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 def test_every_version_calls_the_activities_by_the_same_names(version: str) -> None:
     """The engine (v3) derives its activities' names (`send_notice`, `send_<page>`, `count_<fact>`)
     so they are the names v1 and v2 wrote: no patch is needed for them (v2 and v3 carry only
@@ -61,7 +62,11 @@ def test_every_version_calls_the_activities_by_the_same_names(version: str) -> N
                 data = marker["details"]["patch-data"]["payloads"][0]["data"]
                 patches.add(json.loads(base64.b64decode(data))["id"])
     assert scheduled and scheduled <= expected
-    assert patches == (set() if version == "v1" else {EXPIRY_PATCH}), "the expiry notice's, and no other"
+    # v2 on: the expiry notice's; v4 on: the start's admission (registry and proof). No other.
+    expected_patches = {"v1": set(), "v2": {EXPIRY_PATCH}, "v3": {EXPIRY_PATCH}}.get(
+        version, {EXPIRY_PATCH, ADMISSION_PATCH}
+    )
+    assert patches == expected_patches
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

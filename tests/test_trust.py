@@ -12,13 +12,23 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.records import Records
 from partnerflow.cli import main
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import ADMIN, START_OVERRIDES, Harness, actor, running, start_input
+from partnerflow.testing import (
+    ADMIN,
+    START_OVERRIDES,
+    Harness,
+    actor,
+    running,
+    sign_start,
+    sign_update,
+    start_input,
+)
 from states.models import Partner
 from states.proof import Verifier
 
@@ -135,6 +145,44 @@ async def test_a_trusted_caller_worker_believes_unproven_requests(
         stranger = await h.start(partner={"id": "p-unknown"}, actor=actor(partner_id="p-unknown"), register=False)
         with pytest.raises(WorkflowFailureError):
             await stranger.result()
+
+
+async def test_a_retried_or_cron_start_cannot_pass_off_its_input_as_a_continuation(
+    partnerflow_live: Harness,
+) -> None:
+    """A cron or retried run starts again with the caller's input and a `continued_run_id`: with a
+    forged `continued` state it would have skipped admission. A start with a retry policy or a
+    cron schedule is refused at once (the same check covers both; a cron run would first wait
+    for its minute)."""
+    body = sign_start(start_input())
+    body["continued"] = {"state": "invited", "seq": 1, "fields": {"admin_email": "me@evil.example"}}
+    wid = f"relationship/p-100/{body['customer']['id']}"
+    handle = await partnerflow_live.client.start_workflow(
+        "Relationship",
+        body,
+        id=wid,
+        task_queue=partnerflow_live.task_queue,
+        retry_policy=RetryPolicy(maximum_attempts=3),
+    )
+    with pytest.raises(WorkflowFailureError) as refused:
+        await handle.result()
+    cause = _cause(refused.value)
+    assert cause.type == "InvalidStart" and "retry_policy: a lifecycle is started without one" in cause.message
+    assert partnerflow_live.records.audit_trail(wid) == [] and partnerflow_live.mail() == []
+
+
+async def test_an_update_that_changes_nothing_still_spends_its_proof(partnerflow: Harness) -> None:
+    """Its payload (and proof) is in history all the same: the same proof with other arguments is refused."""
+    handle = await partnerflow.bring_to("active")
+    ada = {"actor": actor("admin_agent", user="ada@fabrikam.example")}
+    await partnerflow.update(handle, "set_purchase_permission", {**ada, "allowed": True})
+    proven = sign_update({**ada, "allowed": True}, "set_purchase_permission", handle.id)
+    view = await partnerflow.update(handle, "set_purchase_permission", proven, prove=False)  # already so
+    assert view.purchase_permission
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await partnerflow.update(handle, "set_purchase_permission", {**proven, "allowed": False}, prove=False)
+    assert "already used" in _cause(refused.value).message
+    assert (await partnerflow.view(handle)).purchase_permission
 
 
 def _accept(token: str) -> dict[str, object]:

@@ -79,7 +79,7 @@ STRICT_INPUT_PATCH = "strict-new-input"
 #: Starts admitted by the partner registry and a proven actor (runs begun before were not).
 ADMISSION_PATCH = "admitted-start"
 #: How many spent assertions a workflow remembers (each only until it expires).
-PROOFS_KEPT = 50
+PROOFS_KEPT = 200
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -138,16 +138,23 @@ class Interpreter:
         # inputs) may fail the workflow task; a bad start fails the workflow instead.
         self._lock = asyncio.Lock()
         self._machine_: LifecycleMachine | None = None  # built once, moved per use
+        self._admitted = False
         start = _read_start(self.lifecycle, inputs)
         if isinstance(start, ApplicationError):
             self._start_denial: ApplicationError | None = start
             return  # run() fails the start at once; nothing is read or written
         self._start = start
         self._start_denial = self._check_start(start)
+        self._admitted = start.continued is not None  # a new run's partner facts are the caller's until then
         if start.continued is not None and not self._start_denial:
             # A continued run carries everything on: state, audit tail, deadlines.
             upgrade = self.lifecycle.upgrade
-            self.d = LifeData.model_validate(upgrade(start.continued) if upgrade else start.continued)
+            try:
+                self.d = LifeData.model_validate(upgrade(start.continued) if upgrade else start.continued)
+            except (ValidationError, KeyError, TypeError, ValueError):  # never a failed task
+                self._start_denial = _reject(ErrorType.INVALID_START, "continued", "continued: not a continued state")
+                self.d = LifeData(state=str(self._begin_row().dest))
+                return
             # A field declared since the run continued starts at its first value.
             self.d.fields = {**self.lifecycle.fields, **self.lifecycle.flags, **self.d.fields}
         else:
@@ -160,6 +167,11 @@ class Interpreter:
 
     def _check_start(self, start: Any) -> ApplicationError | None:
         lc, info = self.lifecycle, workflow.info()
+        if info.cron_schedule or info.retry_policy:
+            # A cron or retried run is started again with the caller's input and the previous run's
+            # id as its `continued_run_id`: that must never pass for a continuation.
+            which = "cron_schedule" if info.cron_schedule else "retry_policy"
+            return _reject(ErrorType.INVALID_START, which, f"{which}: a lifecycle is started without one")
         if start.continued is not None and info.continued_run_id is None:
             return _reject(
                 ErrorType.INVALID_START, "continued", "continued is set by partnerflow itself, never by a caller"
@@ -192,6 +204,7 @@ class Interpreter:
                 self._start_denial = denial
                 await workflow.wait_condition(workflow.all_handlers_finished)  # `started` answers first
                 raise denial
+        self._admitted = True  # or begun before admissions: its start input's facts, as then
         start = self._start
         self._publish()  # findable by partner, customer and state from the first moment
         if start.continued is None:
@@ -214,7 +227,8 @@ class Interpreter:
         admit = Admit(
             cloud=s.cloud.value,
             workflow_id=info.workflow_id,
-            run_id=info.run_id,
+            run_id=info.first_execution_run_id,  # a reset run is the same start
+            requested_at=info.start_time,
             action=self.lifecycle.begin(s),
             partner_id=s.partner.id,
             referred_by=getattr(s, "referred_by", None),
@@ -268,6 +282,9 @@ class Interpreter:
     # --- the shared path of every update ---------------------------------------------
     async def _update(self, trigger: str, command: Any) -> BaseModel:
         by = self.lifecycle.by(trigger)
+        update_id = workflow.current_update_info().id  # type: ignore[union-attr]
+        if update_id in self.d.recent_updates:
+            return self._view()  # a caller's retry that reached a continued run: done already
         if isinstance(by, CustomerAdmin):
             if by.proof == "token":
                 self._claim_token(command.token, self._void_outcome(trigger))
@@ -275,7 +292,6 @@ class Interpreter:
             who = Who(user=self._to(Recipient.CUSTOMER_ADMIN), role="customer_admin")
         else:
             who = Who(user=command.actor.user, role=command.actor.role.value)
-        update_id = workflow.current_update_info().id  # type: ignore[union-attr]
         # An update may arrive with the start (update-with-start, or a quick caller):
         # it waits until the start's change is made, then is checked again.
         await workflow.wait_condition(lambda: self.d.seq > 0 or self._start_denial is not None)
@@ -284,10 +300,11 @@ class Interpreter:
         async with self._lock:
             if update_id in self.d.recent_updates:
                 return self._view()  # a caller's retry that reached a continued run: done already
+            # Its assertion is in history now: spent first, whatever comes of the update.
+            self._take_proof(trigger, command)
             # Another update may have moved the state since this one was validated.
             if self._validate(trigger, command):
                 return self._view()  # already so: succeeds and changes nothing
-            self._take_proof(trigger, command)
             fact = None
             needs = self._needs(trigger)
             if needs:
@@ -335,7 +352,8 @@ class Interpreter:
         if isinstance(by, CustomerAdmin):
             if by.proof == "token":
                 return None
-            return Expected("customer_admin", trigger, wid, customer_id=self._start.customer.id)
+            user = command.customer_admin.email
+            return Expected("customer_admin", trigger, wid, user, customer_id=self._start.customer.id)
         actor = command.actor
         return Expected("partner_staff", trigger, wid, actor.user, actor.partner_id, actor.role.value)
 
@@ -581,8 +599,10 @@ class Interpreter:
         return f"{info.workflow_id}/{info.run_id}"
 
     def _snapshot(self) -> Snapshot:
-        d = self.d
-        return Snapshot(self._start, d.state, d.fields, d.expires_at, tuple(d.audit))
+        d, start = self.d, self._start
+        if not self._admitted:  # the caller's name for its partner is no one's to see
+            start = start.model_copy(update={"partner": start.partner.model_copy(update={"name": None})})
+        return Snapshot(start, d.state, d.fields, d.expires_at, tuple(d.audit))
 
     def _publish(self) -> None:
         publish(self.lifecycle, self._snapshot())

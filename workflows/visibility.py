@@ -28,9 +28,11 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
     states = path_states if snap.state in path_states else [*path_states, snap.state]
     path = " → ".join(f"**{st}**" if st == snap.state else st for st in states)
     actions = sorted({r.trigger for r in lifecycle.rows if snap.state in r.sources and not isinstance(r.by, Timer)})
-    fields = " · ".join(f"{name.replace('_', ' ')}: {_shown(snap.fields[name])}" for name in lifecycle.fields)
+    # Yes/no and count fields only: a text field (an address) is personal data, not for the Web UI.
+    shown = [name for name, first in lifecycle.fields.items() if isinstance(first, bool | int)]
+    fields = " · ".join(f"{name.replace('_', ' ')}: {_shown(snap.fields[name])}" for name in shown)
     lines = [
-        f"### {markdown(s.customer.company)} ← {markdown(s.partner.name)} · {s.cloud.value}",
+        f"### {markdown(s.customer.company)} ← {markdown(s.partner.name or s.partner.id)} · {s.cloud.value}",
         path,
         "",
         f"**State:** {snap.state}" + (f" · {fields}" if fields else ""),

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.records import Records
 from partnerflow.mailsink import MailSink
-from partnerflow.testing import BIN, Harness, actor, free_port, poll, running
+from partnerflow.testing import BIN, START_OVERRIDES, Harness, actor, free_port, poll, running
 from runtime import search_attributes
 from runtime.converter import data_converter
 from states.models import Cloud
@@ -54,10 +54,21 @@ async def referral_declined(h: Harness) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+async def referral_accepted_then_removed(h: Harness) -> WorkflowHandle[Any, Any]:
+    """v4 on: the referred partner names the admin; the customer's portal removes the partner."""
+    handle = await h.bring_to("referred", **START_OVERRIDES["refer"])
+    customer_id = handle.id.split("/")[-1]
+    await h.update(handle, "accept_referral", h.payload("accept_referral", customer_id))
+    await h.update(handle, "accept_invitation", h.payload("accept_invitation", customer_id))
+    await h.update(handle, "remove_partner", h.payload("remove_partner", customer_id))
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHandle[Any, Any]]]] = {
     "whole-life": whole_life,
     "invitation-expires": invitation_expires,
     "referral-declined": referral_declined,
+    "referral-removed": referral_accepted_then_removed,
 }
 
 
