@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +23,23 @@ MUST_BE_ZERO = ("duplicate_emails", "missing_emails", "audit_mismatches", "recor
 
 
 async def run(plan: Plan, work: Path) -> dict[str, Any]:
+    """The figures; a run that breaks down says so as a finding (`crashed`), with the tally so
+    far, instead of ending without any."""
     chaos = Chaos(plan, work)
-    async with chaos.running():
-        await chaos.drive()
-        results = await verify(chaos)
+    try:
+        async with chaos.running():
+            await chaos.drive()
+            results = await verify(chaos)
+    except Exception as error:  # every figure the run had, and where it broke
+        (work / "crash.txt").write_text("".join(traceback.format_exception(error)))
+        results = {"crashed": f"{type(error).__name__}: {error}", "tally": asdict(chaos.tally)}
     results["plan"] = {k: v for k, v in vars(plan).items()}
     return results
 
 
 def holds(results: dict[str, Any]) -> bool:
+    if "crashed" in results:
+        return False
     return results["expected_state_ok"] == results["relationships"] and not any(results[k] for k in MUST_BE_ZERO)
 
 
@@ -59,13 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="partnerflow-chaos-"))
     results = asyncio.run(run(plan, work))
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in results.items() if k not in ("detail", "plan")}, indent=2))
-    print(f"work folder: {work}" if args.keep else "", file=sys.stderr)
-    if not args.keep:
-        import shutil
-
+    print(json.dumps({k: v for k, v in results.items() if k not in ("detail", "plan", "tally")}, indent=2))
+    ok = holds(results)
+    if ok and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    return 0 if holds(results) else 1
+        return 0
+    # What a diagnosis needs: the figures (seed and plan in them), and beside them the worker's,
+    # the page's and the server's logs, the mail and the crash's traceback, if any.
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'kept' if ok else 'FAILED: kept for diagnosis'}: {work}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Whole relationship lives driven while partnerflow's parts fail around them.
 
 One run: a Temporal dev server on a SQLite file, `worker.py` as a process of its own,
-records on a throwaway PostgreSQL, a real SMTP sink. Relationships go invite → accept →
-purchase permission → end → reinstate → accept while the worker is SIGKILLed every few
-seconds and started again, the dev server is restarted once, the SMTP server is down for a
-while and the database is down for a while. The driver behaves like a careful backend
-service: it retries a call that did not get an answer with the same update id, and never
-retries one that got a refusal. What is checked afterwards lives in `reliability.verify`.
+records on a throwaway PostgreSQL, a real SMTP sink, the acceptance page (`python -m portal`)
+as a process of its own. Relationships go invite → accept (the customer's admin, through the
+page) → purchase permission → end → reinstate → accept while every process partnerflow runs
+in production is SIGKILLed now and then and started again (the worker every few seconds, the
+page too), the dev server is restarted once (and, if the plan says so, again in the middle of
+the verification), the SMTP server is down for a while and the database is down for a while.
+The driver behaves like a careful backend service: it retries a call that did not get an
+answer with the same update id, and never retries one that got a refusal. What is checked
+afterwards lives in `reliability.verify`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from temporalio.client import (
     Client,
     WorkflowQueryFailedError,
@@ -70,6 +75,8 @@ class Plan:
     smtp_down_s: float = 60.0
     db_outage_at: float = 0.70
     db_down_s: float = 30.0
+    page_kill_every_s: tuple[float, float] = (5.0, 15.0)
+    restart_during_verify: bool = True  # the awkward moment: the server goes away mid-verification
     seed: int = 7
 
 
@@ -83,6 +90,9 @@ class Tally:
 
     worker_kills: int = 0
     worker_starts: int = 0
+    page_kills: int = 0
+    page_starts: int = 0
+    page_retries: int = 0  # a page answer not had (down, restarting, Temporal away): asked again
     server_restarts: int = 0
     smtp_outages: list[float] = field(default_factory=list)
     db_outages: list[float] = field(default_factory=list)
@@ -177,6 +187,34 @@ class WorkerProcess:
                 self.kill()
 
 
+class PageProcess(WorkerProcess):
+    """`python -m portal`, the customer's acceptance page, on a port of its own."""
+
+    def __init__(self, work: Path, address: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = work / "portal.log"
+        self.env = {
+            **os.environ,
+            "PARTNERFLOW_TEMPORAL__ADDRESS": address,
+            "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]",
+            "PARTNERFLOW_PORTAL__PORT": str(self.port),
+            "PARTNERFLOW_PORTAL__CSRF_KEY": secrets.token_urlsafe(32),  # a form outlives a restart
+            "PARTNERFLOW_PORTAL__MIN_ANSWER_MS": "50",
+            "PARTNERFLOW_LOG__FORMAT": "json",
+        }
+        self.process = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "portal"],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+
+
 class Chaos:
     def __init__(self, plan: Plan, work: Path) -> None:
         self.plan = plan
@@ -189,6 +227,7 @@ class Chaos:
         self.sink = MailSink(work / "mail", port=free_port(), fold_redeliveries=True)
         self.inbox = Inbox(work / "mail")
         self.worker: WorkerProcess | None = None
+        self.page: PageProcess | None = None
         self.client: Client | None = None
         self.signer: Signer | None = None  # temporal-dev.yml's partner-services key, as `make run` makes it
         self.starts: list[StartRelationship] = []
@@ -212,11 +251,16 @@ class Chaos:
             self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port)
             self.worker.start()
             self.tally.worker_starts += 1
+            self.page = PageProcess(self.work, self.server.address)
+            self.page.start()
+            self.tally.page_starts += 1
             self.client = await Client.connect(
                 self.server.address, namespace=NAMESPACES[Cloud.PUBLIC], data_converter=data_converter
             )
             yield self
         finally:
+            if self.page:
+                self.page.stop()
             if self.worker:
                 self.worker.stop()
             self.server.stop()
@@ -250,6 +294,7 @@ class Chaos:
 
         faults = [
             asyncio.create_task(self.kill_worker_now_and_then()),
+            asyncio.create_task(self.kill_page_now_and_then()),
             asyncio.create_task(self.at(plan.server_restart_at, self.restart_server)),
             asyncio.create_task(self.at(plan.smtp_outage_at, self.smtp_outage)),
             asyncio.create_task(self.at(plan.db_outage_at, self.db_outage)),
@@ -257,13 +302,14 @@ class Chaos:
         async with self.inbox.watching():
             try:
                 await asyncio.gather(*(one(s) for s in self.starts))
-                await asyncio.gather(*faults[1:])  # an outage still under way ends first
+                await asyncio.gather(*faults[2:])  # an outage still under way ends first
             finally:
                 for task in faults:
                     task.cancel()
                 await asyncio.gather(*faults, return_exceptions=True)
         self._calm.set()
         self.ensure_worker()
+        self.ensure_page()
         self.tally.seconds = time.monotonic() - began
         return self.tally
 
@@ -274,12 +320,15 @@ class Chaos:
         used: set[str] = set()
         for n, name in enumerate(STEPS):
             payload: dict[str, Any]
-            if name == "accept_invitation":
+            if name == "accept_invitation":  # the customer's admin, on the page the link opens
                 token = await self.live_token(wid, used)
                 used.add(token)
-                payload = {"token": token, "customer_admin": {**ADMIN, "email": start.customer.admin_email}}
-                payload["accept_agreement"] = True
-            elif name == "set_purchase_permission":
+                if not await self.accept_on_the_page(wid, token):
+                    self.tally.refused.append(f"{wid} {name}: the page did not take the answer")
+                    return
+                self.tally.steps_done += 1
+                continue
+            if name == "set_purchase_permission":
                 payload = {"actor": actor("admin_agent", PARTNER), "allowed": True}
             else:
                 payload = {"actor": actor("sales_agent", PARTNER)}
@@ -319,6 +368,33 @@ class Chaos:
             ):
                 self.tally.transient_retries += 1
                 await asyncio.sleep(1.0)
+
+    async def accept_on_the_page(self, wid: str, token: str) -> bool:
+        """Open the link, tick the agreement, send the form: as a person would, again after a
+        page that did not answer (killed, restarting, Temporal away). True once accepted."""
+        assert self.page is not None and self.client is not None
+        handle = self.client.get_workflow_handle(wid)
+        while True:
+            try:
+                async with httpx.AsyncClient(base_url=self.page.url, timeout=60) as browser:
+                    shown = await browser.get("/invitation", params={"relationship": wid, "token": token})
+                    status = shown.status_code
+                    if status == 200:
+                        form = dict(re.findall(r'name="(csrf|relationship|token)" value="([^"]*)"', shown.text))
+                        form |= {"admin_name": ADMIN["user"], "agreement": "yes"}
+                        status = (await browser.post("/invitation/accept", data=form)).status_code
+                        if status == 200:
+                            return True
+                    if status < 500:
+                        # No longer valid: an earlier answer went through before the page died.
+                        view: RelationshipView = await self.patiently(
+                            handle.query, "state", result_type=RelationshipView
+                        )
+                        return view.state == "active"
+            except httpx.TransportError:
+                pass  # the page is down: a person would reload
+            self.tally.page_retries += 1
+            await asyncio.sleep(1.0)
 
     async def live_token(self, wid: str, used: set[str]) -> str:
         """The token of the live invitation, read from the customer's inbox (the sink)."""
@@ -360,6 +436,22 @@ class Chaos:
                 self.tally.worker_kills += 1
                 next_kill = time.monotonic() + self.rng.uniform(low, high)
             self.ensure_worker()  # also one that died by itself (the database was down at its start)
+
+    def ensure_page(self) -> None:
+        assert self.page is not None
+        if not self.page.alive():
+            self.page.start()
+            self.tally.page_starts += 1
+
+    async def kill_page_now_and_then(self) -> None:
+        assert self.page is not None
+        low, high = self.plan.page_kill_every_s
+        while True:
+            await asyncio.sleep(self.rng.uniform(low, high))
+            self.page.kill()
+            self.tally.page_kills += 1
+            await asyncio.sleep(0.5)  # a moment with no page: links opened now fail and are opened again
+            self.ensure_page()
 
     async def restart_server(self) -> None:
         await asyncio.to_thread(self.server.stop)
