@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import httpx
 from temporalio.client import (
     Client,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -386,15 +387,22 @@ class Chaos:
                         if status == 200:
                             return True
                     if status < 500:
-                        # No longer valid: an earlier answer went through before the page died.
-                        view: RelationshipView = await self.patiently(
-                            handle.query, "state", result_type=RelationshipView
-                        )
-                        return view.state == "active"
+                        # No longer valid: an earlier answer reached the workflow before the page
+                        # died; it may still be being applied (a worker killed meanwhile).
+                        return await self.becomes_active(handle)
             except httpx.TransportError:
                 pass  # the page is down: a person would reload
             self.tally.page_retries += 1
             await asyncio.sleep(1.0)
+
+    async def becomes_active(self, handle: WorkflowHandle[Any, Any], within_s: float = 300.0) -> bool:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            view: RelationshipView = await self.patiently(handle.query, "state", result_type=RelationshipView)
+            if view.state == "active":
+                return True
+            await asyncio.sleep(0.5)
+        return False
 
     async def live_token(self, wid: str, used: set[str]) -> str:
         """The token of the live invitation, read from the customer's inbox (the sink)."""
