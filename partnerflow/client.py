@@ -6,6 +6,7 @@ Temporal's transport exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -134,6 +135,14 @@ def _checked(start: StartRelationship) -> StartRelationship:
         raise InvalidInput(describe(error), None) from None
 
 
+async def _retrieved(operation: WithStartWorkflowOperation[Any, Any]) -> None:
+    """A failed update-with-start leaves its error on the start operation's handle too: read it
+    here, or asyncio logs "Future exception was never retrieved" with a traceback (a chaos run
+    once showed a transport error that way, as if it had crashed)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(operation.workflow_handle(), timeout=1)
+
+
 class Relationships:
     """Drive relationships through Temporal, one client per cloud namespace."""
 
@@ -228,12 +237,10 @@ class Relationships:
             )
             return view
         except WorkflowAlreadyStartedError:
-            # The SDK set the same error on the operation's handle: retrieved, asyncio logs
-            # no "Future exception was never retrieved" when the operation is collected.
-            with contextlib.suppress(WorkflowAlreadyStartedError):
-                await operation.workflow_handle()
+            await _retrieved(operation)
             raise
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
+            await _retrieved(operation)
             raise translate(error) from error
 
     async def state(self, cloud: Cloud, partner_id: str, customer_id: str) -> RelationshipView:
