@@ -4,10 +4,12 @@ record exactly once? The expectations come from the lifecycle table, not from th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle
 
 from activities.records import Records
 from reliability.chaos import PARTNER, STEPS, Chaos
@@ -30,6 +32,17 @@ def expected_life() -> tuple[list[str], int, str]:
     return operations, emails, state
 
 
+async def settled(chaos: Chaos, handle: WorkflowHandle[Any, Any], within_s: float = 180.0) -> None:
+    """Every email a life's last change sends is out: a life answered on the page may end (the
+    relationship active) while its notice to the partner is still on its way."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        described = await chaos.patiently(handle.describe)
+        if not described.raw_description.pending_activities:
+            return
+        await asyncio.sleep(0.5)
+
+
 async def verify(chaos: Chaos) -> dict[str, Any]:
     assert chaos.client is not None
     client = chaos.client
@@ -46,6 +59,7 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
                 restart = asyncio.create_task(chaos.restart_server())
             wid = start.workflow_id
             handle = client.get_workflow_handle(wid)
+            await settled(chaos, handle)
             view = await chaos.patiently(handle.query, "state", result_type=RelationshipView)
             state_ok += view.state == final and view.reinstated_count == 1 and not view.purchase_permission
 
