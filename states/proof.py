@@ -124,14 +124,14 @@ class Verifier:
     def _claims(
         self, issuer: Issuer, c: Mapping[str, Any], want: Expected, now: datetime, used: set[str]
     ) -> Proven | Denial:
-        iat, exp = _time(c.get("iat")), _time(c.get("exp"))
+        iat, exp = claim_time(c.get("iat")), claim_time(c.get("exp"))
         if iat is None or exp is None:
             return _no("proof: iat and exp must be numeric dates")
         if exp - iat > self.max_lifetime:
             return _no(f"proof: exp may be at most {int(self.max_lifetime.total_seconds())} s after iat")
         if now > exp + self.leeway:
             return _no("proof: expired")
-        if iat > now + self.leeway or ("nbf" in c and (_time(c["nbf"]) or now) > now + self.leeway):
+        if iat > now + self.leeway or ("nbf" in c and (claim_time(c["nbf"]) or now) > now + self.leeway):
             return _no("proof: not valid yet (iat or nbf in the future)")
         if want.kind not in issuer.asserts:
             return _no(f"proof: issuer {issuer.name} may not assert a {want.kind.replace('_', ' ')}")
@@ -182,10 +182,6 @@ def _key(issuer: Issuer, kid: Any) -> Any:
 
 def claim_time(value: Any) -> datetime | None:
     """A NumericDate claim as a time; None for anything else (too big, not a number)."""
-    return _time(value)
-
-
-def _time(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:

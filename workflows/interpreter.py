@@ -461,8 +461,8 @@ class Interpreter:
         for effect in row.effects:
             if isinstance(effect, Set):
                 fields[effect.field] = effect.value
-            elif isinstance(effect, Take) and effect.value(command) is not None:
-                fields[effect.field] = effect.value(command)
+            elif isinstance(effect, Take) and (given := effect.value(command)) is not None:
+                fields[effect.field] = given
             elif isinstance(effect, Add) and (effect.if_set is None or fields.get(effect.if_set)):
                 fields[effect.field] = int(fields[effect.field] or 0) + effect.amount
         link = next((e for e in row.sends() if e.token), None)
