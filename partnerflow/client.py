@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WithStartWorkflowOperation,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -96,30 +97,47 @@ _BY_TYPE: dict[str, type[RelationshipError]] = {
     str(cls.type): cls
     for cls in (InvalidInput, InvalidStart, PermissionDenied, TransitionNotAllowed, GuardFailed, NotFound, Unavailable)
 }
-#: Worth trying again: the server is restarting, overloaded, moving a shard, or out of reach.
-_UNAVAILABLE = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.ABORTED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
+#: A definite answer from the server: the request was refused as it stands, and nothing
+#: was changed. Every other status (UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED,
+#: ABORTED, ...) may come from a server restarting, overloaded or moving a shard, or a
+#: connection dropped mid-call: the change may or may not have been made, so it is
+#: `Unavailable`, to be tried again (every start and update is idempotent).
+_REFUSED = {
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.ALREADY_EXISTS,
+    RPCStatusCode.PERMISSION_DENIED,
+    RPCStatusCode.UNAUTHENTICATED,
+    RPCStatusCode.FAILED_PRECONDITION,
+    RPCStatusCode.OUT_OF_RANGE,
+    RPCStatusCode.UNIMPLEMENTED,
 }
 
 
 def translate(error: BaseException) -> RelationshipError:
-    cause = error.cause if isinstance(error, WorkflowUpdateFailedError | WorkflowQueryFailedError) else error
-    if isinstance(error, WorkflowUpdateFailedError) and isinstance(cause, ApplicationError):
-        rule = cause.details[0].get("rule") if cause.details and isinstance(cause.details[0], dict) else None
-        return _BY_TYPE.get(cause.type or "", RelationshipError)(cause.message, rule)
+    """Temporal's exception as the client's: a refusal the workflow made keeps its type and
+    rule; a definite refusal of the server is a plain `RelationshipError`; anything that
+    leaves the outcome unknown is `Unavailable`, never a final "refused" (a page would
+    otherwise tell a customer their answer was not taken when it may have been)."""
+    if isinstance(error, WorkflowUpdateFailedError):
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and (cause.type or "") in _BY_TYPE:
+            rule = cause.details[0].get("rule") if cause.details and isinstance(cause.details[0], dict) else None
+            return _BY_TYPE[cause.type or ""](cause.message, rule)
+        # The server's own failure of an update (e.g. AcceptedUpdateCompletedWorkflow: the
+        # run closed or continued before the update finished) says nothing of the change.
+        return Unavailable(f"the update's outcome is unknown ({cause}): read the state, then try again")
     if isinstance(error, RPCError):
         if error.status is RPCStatusCode.NOT_FOUND:
             return NotFound(error.message)
-        # A connection dropped mid-call comes back as UNKNOWN "transport error".
-        if error.status in _UNAVAILABLE or "transport error" in error.message:
-            return Unavailable(f"Temporal is unavailable: {error.message}")
-        return RelationshipError(f"Temporal refused the request: {error.message}")
+        if error.status in _REFUSED:
+            return RelationshipError(f"Temporal refused the request: {error.message}")
+        return Unavailable(f"Temporal is unavailable: {error.message}")
+    if isinstance(error, RPCTimeoutOrCancelledError):
+        return Unavailable("Temporal did not answer in time: the outcome is unknown; read the state")
     if isinstance(error, WorkflowQueryFailedError):
-        return RelationshipError(str(error))
+        # Our queries refuse nothing the client lets through: a failed one met a worker that
+        # was lost or a workflow task that failed, and may be asked again.
+        return Unavailable(f"the query could not be answered now: {error}")
     if isinstance(error, RuntimeError) and "connect" in str(error).lower():
         return Unavailable("Temporal is unavailable: cannot connect")  # a lazy client's first call
     raise error
@@ -239,7 +257,7 @@ class Relationships:
         except WorkflowAlreadyStartedError:
             await _retrieved(operation)
             raise
-        except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
+        except (RPCError, RPCTimeoutOrCancelledError, WorkflowUpdateFailedError, RuntimeError) as error:
             await _retrieved(operation)
             raise translate(error) from error
 
@@ -249,7 +267,7 @@ class Relationships:
                 cloud, workflow_id(partner_id.lower(), customer_id.lower())
             ).query("state", result_type=RelationshipView, rpc_timeout=self.rpc_timeout)
             return view
-        except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
+        except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, RuntimeError) as error:
             raise translate(error) from error
 
     async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
@@ -295,7 +313,7 @@ class Relationships:
                     result_type=InvitationView,
                     rpc_timeout=self.rpc_timeout,
                 )
-            except (RPCError, WorkflowQueryFailedError, RuntimeError) as error:
+            except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, RuntimeError) as error:
                 translated = translate(error)
                 if isinstance(translated, NotFound):
                     continue

@@ -190,19 +190,34 @@ class Portal:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _cause(error: BaseException) -> str:
+    """The Temporal error behind a client error, by class and status: enough to diagnose,
+    never its message (which could quote the input)."""
+    cause = error.__cause__
+    status = getattr(cause, "status", None)
+    return type(cause).__name__ + (f"/{status.name}" if status is not None and hasattr(status, "name") else "")
+
+
 def guarded(handler: Handler) -> Handler:
     """Every failure becomes a plain page; nothing is re-raised to be logged with its input."""
 
     async def run(request: Request) -> Response:
         try:
             return await handler(request)
-        except Unavailable:
-            log.warning("portal.temporal_unavailable")
+        except Unavailable as error:
+            log.warning("portal.temporal_unavailable", cause=_cause(error))
+            if request.method == "POST":  # sent, perhaps applied: only the workflow knows
+                return problem(
+                    503,
+                    "We could not confirm your answer",
+                    "It may or may not have been saved. Open the link from your email again in a few"
+                    " minutes: the page will show whether your answer was taken.",
+                )
             return problem(
                 503, "Please try again in a few minutes", "The service is busy or down. Nothing was changed."
             )
         except RelationshipError as error:
-            log.warning("portal.refused", error=error.type, rule=error.rule)
+            log.warning("portal.refused", error=error.type, rule=error.rule, cause=_cause(error))
             return problem(
                 400, "This request could not be completed", "Nothing was changed. Ask your partner for help."
             )

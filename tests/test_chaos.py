@@ -4,6 +4,7 @@ for a while. Nothing lost, nothing twice, nothing failed, and the run itself nev
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ async def test_every_life_completes_exactly_once_under_faults(tmp_path: Path) ->
         tally = await chaos.drive()
         results = await verify(chaos)
     detail = results["detail"]
+    print(json.dumps(results, indent=1, default=str))  # shown when an assertion below fails
     assert "crashed" not in results
     assert tally.worker_kills >= 2 and tally.page_kills >= 2, "the faults happened"
     assert results["server_restarts"] == 2, "during the lives and in the middle of the verification"

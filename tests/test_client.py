@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from temporalio.client import RPCTimeoutOrCancelledError, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
@@ -126,6 +128,10 @@ async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
         (RPCStatusCode.RESOURCE_EXHAUSTED, "namespace rate limit", Unavailable),
         (RPCStatusCode.NOT_FOUND, "workflow not found", NotFound),
         (RPCStatusCode.INVALID_ARGUMENT, "bad request", RelationshipError),
+        (RPCStatusCode.FAILED_PRECONDITION, "namespace is not active", RelationshipError),
+        # Not a refusal: the change may have been made (a restart, a lost shard, a closed stream).
+        (RPCStatusCode.UNKNOWN, "stream closed", Unavailable),
+        (RPCStatusCode.INTERNAL, "context canceled", Unavailable),
     ],
 )
 def test_server_errors_become_typed_errors_a_caller_can_retry_on(
@@ -133,6 +139,30 @@ def test_server_errors_become_typed_errors_a_caller_can_retry_on(
 ) -> None:
     translated = translate(RPCError(message, status, b""))
     assert type(translated) is expected and message in str(translated)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            WorkflowUpdateFailedError(ApplicationError("no", {"rule": "state"}, type="TransitionNotAllowed")),
+            TransitionNotAllowed,
+        ),
+        # The server's own failures of an update: the run closed or continued under it.
+        (
+            WorkflowUpdateFailedError(ApplicationError("completed first", type="AcceptedUpdateCompletedWorkflow")),
+            Unavailable,
+        ),
+        (WorkflowUpdateFailedError(CancelledError("cancelled")), Unavailable),
+        (WorkflowQueryFailedError("query failed: workflow task failed"), Unavailable),
+        (RPCTimeoutOrCancelledError("timed out"), Unavailable),
+    ],
+)
+def test_an_unknown_outcome_is_never_a_final_refusal(error: Exception, expected: type[RelationshipError]) -> None:
+    translated = translate(error)
+    assert type(translated) is expected
+    if expected is TransitionNotAllowed:
+        assert translated.rule == "state"
 
 
 async def test_the_losing_answer_of_a_race_is_transition_not_allowed(

@@ -10,13 +10,16 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import structlog
-from temporalio.client import WorkflowFailureError
+from pydantic import BaseModel
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from partnerflow.client import Relationships
+from partnerflow.client import Relationships, translate
 from partnerflow.testing import LINK_BASE, Harness, actor, free_port, poll
 from portal.app import create_app
 from runtime.config import PortalSettings
+from states.models import Cloud, RelationshipView
 from tests.helpers import relationships_on
 
 pytestmark = pytest.mark.server
@@ -174,6 +177,38 @@ async def test_temporal_down_is_a_503_and_nothing_changes() -> None:
         shown = await client.get("/invitation", params={"relationship": "relationship/p-1/c-1", "token": "C" * 43})
     assert shown.status_code == 503 and "try again" in shown.text
     assert "Traceback" not in shown.text
+
+
+class LostAnswer(Relationships):
+    """The first answer meets a server failure that leaves its outcome unknown (as a run
+    closing under an update does: AcceptedUpdateCompletedWorkflow); later ones go through."""
+
+    lost = 0
+
+    async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
+        if not self.lost:
+            self.lost += 1
+            failure = ApplicationError("the Workflow completed first", type="AcceptedUpdateCompletedWorkflow")
+            error = WorkflowUpdateFailedError(failure)
+            raise translate(error) from error
+        return await super().update(cloud, wid, name, command)
+
+
+async def test_an_answer_of_unknown_outcome_is_a_503_that_says_so_and_can_be_sent_again(
+    partnerflow_live: Harness, partnerflow_dev_env: WorkflowEnvironment
+) -> None:
+    """Never "nothing was changed" when that is not known (a chaos run once told 8 customers so)."""
+    handle, link = await invited(partnerflow_live)
+    app = create_app(LostAnswer(relationships_on(partnerflow_dev_env).clients))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=LINK_BASE) as page:
+        with structlog.testing.capture_logs() as logs:
+            unknown = await submit(page, link, "accept", agreement="yes")
+        assert unknown.status_code == 503 and "could not confirm your answer" in unknown.text
+        assert "Nothing was changed" not in unknown.text
+        assert any(e.get("cause") == "WorkflowUpdateFailedError" for e in logs)
+        done = await submit(page, link, "accept", agreement="yes")  # the customer opens the link again
+    assert done.status_code == 200 and "You accepted the invitation" in done.text
+    assert (await partnerflow_live.view(handle)).state == "active"
 
 
 async def test_no_log_line_carries_the_token(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
