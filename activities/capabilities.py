@@ -25,7 +25,7 @@ from activities.records import OutboxEntry, Records, utc_now
 from states import messages
 from states.declaration import LetterFacts, Lifecycle
 from states.lifecycles import LIFECYCLES
-from states.messages import Admission, Admit, Change, IssuedToken, ReadFact, SendLetter
+from states.messages import Admission, Admit, Change, Counted, IssuedToken, ReadFact, SendLetter
 from states.names import ErrorType
 from states.proof import Expected, Proven, Verifier
 from states.tokens import token_hash
@@ -133,8 +133,16 @@ class Capabilities:
             facts = LetterFacts(**{**vars(facts), "link": link(self.link_base_url, lifecycle, send.workflow_id, token)})
             # One Message-ID per token: a resent link is a new message.
             message_id = message_id_for(f"{send.key}/{digest}")
+        to = send.to
+        if send.to_partner:
+            self._same_cloud(send.cloud or "")
+            partner = await asyncio.to_thread(self.records.partner, send.cloud or "", send.to_partner)
+            if partner is None or not partner.contact_email:
+                _log().warning("email.no_contact", kind=send.letter, key=send.key, partner_id=send.to_partner)
+                return IssuedToken(message_id="")  # nobody to tell: `partnerflow partner add --contact-email`
+            to = partner.contact_email
         subject, body = text(facts)
-        entry = await self._deliver(send, Letter(to=send.to, subject=subject, body=body), message_id, digest)
+        entry = await self._deliver(send, Letter(to=to, subject=subject, body=body), message_id, digest)
         return IssuedToken(message_id=entry.message_id, token_sha256=entry.token_sha256 or digest)
 
     async def _deliver(self, send: SendLetter, letter: Letter, message_id: str, digest: str | None) -> OutboxEntry:
@@ -219,7 +227,7 @@ class Capabilities:
             return Admission(rule="proof", message="proof: already used (jti): mint a new one for each request")
         return Admission(partner=partner, jti=outcome.jti, expires_at=outcome.expires_at)
 
-    async def read_fact(self, read: ReadFact) -> int:
+    async def read_fact(self, read: ReadFact) -> Counted:
         """A named count from the records. Registered as `count_<fact>` per fact (see `all`)."""
         self._same_cloud(read.cloud)
         try:
@@ -242,10 +250,10 @@ class Capabilities:
         for fact in self.records.facts():
             name = messages.read_fact(fact).name
 
-            async def count(read: ReadFact, fact: str = fact) -> int:
+            async def count(read: ReadFact, fact: str = fact) -> Counted:
                 return await self.read_fact(read.model_copy(update={"fact": read.fact or fact}))
 
-            found[name] = _named(name, count, ReadFact, int)
+            found[name] = _named(name, count, ReadFact, Counted)
         return list(found.values())
 
 

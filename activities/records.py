@@ -7,18 +7,18 @@ earlier write (by `change_id` or outbox key) and does nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from states.messages import Change
-from states.models import Partner
+from states.messages import Change, Counted
+from states.models import STRICT, Partner, State, SubscriptionKind
 
 metadata = sa.MetaData()
 
@@ -49,7 +49,11 @@ customers = _current_rows(
     sa.Column("purchase_permission", sa.Boolean, nullable=False, default=False),
     sa.Column("reinstated_count", sa.Integer, nullable=False, default=0),
     sa.Column("admin_email", sa.String(254), nullable=True),  # where the invitation went
+    # Two-tier: an indirect reseller's provider, whose customer list shows the customer too.
+    sa.Column("indirect_provider_id", sa.String(100), nullable=True),
+    sa.Column("suspension_reason", sa.String(32), nullable=True),  # while suspended
 )
+sa.Index("ix_customers_provider", customers.c.cloud, customers.c.indirect_provider_id)
 
 #: The partner registry: every partner fact a lifecycle uses comes from here.
 partners = sa.Table(
@@ -128,6 +132,7 @@ subscriptions = sa.Table(
     sa.Column("customer_id", sa.String(100), primary_key=True),
     sa.Column("active", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=True),  # {what: how many}, as the billing feed says
 )
 
 
@@ -258,7 +263,7 @@ class Records:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(customers)
-                .where((customers.c.cloud == cloud) & (customers.c.partner_id == partner_id))
+                .where((customers.c.cloud == cloud) & _of_partner(partner_id))
                 .order_by(customers.c.customer_id)
             ).mappings()
             return [dict(r) for r in rows]
@@ -269,7 +274,7 @@ class Records:
         """`columns` of the customer list of every partner in `cloud` (or of one), in a stable order."""
         query = sa.select(*(customers.c[name] for name in columns)).where(customers.c.cloud == cloud)
         if partner_id is not None:
-            query = query.where(customers.c.partner_id == partner_id)
+            query = query.where(_of_partner(partner_id))
         query = query.order_by(customers.c.partner_id, customers.c.customer_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
@@ -338,11 +343,11 @@ class Records:
         return owner == run_id
 
     # --- facts a guard may need -------------------------------------------------------
-    def facts(self) -> dict[str, Callable[[str, str, str], int]]:
+    def facts(self) -> dict[str, Callable[[str, str, str], Counted]]:
         """The named counts a guard may need, each about one customer (the billing feed's)."""
         return {"active_subscriptions": self.active_subscriptions}
 
-    def fact(self, name: str, cloud: str, partner_id: str, customer_id: str) -> int:
+    def fact(self, name: str, cloud: str, partner_id: str, customer_id: str) -> Counted:
         """A named fact about one customer; unknown names are refused."""
         read = self.facts().get(name)
         if read is None:
@@ -351,30 +356,49 @@ class Records:
 
     # --- subscriptions (fed by billing) ------------------------------------------
     def set_active_subscriptions(
-        self, cloud: str, partner_id: str, customer_id: str, active: int, *, now: datetime
+        self,
+        cloud: str,
+        partner_id: str,
+        customer_id: str,
+        active: int,
+        *,
+        now: datetime,
+        detail: Mapping[str, int] | None = None,
     ) -> None:
+        """`detail`: how many of what (`{"Azure plan": 1}`), adding up to `active`. Its names are
+        checked as names are (they end up in a refusal's words)."""
         if active < 0:
             raise ValueError("active subscriptions must be >= 0")
+        if detail is not None:
+            detail = dict(
+                SubscriptionKind.model_validate({"what": w, "count": n}, context=STRICT).pair()
+                for w, n in detail.items()
+            )
+            if sum(detail.values()) != active:
+                raise ValueError(f"detail: its counts must add up to the active subscriptions ({active})")
+        values = dict(active=active, updated_at=now, detail=dict(detail) if detail else None)
         with self._tx() as conn:
             conn.execute(
                 self._insert(subscriptions)
-                .values(cloud=cloud, partner_id=partner_id, customer_id=customer_id, active=active, updated_at=now)
+                .values(cloud=cloud, partner_id=partner_id, customer_id=customer_id, **values)
                 .on_conflict_do_update(
                     index_elements=[subscriptions.c.cloud, subscriptions.c.partner_id, subscriptions.c.customer_id],
-                    set_=dict(active=active, updated_at=now),
+                    set_=values,
                 )
             )
 
-    def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> int:
+    def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
         with self.engine.connect() as conn:
             found = conn.execute(
-                sa.select(subscriptions.c.active).where(
+                sa.select(subscriptions.c.active, subscriptions.c.detail).where(
                     (subscriptions.c.cloud == cloud)
                     & (subscriptions.c.partner_id == partner_id)
                     & (subscriptions.c.customer_id == customer_id)
                 )
-            ).scalar()
-            return int(found or 0)
+            ).first()
+            if found is None:
+                return Counted(count=0)
+            return Counted(count=int(found.active), detail=dict(found.detail or {}))
 
     # --- outbox --------------------------------------------------------------------
     def outbox_entry(self, key: str) -> OutboxEntry | None:
@@ -416,6 +440,17 @@ class Records:
 
 
 #: The tables a lifecycle may keep its current row in (`Lifecycle.table`).
+#: Where a reseller's customer is linked to its indirect provider too: from the acceptance on.
+LINKED_STATES: Final = (State.ACTIVE.value, State.SUSPENDED.value)
+
+
+def _of_partner(partner_id: str) -> Any:
+    """A partner's customer list: its own customers, and as an indirect provider its resellers'
+    linked ones (not an invitation still open or declined, nor one that has ended)."""
+    linked = (customers.c.indirect_provider_id == partner_id) & customers.c.state.in_(LINKED_STATES)
+    return (customers.c.partner_id == partner_id) | linked
+
+
 ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
 
 

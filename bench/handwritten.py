@@ -193,7 +193,8 @@ class HandwrittenActivities:
 
     @activity.defn(name="count_active_subscriptions")
     async def count_active_subscriptions(self, key: CustomerKey) -> int:
-        return await asyncio.to_thread(self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id)
+        found = await asyncio.to_thread(self.records.active_subscriptions, key.cloud, key.partner_id, key.customer_id)
+        return found.count
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.send_invitation, self.send_notice, self.record_change, self.count_active_subscriptions]

@@ -101,13 +101,14 @@ _BY_TYPE: dict[str, type[RelationshipError]] = {
 #: was changed. Every other status (UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED,
 #: ABORTED, ...) may come from a server restarting, overloaded or moving a shard, or a
 #: connection dropped mid-call: the change may or may not have been made, so it is
-#: `Unavailable`, to be tried again (every start and update is idempotent).
+#: `Unavailable`, to be tried again (every start and update is idempotent). So is
+#: FAILED_PRECONDITION: the server's state of the moment (a chaos run met it on queries
+#: while the records database was away and workflow tasks waited on it).
 _REFUSED = {
     RPCStatusCode.INVALID_ARGUMENT,
     RPCStatusCode.ALREADY_EXISTS,
     RPCStatusCode.PERMISSION_DENIED,
     RPCStatusCode.UNAUTHENTICATED,
-    RPCStatusCode.FAILED_PRECONDITION,
     RPCStatusCode.OUT_OF_RANGE,
     RPCStatusCode.UNIMPLEMENTED,
 }

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from states.declaration import (
+    WHOSE,
     Add,
     By,
     CustomerAdmin,
@@ -57,9 +58,9 @@ def who(by: By) -> str:
             + ")"
         )
     roles = ", ".join(sorted(r.value for r in by.roles))
-    text = f"{'the referring' if by.of == 'referrer' else 'its'} partner's {roles}"
+    text = " or ".join(f"{WHOSE[w]}'s" for w in by.whose) + f" {roles}"
     if by.kinds_denied:
-        text += "; not " + ", ".join(sorted(k.value for k in by.kinds_denied))
+        text += "; not an " + ", ".join(sorted(k.value for k in by.kinds_denied)) + "'s own staff"
     if by.clouds_denied:
         text += "; not in " + ", ".join(sorted(c.value for c in by.clouds_denied))
     return text
@@ -107,7 +108,8 @@ def guards(lc: Lifecycle) -> str:
 
 def deadlines(lc: Lifecycle) -> str:
     def line(d: Deadline) -> list[str]:
-        reminders = f"`timers.{d.reminders}` before, letter `{d.reminder.letter}`" if d.reminder else "–"
+        letters = ", ".join(f"`{r.letter}`" for r in d.letters())
+        reminders = f"`timers.{d.reminders}` before, letters {letters}" if letters else "–"
         return [d.state, f"`timers.{d.after}`", f"`{d.fires}`", reminders]
 
     return _table(["state", "lasts at most", "then", "reminders"], [line(d) for d in lc.deadlines])

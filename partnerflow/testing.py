@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -308,6 +309,8 @@ class Harness:
         for name, info in model.model_fields.items():
             if info.annotation is bool and name not in body:
                 body[name] = True  # yes/no fields: the one that changes something
+            elif isinstance(info.annotation, type) and issubclass(info.annotation, Enum):
+                body[name] = next(iter(info.annotation)).value  # a coded field (a suspension's reason)
             elif name == "reason":
                 body[name] = "test kit"
             elif name == "admin_email":

@@ -31,7 +31,15 @@ from runtime.config import ConfigError, load
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
 BASELINE = "0001"  # the revision that creates exactly what `create_schema()` used to create
 LATER_TABLES = frozenset({"entities", "partners", "proofs_used"})  # added by revisions after BASELINE
-LATER_COLUMNS = frozenset({("customers", "admin_email")})
+LATER_COLUMNS = frozenset(
+    {
+        ("customers", "admin_email"),
+        ("customers", "indirect_provider_id"),
+        ("customers", "suspension_reason"),
+        ("subscriptions", "detail"),
+    }
+)
+LATER_INDEXES = frozenset({"ix_customers_provider"})
 _LOCK_ID = 0x7061_7274_6E65_72  # "partner": one migrator at a time on PostgreSQL
 
 
@@ -88,7 +96,7 @@ def _adopt(conn: Connection, cfg: Config) -> bool:
         d
         for d in compare_metadata(MigrationContext.configure(conn), metadata)
         if not (d[0] == "add_table" and d[1].name in LATER_TABLES)
-        and not (d[0] == "add_index" and d[1].table.name in LATER_TABLES)
+        and not (d[0] == "add_index" and (d[1].table.name in LATER_TABLES or d[1].name in LATER_INDEXES))
         and not (d[0] == "add_column" and (d[2], d[3].name) in LATER_COLUMNS)
     ]
     if differences:

@@ -22,14 +22,33 @@ from states.models import Cloud, InvitationStatus, PartnerKind, Role
 # --- who may fire a row -------------------------------------------------------------
 
 
+Whose = Literal["partner", "referrer", "provider"]
+#: Each partner a row may be fired by, in words (the denials' and the docs').
+WHOSE: Mapping[str, str] = {
+    "partner": "the relationship's partner",
+    "referrer": "the referring partner",
+    "provider": "its indirect provider",
+}
+
+
 @dataclass(frozen=True)
 class PartnerStaff:
-    """Partner users in `roles`, of the relationship's partner (or of the referring one)."""
+    """Partner users in `roles` of one of the partners `of` names: the relationship's partner,
+    the referring one, or the indirect provider of the relationship's (indirect reseller)
+    partner. `kinds_denied`: kinds of the relationship's partner whose own staff may not."""
 
     roles: frozenset[Role]
-    of: Literal["partner", "referrer"] = "partner"
+    of: tuple[Whose, ...] | Whose = ("partner",)  # one name is read as a tuple of it
     kinds_denied: frozenset[PartnerKind] = frozenset()
     clouds_denied: frozenset[Cloud] = frozenset()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.of, str):
+            object.__setattr__(self, "of", (self.of,))
+
+    @property
+    def whose(self) -> tuple[Whose, ...]:
+        return self.of if isinstance(self.of, tuple) else (self.of,)
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Facts:
     customer_id: str
     token_is_live: bool = False  # the command carries the live, unclaimed, unexpired token
     fact: int | None = None  # the outside fact the guard `needs`, once the worker has read it
+    fact_detail: Mapping[str, int] = field(default_factory=dict)  # of what, where the records say
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,10 @@ class Guard:
     rule: str
     holds: Callable[[Facts], bool]
     needs: str | None = None  # a named fact the worker reads from the records first
+    explain: Callable[[Facts], str] | None = None  # what blocks it, added to the rule's words
+
+    def words(self, facts: Facts) -> str:
+        return f"{self.rule}: {self.explain(facts)}" if self.explain else self.rule
 
 
 # --- typed effects ----------------------------------------------------------------------
@@ -77,6 +101,7 @@ class Recipient(StrEnum):
     CUSTOMER_ADMIN = "customer_admin"  # the customer's global admin: the record field `admin_email`
     PARTNER_CONTACT = "partner_contact"  # the partner's contact address, else the user who sent the link
     REQUESTER = "requester"  # the partner user who started the lifecycle (a referral's referrer)
+    PROVIDER_CONTACT = "provider_contact"  # an indirect reseller's provider (the registry's contact); else none
 
 
 @dataclass(frozen=True)
@@ -98,7 +123,7 @@ class Set:
     """A record field takes a value."""
 
     field: str
-    value: bool | int | str
+    value: bool | int | str | None
 
 
 @dataclass(frozen=True)
@@ -186,7 +211,10 @@ class Deadline:
     after: str
     fires: str
     reminders: str | None = None
-    reminder: Send | None = None
+    reminder: Send | tuple[Send, ...] | None = None  # one letter each time, or several (to several people)
+
+    def letters(self) -> tuple[Send, ...]:
+        return self.reminder if isinstance(self.reminder, tuple) else (self.reminder,) if self.reminder else ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +226,7 @@ class Snapshot:
     fields: Mapping[str, Any]
     token_expires_at: datetime | None
     audit: tuple[Any, ...]
+    deadline_at: datetime | None = None  # when the current state's deadline fires, if it has one
 
 
 @dataclass(frozen=True)
@@ -220,6 +249,11 @@ class Lifecycle:
     view: Callable[[Snapshot], BaseModel]
     summary: Callable[[Any], str]  # the Web UI's one-line summary (escaped by the caller)
     state_attribute: str  # the Keyword search attribute that holds the state
+    # Text fields the Web UI may show beside the yes/no and count ones: codes, never personal data.
+    web_ui_codes: tuple[str, ...] = ()
+    # Record columns read off the (admitted) start input with every change, not kept in the
+    # workflow: a run continued from before such a column existed records it all the same.
+    from_start: Mapping[str, Callable[[Any], str | None]] = field(default_factory=dict)
     token_expiry_attribute: str | None = None  # the Datetime one that holds the latest link's deadline
     token_query: str | None = None  # the query a link's page asks with its token
     table: str = "entities"  # where the records keep the lifecycle's current row
@@ -296,8 +330,20 @@ def _problems(lc: Lifecycle) -> Any:
         fired = lc.rows_for(deadline.fires)
         if not fired or not all(isinstance(r.by, Timer) and deadline.state in r.sources for r in fired):
             yield f"deadline of {deadline.state}: {deadline.fires} must be a Timer row leaving it"
-        if deadline.reminder and deadline.reminder.letter not in lc.letters:
-            yield f"deadline of {deadline.state}: no text for letter {deadline.reminder.letter}"
+        for reminder in deadline.letters():
+            if reminder.letter not in lc.letters:
+                yield f"deadline of {deadline.state}: no text for letter {reminder.letter}"
+    for name in lc.web_ui_codes:
+        if name not in lc.fields:
+            yield f"web_ui_codes: unknown field {name}"
+    for name in lc.from_start:
+        if name in lc.fields or name in lc.flags:
+            yield f"from_start: {name} is a field already"
+    for row in lc.rows:
+        if isinstance(row.by, PartnerStaff):
+            unknown = [w for w in row.by.whose if w not in WHOSE]
+            if not row.by.whose or unknown:
+                yield f"{row.trigger}: `of` must name some of {', '.join(WHOSE)} (not {unknown or 'nothing'})"
     for trigger in lc.commands:
         if not lc.rows_for(trigger):
             yield f"command {trigger}: no row"

@@ -88,5 +88,5 @@ class LifecycleMachine:
             if self.state in row.sources:
                 for guard in row.guards:
                     if not guard.holds(facts):
-                        return guard.name, guard.rule
+                        return guard.name, guard.words(facts)
         return "state", f"{trigger} is not allowed now"

@@ -37,12 +37,16 @@ class SendLetter(_Message):
     lifecycle: str
     letter: str
     workflow_id: str
-    to: str
+    to: str  # "" with `to_partner`
     partner_name: str
     company: str
     expires_at: datetime | None = None
     reason: str = ""
     token: bool = False
+    # To this partner's contact in the `cloud` partner registry, looked up when sent (a notice
+    # to an indirect provider: its address is the registry's, and never enters the history).
+    to_partner: str | None = None
+    cloud: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -100,6 +104,14 @@ class ReadFact(_Message):
     customer_id: str
 
 
+class Counted(_Message):
+    """A guard's outside fact: how many, and of what (the billing feed's detail), for the
+    refusal's words. A history from before the detail holds a bare count, read the same."""
+
+    count: int
+    detail: dict[str, int] = {}
+
+
 class Admit(_Message):
     """A start to admit: its partners must be in the registry, its actor proven by `proof`."""
 
@@ -144,6 +156,7 @@ def send_link(token_query: str) -> Capability[SendLetter, IssuedToken]:
     return Capability(f"send_{token_query}", SendLetter, IssuedToken)
 
 
-def read_fact(fact: str) -> Capability[ReadFact, int]:
-    """A guard's outside fact, a count the records keep (`count_active_subscriptions`)."""
-    return Capability(f"count_{fact}", ReadFact, int)
+def read_fact(fact: str) -> Capability[ReadFact, Counted | int]:
+    """A guard's outside fact, a count the records keep (`count_active_subscriptions`); a bare
+    `int` in a history recorded before the count carried its detail."""
+    return Capability(f"count_{fact}", ReadFact, Counted | int)  # type: ignore[arg-type]

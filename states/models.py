@@ -37,6 +37,7 @@ class State(StrEnum):
     DECLINED = "declined"
     CANCELLED = "cancelled"
     ACTIVE = "active"
+    SUSPENDED = "suspended"
     ENDED = "ended"
 
 
@@ -149,9 +150,11 @@ class Partner(_Model):
     contact_email: Email | None = None  # where partner notices go; else the inviting user
 
     @model_validator(mode="after")
-    def _provider_for_resellers(self) -> Partner:
+    def _provider_for_resellers(self, info: ValidationInfo) -> Partner:
         if self.kind is PartnerKind.INDIRECT_RESELLER and not self.indirect_provider_id:
             raise ValueError("indirect_provider_id is required when kind is indirect_reseller")
+        if _strict(info) and self.indirect_provider_id and self.kind is not PartnerKind.INDIRECT_RESELLER:
+            raise ValueError("indirect_provider_id is for an indirect_reseller only (it names the reseller's provider)")
         return self
 
 
@@ -171,14 +174,20 @@ class Timers(_Model):
     referral_ttl: timedelta = timedelta(days=14)
     invitation_ttl: timedelta = timedelta(days=30)
     reminders_before: tuple[timedelta, ...] = (timedelta(days=7), timedelta(days=1))
+    # Unresumed, a suspended relationship ends by itself (as Partner Center deletes a suspended
+    # account's data after 90 days); both sides are warned before.
+    suspension_ttl: timedelta = timedelta(days=90)
+    suspension_warnings_before: tuple[timedelta, ...] = (timedelta(days=30), timedelta(days=7), timedelta(days=1))
 
     @model_validator(mode="after")
     def _sane(self) -> Timers:
-        if self.referral_ttl <= timedelta(0) or self.invitation_ttl <= timedelta(0):
-            raise ValueError("referral_ttl and invitation_ttl must be positive")
-        for before in self.reminders_before:
-            if not timedelta(0) < before < self.invitation_ttl:
-                raise ValueError("each of reminders_before must be between 0 and invitation_ttl")
+        for name in ("referral_ttl", "invitation_ttl", "suspension_ttl"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        for befores, ttl in (("reminders_before", "invitation_ttl"), ("suspension_warnings_before", "suspension_ttl")):
+            for before in getattr(self, befores):
+                if not timedelta(0) < before < getattr(self, ttl):
+                    raise ValueError(f"each of {befores} must be between 0 and {ttl}")
         return self
 
 
@@ -243,6 +252,29 @@ class ReasonedCommand(PartnerCommand):
     """decline_referral, cancel_invitation, end_relationship."""
 
     reason: Reason = ""
+
+
+class SubscriptionKind(_Model):
+    """One line of the billing feed's detail: how many active subscriptions of what."""
+
+    what: Name
+    count: Annotated[int, Field(ge=0)]
+
+    def pair(self) -> tuple[str, int]:
+        return self.what, self.count
+
+
+class SuspensionReason(StrEnum):
+    NON_PAYMENT = "non_payment"
+    COMPLIANCE = "compliance"
+    CUSTOMER_REQUEST = "customer_request"
+    OTHER = "other"
+
+
+class SuspendRelationship(PartnerCommand):
+    """Stop an active relationship for a while: nothing new is bought until it is resumed."""
+
+    reason: SuspensionReason
 
 
 class SetPurchasePermission(PartnerCommand):
@@ -310,6 +342,9 @@ class RelationshipView(_Model):
     partner_name: str
     company: str
     admin_email: str | None = None  # where the invitation goes (a referral's: once accepted)
+    indirect_provider_id: str | None = None  # an indirect reseller's provider: linked to the customer too
+    suspension_reason: SuspensionReason | None = None  # while suspended
+    suspension_ends_at: datetime | None = None  # while suspended: when it ends unless resumed
     origin: Origin
     invitation_expires_at: datetime | None
     audit: tuple[AuditEntry, ...]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Timer
-from states.models import Actor
+from states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Timer
+from states.models import Actor, PartnerKind
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,34 @@ def check(lifecycle: Lifecycle, trigger: str, *, actor: Actor | None, start: Any
     return _partner_staff(by, trigger, actor, start)
 
 
+def owners(by: PartnerStaff, start: Any) -> dict[str, str]:
+    """The partner ids whose staff may fire a `by` row of the lifecycle `start` began, by whose."""
+    ids = {"partner": start.partner.id, "referrer": getattr(start, "referred_by", None), "provider": provider_of(start)}
+    return {whose: ids[whose] for whose in by.whose if ids[whose]}
+
+
+def provider_of(start: Any) -> str | None:
+    """The indirect provider linked to the relationship: an indirect reseller's only."""
+    partner = start.partner
+    if getattr(partner, "kind", None) is not PartnerKind.INDIRECT_RESELLER:
+        return None
+    provider: str | None = getattr(partner, "indirect_provider_id", None)
+    return provider
+
+
 def _partner_staff(by: PartnerStaff, trigger: str, actor: Actor | None, start: Any) -> Denial | None:
     if start.cloud in by.clouds_denied:
         return Denial("cloud", f"{trigger} does not exist in the {start.cloud.value} cloud")
     if actor is None:
         return Denial("actor", f"actor is required for {trigger}")
-    owner = start.referred_by if by.of == "referrer" else start.partner.id
-    if actor.partner_id != owner:
-        whose = "the referring partner" if by.of == "referrer" else "the relationship's partner"
-        return Denial("partner", f"actor.partner_id must be {whose} ({owner}); {actor.partner_id} may not {trigger}")
+    allowed = owners(by, start)
+    if actor.partner_id not in allowed.values():
+        whose = " or ".join(f"{WHOSE[w]} ({allowed[w]})" for w in by.whose if w in allowed) or WHOSE[by.whose[0]]
+        return Denial("partner", f"actor.partner_id must be {whose}; {actor.partner_id} may not {trigger}")
     if actor.role not in by.roles:
-        allowed = ", ".join(sorted(r.value for r in by.roles))
-        return Denial("role", f"actor.role {actor.role.value} may not {trigger} (allowed: {allowed})")
-    if start.partner.kind in by.kinds_denied:
-        return Denial("partner_kind", f"an {start.partner.kind.value} partner may not {trigger}")
+        roles = ", ".join(sorted(r.value for r in by.roles))
+        return Denial("role", f"actor.role {actor.role.value} may not {trigger} (allowed: {roles})")
+    if actor.partner_id == start.partner.id and start.partner.kind in by.kinds_denied:
+        provider = " (its indirect provider may)" if "provider" in by.whose else ""
+        return Denial("partner_kind", f"an {start.partner.kind.value} partner may not {trigger}{provider}")
     return None

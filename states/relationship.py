@@ -45,18 +45,26 @@ from states.models import (
     SetPurchasePermission,
     StartRelationship,
     State,
+    SuspendRelationship,
+    SuspensionReason,
 )
+from states.policy import provider_of
 from states.relationship_letters import LETTERS
 
 S, R, T = State, Role, InvitationStatus  # T: why a link token stopped working
 CUSTOMER, PARTNER, REQUESTER = Recipient.CUSTOMER_ADMIN, Recipient.PARTNER_CONTACT, Recipient.REQUESTER
+PROVIDER = Recipient.PROVIDER_CONTACT
 
 # --- who: the role policy. helpdesk_agent is in no row: it reads only. ------------------
 STAFF = PartnerStaff(frozenset({R.GLOBAL_ADMIN, R.ADMIN_AGENT, R.SALES_AGENT}))
-ADMINS: By = PartnerStaff(frozenset({R.GLOBAL_ADMIN, R.ADMIN_AGENT}))
-NOT_RESELLERS: By = PartnerStaff(STAFF.roles, kinds_denied=frozenset({PartnerKind.INDIRECT_RESELLER}))
+ADMINS = PartnerStaff(frozenset({R.GLOBAL_ADMIN, R.ADMIN_AGENT}))
+# An indirect reseller's relationships are ended by its indirect provider, not by itself; so
+# are they suspended (unresumed, a suspension ends the relationship).
+NOT_BY_RESELLERS = frozenset({PartnerKind.INDIRECT_RESELLER})
+ENDERS: By = PartnerStaff(STAFF.roles, of=("partner", "provider"), kinds_denied=NOT_BY_RESELLERS)
+SUSPENDERS: By = PartnerStaff(ADMINS.roles, of=("partner", "provider"), kinds_denied=NOT_BY_RESELLERS)
 # No referrals in the US Government cloud; the referring partner makes one.
-REFERRER: By = PartnerStaff(STAFF.roles, of="referrer", clouds_denied=frozenset({Cloud.USGOV}))
+REFERRER: By = PartnerStaff(STAFF.roles, of=("referrer",), clouds_denied=frozenset({Cloud.USGOV}))
 REFERRED: By = PartnerStaff(STAFF.roles, clouds_denied=frozenset({Cloud.USGOV}))
 LINK, PORTAL, TIMER = CustomerAdmin("token"), CustomerAdmin("portal"), Timer()
 
@@ -91,6 +99,15 @@ NO_SUBSCRIPTIONS = Guard(
     "the customer must have no active subscriptions before the relationship ends",
     lambda f: f.fact is None or f.fact == 0,
     needs="active_subscriptions",
+    # What to cancel first, as the billing feed says: "3 active (2 Azure plan, 1 Microsoft 365 E3)".
+    explain=lambda f: (
+        f"{f.fact} active"
+        + (
+            " (" + ", ".join(f"{n} {what}" for what, n in sorted(f.fact_detail.items()) if n) + ")"
+            if f.fact_detail
+            else ""
+        )
+    ),
 )
 SAME_CUSTOMER = Guard(
     "customer_matches",
@@ -103,6 +120,7 @@ INVITE = Send("invitation", CUSTOMER, token=True)
 # Where the invitation goes: the inviting partner says so, or the referred one when it accepts.
 ADMIN_FROM_START, ADMIN_FROM_REFERRED = Take("admin_email", "customer.admin_email"), Take("admin_email", "admin_email")
 PERMISSION_OFF = Set("purchase_permission", False)  # [ours] the permission ends with the relationship
+ENDED_EFFECTS = (Send("customer_ended", CUSTOMER), Publish("reseller-relationship-ended"))
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
@@ -115,12 +133,15 @@ ROWS: tuple[Row, ...] = (
     Row("resend_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.INVITED,            "ResendCustomerInvitation",          STAFF,         (),                           (INVITE, Publish("reseller-relationship-invitation-resent"))),
     Row("cancel_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.CANCELLED,          "CancelCustomerInvitation",          STAFF,         (),                           (VoidToken(T.CANCELLED), Publish("reseller-relationship-invitation-cancelled"))),
     Row("expire_invitation",       (S.INVITED,),                      S.INVITATION_EXPIRED, "ExpireCustomerInvitation",          TIMER,         (),                           (VoidToken(T.EXPIRED), Send("partner_expired", PARTNER, since="notify-partner-on-invitation-expiry"), Publish("reseller-relationship-invitation-expired"))),
-    Row("accept_invitation",       (S.INVITED,),                      S.ACTIVE,             "AddCustomer",                       LINK,          (LIVE_TOKEN, AGREEMENT),      (VoidToken(T.ACCEPTED), Add("reinstated_count", if_set="reinstating"), Set("reinstating", False), Send("partner_accepted", PARTNER), Publish("reseller-relationship-accepted-by-customer"))),
+    Row("accept_invitation",       (S.INVITED,),                      S.ACTIVE,             "AddCustomer",                       LINK,          (LIVE_TOKEN, AGREEMENT),      (VoidToken(T.ACCEPTED), Add("reinstated_count", if_set="reinstating"), Set("reinstating", False), Send("partner_accepted", PARTNER), Send("provider_accepted", PROVIDER, since="two-tier"), Publish("reseller-relationship-accepted-by-customer"))),
     Row("decline_invitation",      (S.INVITED,),                      S.DECLINED,           "DeclineCustomerInvitation",         LINK,          (LIVE_TOKEN,),                (VoidToken(T.DECLINED), Publish("reseller-relationship-declined-by-customer"))),
     Row("set_purchase_permission", (S.ACTIVE,),                       S.ACTIVE,             "CreateSelfServePolicy",             ADMINS,        (GRANTS,),                    (Set("purchase_permission", True), Publish("purchase-permission-changed")), unchanged_if=SAME_PERMISSION),
     Row("set_purchase_permission", (S.ACTIVE,),                       S.ACTIVE,             "DeleteSelfServePolicy",             ADMINS,        (REVOKES,),                   (PERMISSION_OFF, Publish("purchase-permission-changed")), unchanged_if=SAME_PERMISSION),
-    Row("end_relationship",        (S.ACTIVE,),                       S.ENDED,              "RemovePartnerCustomerRelationship", NOT_RESELLERS, (NO_SUBSCRIPTIONS,),          (PERMISSION_OFF, Send("customer_ended", CUSTOMER), Publish("reseller-relationship-ended"))),
-    Row("remove_partner",          (S.ACTIVE,),                       S.ENDED,              "RemovePartnerCustomerRelationship", PORTAL,        (SAME_CUSTOMER,),             (PERMISSION_OFF, Send("partner_removed", PARTNER), Publish("reseller-relationship-removed-by-customer"))),
+    Row("suspend",                 (S.ACTIVE,),                       S.SUSPENDED,          "SuspendCustomerRelationship",       SUSPENDERS,     (),                           (PERMISSION_OFF, Take("suspension_reason", "reason"), Send("customer_suspended", CUSTOMER), Publish("reseller-relationship-suspended"))),
+    Row("resume",                  (S.SUSPENDED,),                    S.ACTIVE,             "ResumeCustomerRelationship",        SUSPENDERS,     (),                           (Set("suspension_reason", None), Send("customer_resumed", CUSTOMER), Publish("reseller-relationship-resumed"))),
+    Row("end_suspended",           (S.SUSPENDED,),                    S.ENDED,              "RemovePartnerCustomerRelationship", TIMER,         (),                           (Set("suspension_reason", None), Send("partner_suspension_ended", PARTNER), *ENDED_EFFECTS)),
+    Row("end_relationship",        (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", ENDERS,        (NO_SUBSCRIPTIONS,),          (PERMISSION_OFF, Set("suspension_reason", None), *ENDED_EFFECTS)),
+    Row("remove_partner",          (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", PORTAL,        (SAME_CUSTOMER,),             (PERMISSION_OFF, Set("suspension_reason", None), Send("partner_removed", PARTNER), Publish("reseller-relationship-removed-by-customer"))),
     Row("reinstate",               (S.ENDED,),                        S.INVITED,            "ReinstateCustomer",                 STAFF,         (),                           (Set("reinstating", True), Send("reinstatement", CUSTOMER, token=True), Publish("reseller-relationship-reinstated"))),
 )
 
@@ -132,7 +153,9 @@ COMMANDS: dict[str, Command] = {
     "accept_invitation":       Command(AcceptInvitation,      "the customer's global admin accepts (invitation page)", "accept-invitation"),
     "decline_invitation":      Command(DeclineInvitation,     "the customer's global admin declines (invitation page)", "decline-invitation"),
     "set_purchase_permission": Command(SetPurchasePermission, "allow or stop self-service purchases",               "permission", {"allowed": ("--allow", "--deny")}),
-    "end_relationship":        Command(ReasonedCommand,       "end an active relationship",                         "end"),
+    "suspend":                 Command(SuspendRelationship,   "suspend an active relationship (non-payment, compliance, ...)", "suspend"),
+    "resume":                  Command(PartnerCommand,        "resume a suspended relationship",                    "resume"),
+    "end_relationship":        Command(ReasonedCommand,       "end an active or suspended relationship",            "end"),
     "remove_partner":          Command(RemovePartner,         "the customer removes its reseller (customer portal)", "remove-partner"),
     "reinstate":               Command(PartnerCommand,        "invite an ended relationship's customer again",      "reinstate"),
 }
@@ -140,6 +163,8 @@ COMMANDS: dict[str, Command] = {
 DEADLINES: tuple[Deadline, ...] = (
     Deadline(S.REFERRED, after="referral_ttl",   fires="expire_referral"),
     Deadline(S.INVITED,  after="invitation_ttl", fires="expire_invitation", reminders="reminders_before", reminder=Send("reminder", CUSTOMER)),
+    Deadline(S.SUSPENDED, after="suspension_ttl", fires="end_suspended",  reminders="suspension_warnings_before",
+             reminder=(Send("suspension_warning", CUSTOMER), Send("partner_suspension_warning", PARTNER))),
 )
 # fmt: on
 
@@ -156,6 +181,9 @@ def view(snap: Snapshot) -> RelationshipView:
         partner_name=s.partner.name or s.partner.id,
         company=s.customer.company,
         admin_email=admin_email(snap),
+        indirect_provider_id=provider_of(s),
+        suspension_reason=SuspensionReason(reason) if (reason := snap.fields.get("suspension_reason")) else None,
+        suspension_ends_at=snap.deadline_at if snap.state == S.SUSPENDED else None,
         origin=s.origin,
         invitation_expires_at=snap.token_expires_at if snap.state == S.INVITED else None,
         audit=tuple(AuditEntry.model_validate(e, from_attributes=True) for e in snap.audit),
@@ -189,7 +217,12 @@ RELATIONSHIP = Lifecycle(
     rows=ROWS,
     commands=COMMANDS,
     deadlines=DEADLINES,
-    fields={"purchase_permission": False, "reinstated_count": 0, "admin_email": None},
+    fields={
+        "purchase_permission": False,
+        "reinstated_count": 0,
+        "admin_email": None,
+        "suspension_reason": None,
+    },
     flags={"reinstating": False},
     start_model=StartRelationship,
     view_model=RelationshipView,
@@ -198,6 +231,9 @@ RELATIONSHIP = Lifecycle(
     # The partner's id, not a name: the registry's name is in the details, once the start is admitted.
     summary=lambda s: f"{s.customer.company} ← {s.partner.id} ({s.cloud.value})",
     state_attribute="RelationshipState",
+    web_ui_codes=("suspension_reason",),
+    # Two tiers: the indirect provider the registry names for the reseller, in its customer list too.
+    from_start={"indirect_provider_id": provider_of},
     token_expiry_attribute="InvitationExpiresAt",
     token_query="invitation",
     table="customers",

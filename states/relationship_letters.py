@@ -81,4 +81,34 @@ LETTERS: dict[str, Template] = {
         "The global admin of {company} ended the reseller relationship with\n"
         "{partner_name}. The customer has left your customer list.\n{reason_line}",
     ),
+    "provider_accepted": Template(
+        "{company} accepted {partner_name} as its reseller",
+        "{company} accepted the invitation from {partner_name}, which resells\n"
+        "through you. The customer now appears in your customer list too.\n",
+    ),
+    "customer_suspended": Template(
+        "{partner_name} suspended its reseller relationship with {company}",
+        "{partner_name} suspended its reseller relationship with {company}.\n"
+        "Nothing new can be bought through {partner_name} until it is resumed.\n{reason_line}\n"
+        "Unless it is resumed, the relationship ends on {expires}.\n",
+    ),
+    "customer_resumed": Template(
+        "{partner_name} resumed its reseller relationship with {company}",
+        "{partner_name} resumed its reseller relationship with {company}.\n",
+    ),
+    "suspension_warning": Template(
+        "The suspended relationship of {company} with {partner_name} ends {expires}",
+        "The reseller relationship of {company} with {partner_name} is suspended.\n"
+        "Unless {partner_name} resumes it, it ends on {expires}.\n",
+    ),
+    "partner_suspension_warning": Template(
+        "Your suspended relationship with {company} ends {expires}",
+        "Your reseller relationship with {company} is suspended. Unless you resume it\n"
+        "(resume), it ends on {expires} and the customer leaves your customer list.\n",
+    ),
+    "partner_suspension_ended": Template(
+        "Your suspended relationship with {company} has ended",
+        "Your reseller relationship with {company} was suspended and not resumed in\n"
+        "time, so it has ended. The customer has left your customer list.\n",
+    ),
 }

@@ -31,8 +31,10 @@ CONTRACT: dict[str, tuple[set[str], str]] = {
     "accept_invitation": ({"invited"}, "active"),
     "decline_invitation": ({"invited"}, "declined"),
     "set_purchase_permission": ({"active"}, "active"),
-    "end_relationship": ({"active"}, "ended"),
-    "remove_partner": ({"active"}, "ended"),
+    "suspend": ({"active"}, "suspended"),
+    "resume": ({"suspended"}, "active"),
+    "end_relationship": ({"active", "suspended"}, "ended"),
+    "remove_partner": ({"active", "suspended"}, "ended"),
     "reinstate": ({"ended"}, "invited"),
 }
 

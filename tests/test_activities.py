@@ -20,7 +20,7 @@ from activities.email import Letter, Mailer, SmtpSettings
 from activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
 from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
-from states.messages import ADMIT, Change, ReadFact, SendLetter, read_fact, send_link
+from states.messages import ADMIT, Change, Counted, ReadFact, SendLetter, read_fact, send_link
 from states.tokens import token_hash
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -97,13 +97,17 @@ async def test_each_change_bumps_the_customer_rows_version(partnerflow_records: 
 async def test_subscriptions_are_counted_per_cloud_partner_customer(
     acts: Capabilities, partnerflow_records: Records
 ) -> None:
-    partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
+    detail = {"Azure plan": 2, "Microsoft 365 E3": 1}
+    partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW, detail=detail)
     key = ReadFact(fact="active_subscriptions", cloud="public", partner_id="p-1", customer_id="c-1")
-    assert await ActivityEnvironment().run(acts.read_fact, key) == 3
+    assert await ActivityEnvironment().run(acts.read_fact, key) == Counted(count=3, detail=detail)
     other = ReadFact(fact="active_subscriptions", cloud="usgov", partner_id="p-1", customer_id="c-1")
-    assert await ActivityEnvironment().run(acts.read_fact, other) == 0
+    assert await ActivityEnvironment().run(acts.read_fact, other) == Counted(count=0)
     with pytest.raises(ValueError):
         partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
+    with pytest.raises(ValueError, match="detail: its counts must add up"):
+        partnerflow_records.set_active_subscriptions("public", "p-1", "c-1", 4, now=NOW, detail=detail)
+    assert partnerflow_records.active_subscriptions("public", "p-1", "c-1").count == 3  # nothing changed
 
 
 async def test_an_invitation_retried_is_sent_once_with_one_token(

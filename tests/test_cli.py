@@ -223,11 +223,17 @@ async def test_subscriptions_hold_up_the_end(cli: Cli, partnerflow_live_contract
     allowed = await cli("--json", "permission", partner, customer, *ADA, "--allow")
     assert allowed.code == 0 and allowed.json()["purchase_permission"] is True
 
-    assert (await cli("subscriptions", "set", partner, customer, "2")).code == 0
-    assert h.records.active_subscriptions("public", partner, customer) == 2
+    wrong = await cli("subscriptions", "set", partner, customer, "2", "--of", "Azure plan=1")
+    assert wrong.code == 2 and "detail: its counts must add up to the active subscriptions (2)" in wrong.err
+    malformed = await cli("subscriptions", "set", partner, customer, "2", "--of", "Azure plan")
+    assert malformed.code == 2 and "must be WHAT=N" in malformed.err
+    of = ("--of", "Azure plan=1", "--of", "Microsoft 365 E3=1")
+    assert (await cli("subscriptions", "set", partner, customer, "2", *of)).code == 0
+    assert h.records.active_subscriptions("public", partner, customer).count == 2
     held = await cli("--json", "end", partner, customer, *SAM)
     assert held.code == 4 and held.err.startswith("partnerflow: GuardFailed: ")
     assert held.json()["error"]["rule"] == "no_active_subscriptions"
+    assert held.err.rstrip().endswith("2 active (1 Azure plan, 1 Microsoft 365 E3)")  # what to cancel first
 
     assert (await cli("subscriptions", "set", partner, customer, "0")).code == 0
     ended = await cli("end", partner, customer, *SAM, "--reason", "contract over")
@@ -301,7 +307,7 @@ INVALID: dict[int, tuple[dict[str, str], str]] = {
     777: ({"company": ""}, "company: String should have at least 1 character"),
     1200: ({"country": "usa"}, "country: String should match pattern"),
     1500: ({"partner_kind": "indirect_reseller"}, "indirect_provider_id is required"),
-    1999: ({}, "partner_id, customer_id: duplicate of row 3"),
+    1999: ({}, "cloud, partner_id, customer_id: duplicate of row 3"),
 }
 
 
@@ -375,3 +381,24 @@ def test_the_installed_command_works_outside_the_repository(tmp_path: Path) -> N
     done = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "invite" in done.stdout and "permission" in done.stdout
+
+
+async def test_an_export_without_partner_columns_is_imported_for_the_acting_partner(
+    cli: Cli, partnerflow_live_contract_queue: Harness, tmp_path: Path
+) -> None:
+    """As partners' exports look (BOM, CRLF, a `cloud` column): the partner is the actor's."""
+    partner = await new_partner(cli)
+    path = tmp_path / "export.csv"
+    lines = ["customer_id,company,admin_email,country,cloud"]
+    lines += [f"{partner}-c{n},Customer {n},admin@c{n}.example,US,public" for n in range(3)]
+    path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode())
+    report = tmp_path / "report.csv"
+    done = await cli("import", str(path), *SAM, "--partner-id", partner, "--report", str(report))
+    assert done.code == 0, done.err
+    rows = read_report(report)
+    assert {(r["cloud"], r["partner_id"], r["status"]) for r in rows.values()} == {("public", partner, "invited")}
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("customer_id,company,admin_email,region\nc-1,Contoso,a@contoso.example,EU\n")
+    refused = await cli("import", str(unknown), *SAM, "--partner-id", partner)
+    assert refused.code == 2 and "unknown columns: 'region'" in refused.err

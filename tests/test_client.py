@@ -128,8 +128,10 @@ async def test_timers_from_the_configuration_apply_when_a_start_sets_none(
         (RPCStatusCode.RESOURCE_EXHAUSTED, "namespace rate limit", Unavailable),
         (RPCStatusCode.NOT_FOUND, "workflow not found", NotFound),
         (RPCStatusCode.INVALID_ARGUMENT, "bad request", RelationshipError),
-        (RPCStatusCode.FAILED_PRECONDITION, "namespace is not active", RelationshipError),
-        # Not a refusal: the change may have been made (a restart, a lost shard, a closed stream).
+        (RPCStatusCode.PERMISSION_DENIED, "request unauthorized", RelationshipError),
+        # Not a refusal: the change may have been made (a restart, a lost shard, a closed stream),
+        # or the server cannot answer for the moment (a query while a workflow task is held up).
+        (RPCStatusCode.FAILED_PRECONDITION, "Cannot query workflow due to Workflow Task in failed state", Unavailable),
         (RPCStatusCode.UNKNOWN, "stream closed", Unavailable),
         (RPCStatusCode.INTERNAL, "context canceled", Unavailable),
     ],

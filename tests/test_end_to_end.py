@@ -70,7 +70,8 @@ async def test_the_readme_walk_through_drives_a_whole_life(deployment: Deploymen
     """invite → accept → permission → end → reinstate → accept, with nothing but the CLI."""
     run = deployment.bash(walk_through())
     assert run.returncode == 0, run.stdout + run.stderr
-    view = json.loads(run.stdout[run.stdout.index('{\n  "queryResult"') :])["queryResult"][0]
+    found, _ = json.JSONDecoder().raw_decode(run.stdout[run.stdout.index('{\n  "queryResult"') :])
+    view = found["queryResult"][0]
     assert (view["state"], view["reinstated_count"], view["purchase_permission"]) == ("active", 1, False)
 
     records = Records(deployment.records_url)
@@ -79,19 +80,29 @@ async def test_the_readme_walk_through_drives_a_whole_life(deployment: Deploymen
         "CreateCustomerInvitation",
         "AddCustomer",
         "CreateSelfServePolicy",
+        "SuspendCustomerRelationship",
+        "ResumeCustomerRelationship",
         "RemovePartnerCustomerRelationship",
         "ReinstateCustomer",
         "AddCustomer",
     ]
     row = records.customer("public", "p-100", "contoso")
-    assert row and (row["state"], row["reinstated_count"], row["version"]) == ("active", 1, 6)
+    assert row and (row["state"], row["reinstated_count"], row["version"]) == ("active", 1, 8)
+    # Two tiers: the reseller's customer is in its provider's list, with the reseller.
+    [linked] = [r for r in records.customer_list("public", "dist-1") if r["customer_id"] == "fourth-coffee"]
+    assert (linked["partner_id"], linked["indirect_provider_id"], linked["state"]) == ("r-200", "dist-1", "active")
+    assert "public,r-200,dist-1,fourth-coffee" in run.stdout  # the export the provider reads
     records.dispose()
 
-    subjects = [m["Subject"] for m in deployment.sink.messages()]
-    assert len(subjects) == 5, subjects  # 2 invitations, 2 partner notices, 1 customer notice
+    to = [(m["To"], " ".join(str(m["Subject"]).split())) for m in deployment.sink.messages()]
+    # Contoso: 2 invitations, 2 partner notices, 3 customer notices (suspended, resumed, ended);
+    # Fourth Coffee: its invitation, and the reseller and its provider told of the acceptance.
+    assert len(to) == 10, to
+    assert ("desk@northwind.example", "Fourth Coffee accepted Tailspin as its reseller") in to
+    assert ("ops@tailspin.example", "Fourth Coffee accepted your reseller relationship") in to
     # The tokens were live in the mail only: never in the worker's logs or the CLI's output.
     tokens = deployment.tokens()
-    assert len(tokens) == 2
+    assert len(tokens) == 3
     for token in tokens:
         assert token not in deployment.log()
     history = deployment.cli(

@@ -83,6 +83,7 @@ from states.models import (
     Role,
     SetPurchasePermission,
     StartRelationship,
+    SuspensionReason,
 )
 from states.relationship import RELATIONSHIP
 from tests.helpers import CONTRACT, relationships_on
@@ -170,19 +171,28 @@ PARTNER_UPDATES = (
     "resend_invitation",
     "cancel_invitation",
     "set_purchase_permission",
+    "suspend",
+    "resume",
     "end_relationship",
     "reinstate",
 )
 CUSTOMER_UPDATES = ("accept_invitation", "decline_invitation", "remove_partner")
 REASONED = {"decline_referral", "cancel_invitation", "end_relationship", "decline_invitation", "remove_partner"}
 STAFF = {"global_admin", "admin_agent", "sales_agent"}
+ADMINS = {"global_admin", "admin_agent"}
 MAY: dict[str, set[str]] = {name: STAFF for name in PARTNER_UPDATES} | {
-    "set_purchase_permission": {"global_admin", "admin_agent"}
+    "set_purchase_permission": ADMINS,
+    "suspend": ADMINS,
+    "resume": ADMINS,
 }
+# Two tiers: an indirect reseller's relationship is suspended, resumed and ended by its
+# provider (dist-1), never by the reseller's own staff.
+BY_PROVIDER = {"suspend", "resume", "end_relationship"}
 MOVES = CONTRACT  # CONTRACT.md's update table, as tests.helpers restates it
 NEW_TOKEN = {"accept_referral", "resend_invitation", "reinstate"}
 FINAL = {"referral_declined", "referral_expired", "declined", "cancelled"}
 REFERRAL_DAYS, INVITATION_DAYS = 14, 30
+SUSPENSION_DAYS = 89  # steps of 4 and 31 days never sum to it: never a race with the timer
 URLSAFE = string.ascii_letters + string.digits + "-_"
 CLOSED = "closed"  # the workflow has completed: the server refuses any update
 
@@ -244,7 +254,7 @@ class RelationshipMachine(RuleBasedStateMachine):
         partner: dict[str, Any] = {"kind": kind}
         if kind == "indirect_reseller":
             partner["indirect_provider_id"] = "dist-1"
-        overrides: dict[str, Any] = {"partner": partner, "origin": origin}
+        overrides: dict[str, Any] = {"partner": partner, "origin": origin, "timers": {"suspension_ttl": "P89D"}}
         if origin == "referral":
             # A referral leaves the customer's admin out: the referred partner names them (accept_referral).
             overrides |= {
@@ -352,6 +362,8 @@ class RelationshipMachine(RuleBasedStateMachine):
         if name in NEW_TOKEN:
             self._take_new_token()
             m.days = 0
+        if name == "suspend":
+            m.days = 0  # the suspension's clock
         elif m.live and m.state != "invited":
             m.void.append(m.live)
             m.live = None
@@ -396,13 +408,15 @@ class RelationshipMachine(RuleBasedStateMachine):
             payload["allowed"] = allowed
         if name == "accept_referral":
             payload["admin_email"] = ADMIN["email"]  # where the invitation goes: required of new input
+        if name == "suspend":
+            payload["reason"] = data.draw(st.sampled_from([r.value for r in SuspensionReason]), label="why")
         self._send(name, payload, self._expect_partner(name, role, partner_id, allowed), who=(user, role))
 
     def _expect_partner(self, name: str, role: str, partner_id: str, allowed: bool) -> Expect:
         m = self.m
-        if partner_id != "p-100" or role not in MAY[name]:
-            return Expect("PermissionDenied")
-        if name == "end_relationship" and m.kind == "indirect_reseller":
+        two_tier = name in BY_PROVIDER and m.kind == "indirect_reseller"
+        owners = {"dist-1"} if two_tier else {"p-100"}  # the reseller itself may not
+        if partner_id not in owners or role not in MAY[name]:
             return Expect("PermissionDenied")
         sources, dest = MOVES[name]
         if name == "set_purchase_permission" and m.state in sources and allowed == m.purchase:
@@ -475,7 +489,10 @@ class RelationshipMachine(RuleBasedStateMachine):
         expired = (m.state == "referred" and m.days >= REFERRAL_DAYS) or (
             m.state == "invited" and m.days >= INVITATION_DAYS
         )
-        if expired:
+        if m.state == "suspended" and m.days >= SUSPENSION_DAYS:  # unresumed: it ends by itself
+            m.state, m.purchase = "ended", False
+            m.audit += 1
+        elif expired:
             m.state = "referral_expired" if m.state == "referred" else "invitation_expired"
             m.audit += 1
             if m.live:
@@ -595,7 +612,7 @@ REQUIRED = "Field required"
 EMAIL = r"must be an email address|control characters"
 CONTROL_RULE = "must not contain line breaks or control characters"
 DURATION = r"valid (duration|timedelta)"
-POSITIVE = "referral_ttl and invitation_ttl must be positive"
+POSITIVE = "{} must be positive"
 
 
 @dataclass(frozen=True)
@@ -751,7 +768,7 @@ def cases(base: Callable[[], dict[str, Any]], spots: tuple[Spot, ...]) -> st.Sea
             options.append(st.builds(lambda s=spot: missing(s)))
         if spot.kind == "duration":
             non_positive = st.sampled_from(["PT0S", "-P1D", 0, -60])
-            options.append(non_positive.map(mutation(spot, "not positive", POSITIVE, "timers")))
+            options.append(non_positive.map(mutation(spot, "not positive", POSITIVE.format(spot.path[-1]), "timers")))
     json_value = st.none() | st.integers() | st.text(max_size=10) | st.lists(st.booleans(), max_size=2)
     for parent in sorted({spot.path[:-1] for spot in spots}):
         options.append(st.builds(extra, st.just(parent), st.text(string.ascii_lowercase, min_size=1), json_value))
@@ -803,6 +820,7 @@ START_SPOTS = (
     Spot(("referred_by",), "identifier", required=False, nullable=True),
     Spot(("timers", "invitation_ttl"), "duration", required=False),
     Spot(("timers", "referral_ttl"), "duration", required=False),
+    Spot(("timers", "suspension_ttl"), "duration", required=False),
 )
 
 

@@ -25,7 +25,7 @@ ROWS = 6
 def write_file(path: Path, partner: str) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(importer.REQUIRED_COLUMNS)
+        writer.writerow(("partner_id", "customer_id", "company", "admin_email", "country"))
         for n in range(1, ROWS + 1):
             writer.writerow([partner, f"c{n:03d}", f"Customer {n} Ltd", f"admin@c{n:03d}.example", "US"])
 

@@ -98,7 +98,9 @@ def test_the_import_report_neutralises_formulas() -> None:
     from partnerflow.importer import RowResult, write_report
 
     out = io.StringIO()
-    hostile = RowResult(row=1, partner_id="p-1", customer_id="c-1", status="failed", error='=HYPERLINK("x")')
+    hostile = RowResult(
+        row=1, cloud="public", partner_id="p-1", customer_id="c-1", status="failed", error='=HYPERLINK("x")'
+    )
     write_report(out, [hostile])
     [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert row["error"] == '\'=HYPERLINK("x")' and row["partner_id"] == "p-1"

@@ -23,10 +23,11 @@ EVERY = pytest.mark.parametrize("lifecycle", list(LIFECYCLES.values()), ids=list
 CONTRACT_TIMERS = {
     "expire_referral": ("referred", "referral_expired"),
     "expire_invitation": ("invited", "invitation_expired"),
+    "end_suspended": ("suspended", "ended"),
 }
 CONTRACT_STATES = {
     "referred", "referral_declined", "referral_expired", "invited", "invitation_expired",
-    "declined", "cancelled", "active", "ended",
+    "declined", "cancelled", "active", "suspended", "ended",
 }  # fmt: skip
 
 

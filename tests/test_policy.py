@@ -17,7 +17,7 @@ CUSTOMER_ACTIONS = {r.trigger for r in RELATIONSHIP.rows if isinstance(r.by, Cus
 EXPECTED: dict[Role, set[str]] = {
     Role.GLOBAL_ADMIN: ALL_ACTIONS,
     Role.ADMIN_AGENT: ALL_ACTIONS,
-    Role.SALES_AGENT: ALL_ACTIONS - {"set_purchase_permission"},
+    Role.SALES_AGENT: ALL_ACTIONS - {"set_purchase_permission", "suspend", "resume"},
     Role.HELPDESK_AGENT: set(),  # read only
 }
 

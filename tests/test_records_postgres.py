@@ -125,7 +125,7 @@ def test_the_migrated_schema_matches_metadata(empty_url: str) -> None:
     assert differences(empty_url) == []
     engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        assert migrate.current(conn) == migrate.head() == "0003"
+        assert migrate.current(conn) == migrate.head() == "0004"
         assert set(sa.inspect(conn).get_table_names()) == {*metadata.tables, "alembic_version"}
     engine.dispose()
 
@@ -143,7 +143,9 @@ def test_a_database_made_by_create_schema_is_adopted(empty_url: str) -> None:
     0001 and upgraded, their rows kept."""
     old = Records(empty_url)
     metadata.create_all(old.engine, tables=[t for t in metadata.sorted_tables if t.name not in migrate.LATER_TABLES])
-    with old.engine.begin() as conn:  # nor a later column
+    with old.engine.begin() as conn:  # nor a later index or column
+        for index in migrate.LATER_INDEXES:
+            conn.execute(sa.text(f"DROP INDEX {index}"))
         for table, column in migrate.LATER_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
     old.apply_change(change(1))
@@ -153,6 +155,35 @@ def test_a_database_made_by_create_schema_is_adopted(empty_url: str) -> None:
     assert differences(empty_url) == []
     records = Records(empty_url)
     assert len(records.audit_trail("relationship/p-1/c-1")) == 1
+    records.dispose()
+
+
+def test_the_upgrade_links_indirect_resellers_customers_to_their_provider(empty_url: str) -> None:
+    """Customers listed before two tiers were recorded: 0004 links each indirect reseller's to
+    its provider, as the registry says, so the provider's list shows them at once."""
+    from alembic import command
+
+    command.upgrade(migrate.alembic_config(empty_url), "0003")
+    engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    partners = "INSERT INTO partners (cloud, partner_id, name, kind, indirect_provider_id, updated_at) VALUES "
+    customer = (
+        "INSERT INTO customers (cloud, partner_id, customer_id, workflow_id, purchase_permission, reinstated_count,"
+        " company, state, created_at, updated_at, version, last_change_id) VALUES"
+        " ('public', :p, :c, :w, false, 0, 'X', 'active', :now, :now, 1, :w)"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(partners + "('public', 'r-1', 'Tailspin', 'indirect_reseller', 'dist-1', :now),"
+                    " ('public', 'p-1', 'Fabrikam', 'direct', NULL, :now)"),
+            {"now": NOW},
+        )  # fmt: skip
+        for p, c in (("r-1", "c-1"), ("p-1", "c-2")):
+            conn.execute(sa.text(customer), {"p": p, "c": c, "w": f"relationship/{p}/{c}", "now": NOW})
+    engine.dispose()
+    migrate.run(empty_url)
+    records = Records(empty_url)
+    assert [(r["partner_id"], r["customer_id"]) for r in records.customer_list("public", "dist-1")] == [("r-1", "c-1")]
+    assert records.customer("public", "p-1", "c-2")["indirect_provider_id"] is None  # type: ignore[index]
     records.dispose()
 
 
@@ -204,11 +235,11 @@ def test_subscriptions_are_set_and_counted_per_cloud(records: Records) -> None:
     """Setting the count twice keeps the last one, per cloud, partner and customer; negatives are refused."""
     records.set_active_subscriptions("public", "p-1", "c-1", 3, now=NOW)
     records.set_active_subscriptions("public", "p-1", "c-1", 5, now=NOW + timedelta(hours=1))
-    assert records.active_subscriptions("public", "p-1", "c-1") == 5
-    assert records.active_subscriptions("usgov", "p-1", "c-1") == 0
+    assert records.active_subscriptions("public", "p-1", "c-1").count == 5
+    assert records.active_subscriptions("usgov", "p-1", "c-1").count == 0
     with pytest.raises(ValueError):
         records.set_active_subscriptions("public", "p-1", "c-1", -1, now=NOW)
-    assert records.active_subscriptions("public", "p-1", "c-1") == 5
+    assert records.active_subscriptions("public", "p-1", "c-1").count == 5
 
 
 def test_the_outbox_is_claimed_until_sent_then_never_again(records: Records) -> None:
@@ -281,4 +312,4 @@ def test_two_first_writes_for_one_key_both_land(pg_records: Records, table: str)
         assert row is not None and row["version"] == 2
         assert len(pg_records.audit_trail("relationship/p-1/c-1")) == 2
     else:
-        assert pg_records.active_subscriptions("public", "p-1", "c-1") in (1, 2)
+        assert pg_records.active_subscriptions("public", "p-1", "c-1").count in (1, 2)

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Admit,
         Capability,
         Change,
+        Counted,
         IssuedToken,
         ReadFact,
         SendLetter,
@@ -61,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from states.proof import Expected, Proven, Verifier, claim_time, unverified_claims, wall_clock
     from states.tokens import is_live, token_hash
     from workflows.data import SYSTEM, Entry, LifeData, Who
-    from workflows.timers import next_due
+    from workflows.timers import deadline_at, next_due
     from workflows.visibility import publish
 
 A = TypeVar("A", bound=BaseModel)
@@ -250,7 +251,7 @@ class Interpreter:
         return None
 
     async def _wait_for_change_or_timer(self) -> None:
-        seq, reminders = self.d.seq, self.d.reminders_sent
+        seq, reminders_sent = self.d.seq, self.d.reminders_sent
         due = next_due(self.lifecycle, self.d, self._start.timers, workflow.now())
         if due is None:
             await workflow.wait_condition(lambda: self.d.seq != seq)
@@ -262,22 +263,24 @@ class Interpreter:
                 return
             except TimeoutError:
                 pass
-        reminder: tuple[Send, str, datetime] | None = None
+        reminders: list[tuple[Send, str, datetime]] = []
         async with self._lock:
             # Decide now, not when the wait began: an outage may have passed meanwhile.
             due = next_due(self.lifecycle, self.d, self._start.timers, workflow.now())
-            if self.d.seq != seq or self.d.reminders_sent != reminders or not due or due.at > workflow.now():
+            if self.d.seq != seq or self.d.reminders_sent != reminders_sent or not due or due.at > workflow.now():
                 return
             if due.fires:
                 await self._commit(self._machine().fire(due.fires, self._facts(None)), SYSTEM, None)
                 return
             self.d.reminders_sent += 1
-            if due.reminder:
-                key = f"{self._key_prefix()}/{self.d.entered_seq}/reminder-{self.d.reminders_sent}"
-                reminder = (due.reminder, key, due.deadline)
-        if reminder:
+            key = f"{self._key_prefix()}/{self.d.entered_seq}/reminder-{self.d.reminders_sent}"
+            # The first letter keeps the key a single reminder always had (running histories).
+            reminders = [
+                (send, key if i == 0 else f"{key}-{send.letter}", due.deadline) for i, send in enumerate(due.reminders)
+            ]
+        for send, key, deadline in reminders:
             # Outside the lock: a slow mail server never holds up the customer's answer.
-            await self._letter(reminder[0], reminder[1], expires_at=reminder[2])
+            await self._letter(send, key, expires_at=deadline)
 
     # --- the shared path of every update ---------------------------------------------
     async def _update(self, trigger: str, command: Any) -> BaseModel:
@@ -305,7 +308,7 @@ class Interpreter:
             # Another update may have moved the state since this one was validated.
             if self._validate(trigger, command):
                 return self._view()  # already so: succeeds and changes nothing
-            fact = None
+            fact: Counted | None = None
             needs = self._needs(trigger)
             if needs:
                 fact = await self._read_fact(needs)
@@ -315,7 +318,7 @@ class Interpreter:
             self.d.recent_updates = [*self.d.recent_updates, update_id][-RECENT_UPDATES_KEPT:]
             return self._view()
 
-    def _validate(self, trigger: str, command: Any, fact: int | None = None, *, arriving: bool = False) -> bool:
+    def _validate(self, trigger: str, command: Any, fact: Counted | None = None, *, arriving: bool = False) -> bool:
         """Refuse (raise) unless the policy and the machine both allow `trigger` now; True when
         it is already so (a row's `unchanged_if`): it then succeeds and changes nothing.
         `arriving`: the validator's first look, where the payload must also pass today's rules
@@ -413,13 +416,14 @@ class Interpreter:
         voids = [e for r in self.lifecycle.rows_for(trigger) for e in r.effects if isinstance(e, VoidToken)]
         return voids[0].outcome if voids else InvitationStatus.REPLACED
 
-    def _facts(self, command: Any, fact: int | None = None) -> Facts:
+    def _facts(self, command: Any, fact: Counted | None = None) -> Facts:
         return Facts(
             command=command,
             fields=self.d.fields,
             customer_id=self._start.customer.id,
             token_is_live=self._token_is_live(getattr(command, "token", None)),
-            fact=fact,
+            fact=fact.count if fact else None,
+            fact_detail=fact.detail if fact else {},
         )
 
     def _token_is_live(self, token: str | None) -> bool:
@@ -492,7 +496,10 @@ class Interpreter:
             customer_id=s.customer.id,
             workflow_id=workflow.info().workflow_id,
             company=s.customer.company,
-            fields={k: v for k, v in fields.items() if k not in lc.flags},
+            fields={
+                **{k: v for k, v in fields.items() if k not in lc.flags},
+                **{name: read(s) for name, read in lc.from_start.items()},
+            },
         )
         await self._call(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}", local=True)
         # The change is recorded: make it the workflow's truth.
@@ -528,10 +535,14 @@ class Interpreter:
                 "role": who.role,
             },
         )
+        # A letter into a state with a deadline (a suspension) tells when it ends.
+        ends_at = deadline_at(lc, d, s.timers) if not link else None
         for send in row.sends():
+            if send.token or not self._addressed(send):
+                continue  # sent above; or to nobody (a direct partner has no provider)
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
-            if not send.token and (send.since is None or workflow.patched(send.since)):
-                await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason)
+            if send.since is None or workflow.patched(send.since):
+                await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason, expires_at=ends_at)
 
     def _ttl(self, state: str) -> timedelta:
         deadline = self.lifecycle.deadline_in(state)
@@ -540,8 +551,14 @@ class Interpreter:
         return ttl
 
     # --- the capabilities the activities offer ---------------------------------------
+    def _addressed(self, send: Send) -> bool:
+        """Whether the letter has someone to go to: a provider's only where there is one."""
+        return send.to is not Recipient.PROVIDER_CONTACT or policy.provider_of(self._start) is not None
+
     def _to(self, recipient: Recipient, fields: Any = None) -> str:
         s = self._start
+        if recipient is Recipient.PROVIDER_CONTACT:
+            return ""  # the registry's contact, looked up by the activity (`to_partner`)
         if recipient is Recipient.CUSTOMER_ADMIN:
             # The record field; a relationship begun before the field was kept: its start input's.
             return str((fields or self.d.fields).get("admin_email") or s.customer.admin_email)
@@ -553,6 +570,9 @@ class Interpreter:
         self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = "", fields: Any = None
     ) -> IssuedToken | None:
         s = self._start
+        if not self._addressed(send):
+            return None
+        provider = policy.provider_of(s) if send.to is Recipient.PROVIDER_CONTACT else None
         letter = SendLetter(
             key=key,
             lifecycle=self.lifecycle.name,
@@ -564,6 +584,8 @@ class Interpreter:
             expires_at=expires_at or self.d.expires_at,
             reason=reason,
             token=send.token,
+            to_partner=provider,
+            cloud=s.cloud.value if provider else None,
         )
         if not send.token:
             await self._call(SEND_NOTICE, letter, summary=f"{send.letter} email")
@@ -571,10 +593,11 @@ class Interpreter:
         assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
         return await self._call(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
 
-    async def _read_fact(self, fact: str) -> int:
+    async def _read_fact(self, fact: str) -> Counted:
         s = self._start
         read = ReadFact(fact=fact, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id)
-        return await self._call(read_fact(fact), read, summary=f"guard: {fact}", local=True)
+        counted = await self._call(read_fact(fact), read, summary=f"guard: {fact}", local=True)
+        return counted if isinstance(counted, Counted) else Counted(count=counted)  # an older history's
 
     async def _call(self, capability: Capability[A, R], arg: A, *, summary: str, local: bool = False) -> R:
         """One capability, with patient retries that wait outages out. `local`: a quick database
@@ -602,7 +625,8 @@ class Interpreter:
         d, start = self.d, self._start
         if not self._admitted:  # the caller's name for its partner is no one's to see
             start = start.model_copy(update={"partner": start.partner.model_copy(update={"name": None})})
-        return Snapshot(start, d.state, d.fields, d.expires_at, tuple(d.audit))
+        deadline = deadline_at(self.lifecycle, d, self._start.timers)
+        return Snapshot(start, d.state, d.fields, d.expires_at, tuple(d.audit), deadline)
 
     def _publish(self) -> None:
         publish(self.lifecycle, self._snapshot())

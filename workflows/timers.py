@@ -15,14 +15,22 @@ class Due:
     at: datetime
     deadline: datetime
     fires: str | None = None  # the Timer row's trigger, when the deadline itself is due
-    reminder: Send | None = None  # the letter, when a reminder is due (None and no `fires`: skip it)
+    reminders: tuple[Send, ...] = ()  # the letters, when a reminder is due (none and no `fires`: skip it)
 
 
-def next_due(lifecycle: Lifecycle, d: LifeData, timers: Any, now: datetime) -> Due | None:
+def deadline_at(lifecycle: Lifecycle, d: LifeData, timers: Any) -> datetime | None:
+    """When the current state's deadline fires; None in a state without one."""
     deadline = lifecycle.deadline_in(d.state)
     if deadline is None or d.entered_at is None:
         return None
     end: datetime = d.entered_at + getattr(timers, deadline.after)
+    return end
+
+
+def next_due(lifecycle: Lifecycle, d: LifeData, timers: Any, now: datetime) -> Due | None:
+    deadline, end = lifecycle.deadline_in(d.state), deadline_at(lifecycle, d, timers)
+    if deadline is None or end is None:
+        return None
     if deadline.reminders:
         befores: list[timedelta] = sorted(getattr(timers, deadline.reminders), reverse=True)
         n = d.reminders_sent
@@ -30,5 +38,5 @@ def next_due(lifecycle: Lifecycle, d: LifeData, timers: Any, now: datetime) -> D
             rest = befores[n + 1 :]
             following = end - rest[0] if rest else end
             # Past the next moment already (a worker outage): never send it late.
-            return Due(end - befores[n], end, reminder=None if now >= following else deadline.reminder)
+            return Due(end - befores[n], end, reminders=() if now >= following else deadline.letters())
     return Due(end, end, fires=deadline.fires)

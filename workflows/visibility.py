@@ -30,6 +30,7 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
     actions = sorted({r.trigger for r in lifecycle.rows if snap.state in r.sources and not isinstance(r.by, Timer)})
     # Yes/no and count fields only: a text field (an address) is personal data, not for the Web UI.
     shown = [name for name, first in lifecycle.fields.items() if isinstance(first, bool | int)]
+    shown += [name for name in lifecycle.web_ui_codes if snap.fields.get(name)]  # codes, set only while they apply
     fields = " · ".join(f"{name.replace('_', ' ')}: {_shown(snap.fields[name])}" for name in shown)
     lines = [
         f"### {markdown(s.customer.company)} ← {markdown(s.partner.name or s.partner.id)} · {s.cloud.value}",
@@ -39,8 +40,12 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
         "",
         "**Next:** " + (", ".join(f"`{a}`" for a in actions) if actions else "none (final)"),
     ]
-    if snap.token_expires_at and lifecycle.deadline_in(snap.state):
+    deadline = lifecycle.deadline_in(snap.state)
+    linked = any(send.token for row in lifecycle.rows if row.dest == snap.state for send in row.sends())
+    if snap.token_expires_at and deadline and linked:  # the state's deadline is its link's
         lines += ["", f"**Link expires:** {snap.token_expires_at:%Y-%m-%d %H:%M} UTC"]
+    elif deadline and snap.deadline_at:
+        lines += ["", f"**Unless changed before {snap.deadline_at:%Y-%m-%d %H:%M} UTC:** `{deadline.fires}`"]
     if snap.audit:
         last = snap.audit[-1]
         lines += [
