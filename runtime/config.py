@@ -1,4 +1,6 @@
-"""Configuration: `temporal-dev.yml`, then environment overrides, validated once.
+"""Configuration: `temporal-dev.yml`, then Temporal's own client configuration (`TEMPORAL_*`,
+a named `temporal.toml` profile: `runtime.temporal_env`), then environment overrides,
+validated once.
 
 An override names its path with double underscores:
 `PARTNERFLOW_SMTP__PORT=2525`, `PARTNERFLOW_RECORDS__URL=postgresql://…`.
@@ -19,6 +21,7 @@ from temporalio.service import TLSConfig
 
 from activities.email import SmtpSettings
 from runtime.keys import Signer
+from runtime.temporal_env import StandardConfigError, temporal_layer
 from states.errors import problems
 from states.models import Cloud, Timers
 from states.names import NAMESPACES
@@ -53,6 +56,8 @@ class TemporalSettings(_Section):
     # Temporal Cloud names namespaces `<name>.<account>`: map a cloud to its real name here.
     namespaces: dict[Cloud, str] = {}
     tls: bool = False
+    tls_server_name: str | None = None  # SNI, where it differs from the address's host
+    rpc_metadata: dict[str, str] = {}  # gRPC headers sent with every call (TEMPORAL_GRPC_META_*)
     tls_client_cert_file: str | None = None  # mTLS (self-hosted or Temporal Cloud)
     tls_client_key_file: str | None = None
     tls_server_ca_file: str | None = None
@@ -82,13 +87,15 @@ class TemporalSettings(_Section):
         return _secret_file(self.api_key_file, "temporal.api_key_file")
 
     def tls_config(self) -> TLSConfig | bool:
-        if not (self.tls or self.tls_client_cert_file or self.tls_server_ca_file or self.resolved_api_key()):
+        wanted = self.tls or self.tls_client_cert_file or self.tls_server_ca_file or self.tls_server_name
+        if not (wanted or self.resolved_api_key()):
             return False
 
         def read(path: str | None) -> bytes | None:
             return Path(path).read_bytes() if path else None
 
         return TLSConfig(
+            domain=self.tls_server_name,
             server_root_ca_cert=read(self.tls_server_ca_file),
             client_cert=read(self.tls_client_cert_file),
             client_private_key=read(self.tls_client_key_file),
@@ -304,6 +311,15 @@ def _overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
+def _clouds(raw: dict[str, Any]) -> list[Cloud]:
+    """The clouds the file and the overrides say this deployment serves (defaults: all)."""
+    named = (raw.get("temporal") or {}).get("clouds") if isinstance(raw.get("temporal"), dict) else None
+    try:
+        return [Cloud(c) for c in named] if isinstance(named, list) else list(TemporalSettings().clouds)
+    except ValueError:
+        return list(TemporalSettings().clouds)  # validation names the bad cloud
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
@@ -333,8 +349,13 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
                 f"{path}: {section}.{key}: secrets are not kept in the config file;"
                 f" set {variable} or {section}.{key}_file"
             )
+    overrides = _overrides(env)
     try:
-        return Settings.model_validate(_merge(raw, _overrides(env)))
+        standard = temporal_layer(env, _clouds(_merge(raw, overrides)))
+    except StandardConfigError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        return Settings.model_validate(_merge(_merge(raw, {"temporal": standard} if standard else {}), overrides))
     except ValidationError as error:
         found = "; ".join(f"{p['field']}: {p['rule']}" for p in problems(error))
         raise ConfigError(f"{path}: {found}") from None

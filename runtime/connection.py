@@ -19,6 +19,7 @@ async def connect(settings: Settings, cloud: Cloud, runtime: Runtime | None = No
         data_converter=data_converter,
         tls=t.tls_config(),
         api_key=t.resolved_api_key(),
+        rpc_metadata=t.rpc_metadata,
         runtime=runtime,
         lazy=lazy,
     )

@@ -402,3 +402,26 @@ async def test_an_export_without_partner_columns_is_imported_for_the_acting_part
     unknown.write_text("customer_id,company,admin_email,region\nc-1,Contoso,a@contoso.example,EU\n")
     refused = await cli("import", str(unknown), *SAM, "--partner-id", partner)
     assert refused.code == 2 and "unknown columns: 'region'" in refused.err
+
+
+async def test_the_cli_finds_temporal_as_the_temporal_cli_does(
+    partnerflow_live_contract_queue: Harness,
+    partnerflow_dev_env: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """No --address and no PARTNERFLOW_ setting: a named temporal.toml profile says where."""
+    address = partnerflow_dev_env.client.service_client.config.target_host
+    toml = tmp_path / "temporal.toml"
+    toml.write_text(f'[profile.dev]\naddress = "{address}"\n')
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(toml))
+    monkeypatch.setenv("TEMPORAL_PROFILE", "dev")
+    monkeypatch.delenv("PARTNERFLOW_TEMPORAL__ADDRESS", raising=False)
+    code = await asyncio.to_thread(main, ["--json", "list", "--partner", "p-100", "--limit", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert isinstance(json.loads(out), list)
+    monkeypatch.setenv("TEMPORAL_PROFILE", "nowhere")  # a profile the file lacks: named, changes nothing
+    code = await asyncio.to_thread(main, ["list", "--limit", "1"])
+    assert code == 2 and "Profile 'nowhere' not found" in capsys.readouterr().err

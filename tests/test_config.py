@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,75 @@ def test_every_smtp_setting_reaches_the_mailer(tmp_path: Path) -> None:
     assert (mailer.sender_name, mailer.timeout_s, mailer.deadline_s) == ("Fabrikam Partner Desk", 3.5, 9.0)
     assert (mailer.username, mailer.password) == ("mailer", "s3cret")
     assert "s3cret" not in repr(mailer)
+
+
+# --- Temporal's own client configuration (TEMPORAL_*, temporal.toml) ---------------------
+
+TOML = """
+[profile.default]
+address = "default.example:7233"
+
+[profile.staging]
+address = "staging.example:7233"
+namespace = "relationships.acct1"
+api_key = "from-the-profile"
+
+[profile.staging.grpc_meta]
+x-team = "partners"
+"""
+
+
+def test_temporal_environment_variables_sit_between_the_file_and_partnerflow_s(tmp_path: Path) -> None:
+    standard = {"TEMPORAL_ADDRESS": "temporal.example:7233", "TEMPORAL_API_KEY": "k-standard"}
+    settings = load(tmp_path / "none.yml", env=standard)
+    t = settings.temporal
+    assert (t.address, t.resolved_api_key(), t.tls_config() is not False) == (
+        "temporal.example:7233",
+        "k-standard",
+        True,
+    )
+    ours = load(tmp_path / "none.yml", env={**standard, "PARTNERFLOW_TEMPORAL__ADDRESS": "ours.example:7233"})
+    assert ours.temporal.address == "ours.example:7233"  # partnerflow's own variable wins
+    assert load(tmp_path / "none.yml", env={}).temporal.address == "127.0.0.1:7233"  # and without: the file's
+
+
+def test_a_named_temporal_toml_profile_is_read_and_an_unnamed_default_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "temporal.toml"
+    toml.write_text(TOML)
+    one_cloud = {"PARTNERFLOW_TEMPORAL__CLOUDS": "[public]"}
+    named = {"TEMPORAL_CONFIG_FILE": str(toml), "TEMPORAL_PROFILE": "staging", **one_cloud}
+    t = load(tmp_path / "none.yml", env=named).temporal
+    assert (t.address, t.namespace(Cloud.PUBLIC), t.resolved_api_key()) == (
+        "staging.example:7233",
+        "relationships.acct1",
+        "from-the-profile",
+    )
+    assert t.rpc_metadata == {"x-team": "partners"}
+    # A developer's default profile, where no variable names a file or profile: not read.
+    (tmp_path / "config" / "temporalio").mkdir(parents=True)
+    (tmp_path / "config" / "temporalio" / "temporal.toml").write_text(TOML)
+    home = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    for name, value in home.items():
+        monkeypatch.setenv(name, value)  # where the SDK looks for the default file
+    assert load(tmp_path / "none.yml", env={**home, "TEMPORAL_X": "1"}).temporal.address == "127.0.0.1:7233"
+    named_default = load(tmp_path / "none.yml", env={**home, "TEMPORAL_PROFILE": "default"})
+    assert named_default.temporal.address == "default.example:7233"  # the same file, once named
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TEMPORAL_NAMESPACE": "relationships"}, "TEMPORAL_NAMESPACE (or a profile's namespace) names one namespace"),
+        ({"TEMPORAL_PROFILE": "nowhere", "TEMPORAL_CONFIG_FILE": "/nonexistent.toml"}, "TEMPORAL_PROFILE"),
+        ({"TEMPORAL_TLS_CLIENT_CERT_DATA": "-----BEGIN", "TEMPORAL_TLS_CLIENT_KEY_DATA": "x"}, "inline"),
+        (
+            {"TEMPORAL_NAMESPACE": "someone-else", "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]"},
+            "namespaces.public must be relationships",
+        ),
+    ],
+)
+def test_temporal_configuration_that_cannot_be_used_is_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path / "none.yml", env=env)
