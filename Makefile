@@ -4,13 +4,23 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit browser postgres bench chaos clean
+.PHONY: run test lint unit browser postgres bench chaos clean lock
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock pins, each file checked against its hash; then
+# partnerflow itself, whose ranges in pyproject.toml stay for library users.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock after a change of pyproject.toml's dependencies (or to take new releases).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools
+	.lock-venv/bin/pip-compile --quiet --upgrade --generate-hashes --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	rm -rf .lock-venv
 
 run: $(STAMP)
 	$(PY) -m partnerflow.devrun
