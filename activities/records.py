@@ -286,6 +286,56 @@ class Records:
             ).mappings()
             return [dict(r) for r in rows]
 
+    # --- erasure (a data-protection request) ---------------------------------------------
+    def outbox_message_ids(self, workflow_id: str) -> set[str]:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(outbox.c.message_id).where(outbox.c.workflow_id == workflow_id))
+            return {str(m) for m in found.scalars()}
+
+    def erase_customer(self, cloud: str, partner_id: str, customer_id: str, *, now: datetime) -> dict[str, int]:
+        """One customer's personal data, gone from the records in one transaction: the company's
+        name and the admin's address in the list, who acted and why in the audit, the address and
+        subject of every email. What happened, when and in which role stays; one audit row says
+        the data was erased. Answers how many rows of each table were changed."""
+        wid = f"relationship/{partner_id}/{customer_id}"
+        key = (customers.c.cloud == cloud) & (customers.c.partner_id == partner_id)
+        with self._tx() as conn:
+            listed = conn.execute(
+                customers.update()
+                .where(key & (customers.c.customer_id == customer_id))
+                .values(company=ERASED, admin_email=None, updated_at=now)
+            ).rowcount
+            trail = conn.execute(
+                audit.update()
+                .where((audit.c.cloud == cloud) & (audit.c.workflow_id == wid))
+                .values(actor_user=ERASED, reason="")
+            ).rowcount
+            mail = conn.execute(
+                outbox.update()
+                .where(outbox.c.workflow_id == wid)
+                .values(recipient=ERASED, subject=ERASED)
+            ).rowcount
+            conn.execute(
+                self._insert(audit)
+                .values(
+                    change_id=f"{wid}/erased/{now.isoformat()}",
+                    cloud=cloud,
+                    partner_id=partner_id,
+                    customer_id=customer_id,
+                    workflow_id=wid,
+                    operation="EraseCustomerData",
+                    actor_user="operator",
+                    actor_role="operator",
+                    from_state=None,
+                    to_state="erased",
+                    at=now,
+                    reason="",
+                    correlation_id=f"{wid}/erased",
+                )
+                .on_conflict_do_nothing()
+            )
+        return {"customers": listed, "audit": trail, "outbox": mail}
+
     # --- the partner registry ----------------------------------------------------------
     def put_partner(self, cloud: str, partner: Partner, *, now: datetime) -> bool:
         """Add or change a partner; True if it was new."""
@@ -450,6 +500,9 @@ def _of_partner(partner_id: str) -> Any:
     linked = (customers.c.indirect_provider_id == partner_id) & customers.c.state.in_(LINKED_STATES)
     return (customers.c.partner_id == partner_id) | linked
 
+
+#: What erased personal data reads as.
+ERASED: Final = "[erased]"
 
 ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
 

@@ -39,7 +39,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import Records
-from partnerflow import importer, partners
+from partnerflow import erasure, importer, partners
 from partnerflow.client import (
     GuardFailed,
     InvalidInput,
@@ -568,6 +568,36 @@ def cmd_export(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+async def cmd_erase(args: argparse.Namespace) -> int:
+    partner_id, customer_id = _ids(args)
+    if not args.yes:
+        raise UsageError("erase cannot be undone: add --yes once the request is verified")
+    settings = _settings(args)
+    client = await _connect(args, settings)
+    with _records(settings) as records:
+        try:
+            done = await erasure.erase(
+                client.clients[Cloud(args.cloud)],
+                records,
+                Cloud(args.cloud).value,
+                partner_id,
+                customer_id,
+                Path(settings.mail_sink.maildir),
+            )
+        except erasure.StillOpen as error:
+            raise TransitionNotAllowed(str(error), "state") from None
+        except RPCError as error:
+            raise _from_rpc(error) from error
+    if args.json:
+        _print_json(vars(done))
+    else:
+        _out(
+            f"{done.workflow_id} ({args.cloud}): erased; {done.runs_deleted} workflow histories deleted,"
+            f" records changed {done.records}, {done.emails_deleted} emails of the local sink deleted"
+        )
+    return Exit.OK
+
+
 async def cmd_import(args: argparse.Namespace) -> int:
     rows = importer.read_file(Path(args.file))
     actor = _actor(args, "any-partner")
@@ -760,6 +790,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many of what, repeated (adding up to COUNT): a refused end names them",
     )
     setter.set_defaults(run=cmd_subscriptions_set)
+
+    sub = commands.add_parser(
+        "erase",
+        help="erase a customer's personal data (a data-protection request); only once the relationship is over",
+        description=(erasure.__doc__ or "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    relationship(sub)
+    sub.add_argument("--yes", action="store_true", help="it cannot be undone: say so")
+    sub.set_defaults(run=cmd_erase)
 
     sub = commands.add_parser("export", help="the customer list from the records database")
     sub.add_argument("--format", choices=("csv", "json"), default="csv")
