@@ -28,7 +28,7 @@ from temporalio.worker import Worker
 from activities.capabilities import Capabilities
 from activities.email import Mailer
 from activities.records import Records
-from runtime import logs, search_attributes
+from runtime import logs, search_attributes, tracing
 from runtime.config import Settings, WorkerSettings, load
 from runtime.connection import connect
 from runtime.migrate import upgrade
@@ -46,6 +46,7 @@ def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
     """One set of activities per configured cloud, sharing the database and the mailer."""
     upgrade(settings.records_url)  # the schema, by Alembic migrations (idempotent)
     records = Records(settings.records_url)
+    tracing.instrument_engine(records.engine)
     mailer = Mailer(settings.smtp.settings())
     link, key = settings.invitation.link_base_url, settings.invitation.resolved_token_key()
     verifier = settings.verifier()
@@ -165,6 +166,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 async def _main() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
+    tracing.configure(settings.tracing.otlp_endpoint, "partnerflow-worker")
     stop = asyncio.Event()
     install_signal_handlers(stop)
     await serve(settings, stop)

@@ -9,6 +9,7 @@ breaks are refused by the `email` package itself.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import smtplib
 import ssl
@@ -18,7 +19,11 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
+from opentelemetry import trace
+
 from activities.records import utc_now
+
+TRACER = "partnerflow"  # the spans' instrumentation name (runtime.tracing's)
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,12 @@ class Mailer:
         window to one database write (no event-loop or thread-pool hop in between).
         """
         loop = asyncio.get_running_loop()
-        conversation = loop.run_in_executor(_SMTP_THREADS, self._converse, message, on_accepted)
-        await asyncio.wait_for(conversation, timeout=self.settings.deadline_s)
+        attributes: dict[str, str | int] = {"server.address": self.settings.host, "server.port": self.settings.port}
+        with trace.get_tracer(TRACER).start_as_current_span("smtp.send", attributes=attributes):
+            # The thread runs in this context: the outbox's "sent" is a span of the same trace.
+            context = contextvars.copy_context()
+            conversation = loop.run_in_executor(_SMTP_THREADS, context.run, self._converse, message, on_accepted)
+            await asyncio.wait_for(conversation, timeout=self.settings.deadline_s)
 
     def _converse(self, message: EmailMessage, on_accepted: Callable[[], None] | None) -> None:
         s = self.settings

@@ -311,9 +311,7 @@ class Records:
                 .values(actor_user=ERASED, reason="")
             ).rowcount
             mail = conn.execute(
-                outbox.update()
-                .where(outbox.c.workflow_id == wid)
-                .values(recipient=ERASED, subject=ERASED)
+                outbox.update().where(outbox.c.workflow_id == wid).values(recipient=ERASED, subject=ERASED)
             ).rowcount
             conn.execute(
                 self._insert(audit)

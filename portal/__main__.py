@@ -8,7 +8,7 @@ import uvicorn
 
 from partnerflow.client import Relationships
 from portal.app import create_app
-from runtime import logs
+from runtime import logs, tracing
 from runtime.config import load
 from runtime.process import run
 
@@ -16,6 +16,7 @@ from runtime.process import run
 async def _serve() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
+    tracing.configure(settings.tracing.otlp_endpoint, "partnerflow-page")
     # Lazy: the page starts (and answers 503) even while Temporal is down.
     relationships = await Relationships.from_settings(settings, lazy=True)
     config = uvicorn.Config(

@@ -33,6 +33,7 @@ from partnerflow.client import (
     Unavailable,
 )
 from portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenLimiter
+from runtime import tracing
 from runtime.config import PortalSettings
 from states.errors import problems
 from states.models import (
@@ -202,6 +203,15 @@ def guarded(handler: Handler) -> Handler:
     """Every failure becomes a plain page; nothing is re-raised to be logged with its input."""
 
     async def run(request: Request) -> Response:
+        # A span per request, named by its route: never its query string (the token).
+        with tracing.span(
+            f"page {request.method} {request.url.path}", **{"http.request.method": request.method}
+        ) as span:
+            response = await _answered(request)
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+    async def _answered(request: Request) -> Response:
         try:
             return await handler(request)
         except Unavailable as error:

@@ -246,6 +246,13 @@ class MetricsSettings(_Section):
     prometheus: str = "127.0.0.1:9464"
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry export (runtime.tracing): off unless an OTLP/HTTP endpoint is given here or in
+    OpenTelemetry's own OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT."""
+
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces
+
+
 class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -257,6 +264,7 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     smtp: SmtpConfig = SmtpConfig()
     mail_sink: MailSinkSettings = MailSinkSettings()
+    tracing: TracingSettings = TracingSettings()
     invitation: InvitationSettings = InvitationSettings()
     portal: PortalSettings = PortalSettings()
     timers: Timers = Timers()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
+from runtime import tracing
 from runtime.config import Settings
 from runtime.converter import data_converter
 from states.models import Cloud
@@ -20,6 +21,7 @@ async def connect(settings: Settings, cloud: Cloud, runtime: Runtime | None = No
         tls=t.tls_config(),
         api_key=t.resolved_api_key(),
         rpc_metadata=t.rpc_metadata,
+        interceptors=tracing.interceptors(),  # a worker made on this client traces too
         runtime=runtime,
         lazy=lazy,
     )
