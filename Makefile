@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Refresh the lock after a change of pyproject.toml's dependencies (or to take new releases).
+# Refresh the lock after a change of pyproject.toml's dependencies, keeping every other pin;
+# `make lock UPGRADE=1` takes the newest releases the ranges allow. (Resolved on this Python,
+# 3.11: a dependency only other versions need would be missing.)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools
-	.lock-venv/bin/pip-compile --quiet --upgrade --generate-hashes --extra dev --strip-extras --allow-unsafe \
+	.lock-venv/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) --generate-hashes --extra dev --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 	rm -rf .lock-venv
 

@@ -46,7 +46,8 @@ def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
     """One set of activities per configured cloud, sharing the database and the mailer."""
     upgrade(settings.records_url)  # the schema, by Alembic migrations (idempotent)
     records = Records(settings.records_url)
-    tracing.instrument_engine(records.engine)
+    if tracing.enabled():
+        tracing.instrument_engine(records.engine)
     mailer = Mailer(settings.smtp.settings())
     link, key = settings.invitation.link_base_url, settings.invitation.resolved_token_key()
     verifier = settings.verifier()
@@ -166,10 +167,14 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 async def _main() -> None:
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
-    tracing.configure(settings.tracing.otlp_endpoint, "partnerflow-worker")
+    provider = tracing.configure(settings.tracing.otlp_endpoint, "partnerflow-worker")
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    await serve(settings, stop)
+    try:
+        await serve(settings, stop)
+    finally:
+        if provider:
+            provider.shutdown()  # the last spans out before the process ends (os._exit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

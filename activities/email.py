@@ -87,11 +87,19 @@ class Mailer:
         """
         loop = asyncio.get_running_loop()
         attributes: dict[str, str | int] = {"server.address": self.settings.host, "server.port": self.settings.port}
-        with trace.get_tracer(TRACER).start_as_current_span("smtp.send", attributes=attributes):
+        # An SMTP error's text may quote the recipient: the span records that it failed, not what it said.
+        tracer = trace.get_tracer(TRACER)
+        with tracer.start_as_current_span(
+            "smtp.send", attributes=attributes, record_exception=False, set_status_on_exception=False
+        ) as span:
             # The thread runs in this context: the outbox's "sent" is a span of the same trace.
             context = contextvars.copy_context()
             conversation = loop.run_in_executor(_SMTP_THREADS, context.run, self._converse, message, on_accepted)
-            await asyncio.wait_for(conversation, timeout=self.settings.deadline_s)
+            try:
+                await asyncio.wait_for(conversation, timeout=self.settings.deadline_s)
+            except Exception as error:
+                span.set_status(trace.StatusCode.ERROR, type(error).__name__)
+                raise
 
     def _converse(self, message: EmailMessage, on_accepted: Callable[[], None] | None) -> None:
         s = self.settings

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from states.messages import Change, Counted
-from states.models import STRICT, Partner, State, SubscriptionKind
+from states.models import STRICT, Partner, State, SubscriptionKind, workflow_id
 
 metadata = sa.MetaData()
 
@@ -287,22 +287,44 @@ class Records:
             return [dict(r) for r in rows]
 
     # --- erasure (a data-protection request) ---------------------------------------------
-    def outbox_message_ids(self, workflow_id: str) -> set[str]:
+    def runs_of(self, cloud: str, workflow_id: str) -> set[str]:
+        """The runs of a lifecycle in one cloud, as its audit knows them (`<workflow id>/<run id>/<seq>`)."""
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(outbox.c.message_id).where(outbox.c.workflow_id == workflow_id))
+            ids = conn.execute(
+                sa.select(audit.c.change_id).where(
+                    (audit.c.cloud == cloud) & (audit.c.workflow_id == workflow_id) & (audit.c.operation != ERASE)
+                )
+            ).scalars()
+            return {change_id[len(workflow_id) + 1 :].split("/")[0] for change_id in ids}
+
+    def _outbox_of(self, cloud: str, workflow_id: str) -> Any:
+        """A lifecycle's emails in one cloud: their keys begin with one of its runs (a workflow id
+        alone would also match the other cloud's relationship of the same partner and customer)."""
+        runs = sorted(self.runs_of(cloud, workflow_id))
+        return sa.or_(*(outbox.c.key.startswith(f"{workflow_id}/{run}/", autoescape=True) for run in runs), sa.false())
+
+    def outbox_message_ids(self, cloud: str, workflow_id: str) -> set[str]:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(outbox.c.message_id).where(self._outbox_of(cloud, workflow_id)))
             return {str(m) for m in found.scalars()}
 
     def erase_customer(self, cloud: str, partner_id: str, customer_id: str, *, now: datetime) -> dict[str, int]:
         """One customer's personal data, gone from the records in one transaction: the company's
         name and the admin's address in the list, who acted and why in the audit, the address and
         subject of every email. What happened, when and in which role stays; one audit row says
-        the data was erased. Answers how many rows of each table were changed."""
-        wid = f"relationship/{partner_id}/{customer_id}"
-        key = (customers.c.cloud == cloud) & (customers.c.partner_id == partner_id)
+        the data was erased (once per run erased: running it again adds none). Answers how many
+        rows of each table were changed."""
+        wid = workflow_id(partner_id, customer_id)
+        emails = self._outbox_of(cloud, wid)
+        mark = f"{wid}/erased/{cloud}/{max(self.runs_of(cloud, wid), default='-')}"
         with self._tx() as conn:
             listed = conn.execute(
                 customers.update()
-                .where(key & (customers.c.customer_id == customer_id))
+                .where(
+                    (customers.c.cloud == cloud)
+                    & (customers.c.partner_id == partner_id)
+                    & (customers.c.customer_id == customer_id)
+                )
                 .values(company=ERASED, admin_email=None, updated_at=now)
             ).rowcount
             trail = conn.execute(
@@ -310,25 +332,23 @@ class Records:
                 .where((audit.c.cloud == cloud) & (audit.c.workflow_id == wid))
                 .values(actor_user=ERASED, reason="")
             ).rowcount
-            mail = conn.execute(
-                outbox.update().where(outbox.c.workflow_id == wid).values(recipient=ERASED, subject=ERASED)
-            ).rowcount
+            mail = conn.execute(outbox.update().where(emails).values(recipient=ERASED, subject=ERASED)).rowcount
             conn.execute(
                 self._insert(audit)
                 .values(
-                    change_id=f"{wid}/erased/{now.isoformat()}",
+                    change_id=mark,
                     cloud=cloud,
                     partner_id=partner_id,
                     customer_id=customer_id,
                     workflow_id=wid,
-                    operation="EraseCustomerData",
+                    operation=ERASE,
                     actor_user="operator",
                     actor_role="operator",
                     from_state=None,
                     to_state="erased",
                     at=now,
                     reason="",
-                    correlation_id=f"{wid}/erased",
+                    correlation_id=mark,
                 )
                 .on_conflict_do_nothing()
             )
@@ -499,8 +519,9 @@ def _of_partner(partner_id: str) -> Any:
     return (customers.c.partner_id == partner_id) | linked
 
 
-#: What erased personal data reads as.
+#: What erased personal data reads as, and the audit operation that says it was erased.
 ERASED: Final = "[erased]"
+ERASE: Final = "EraseCustomerData"
 
 ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
 

@@ -582,10 +582,12 @@ async def cmd_erase(args: argparse.Namespace) -> int:
                 Cloud(args.cloud).value,
                 partner_id,
                 customer_id,
-                Path(settings.mail_sink.maildir),
+                settings.resolve(settings.mail_sink.maildir),
             )
         except erasure.StillOpen as error:
             raise TransitionNotAllowed(str(error), "state") from None
+        except erasure.Unknown as error:
+            raise NotFound(str(error)) from None
         except RPCError as error:
             raise _from_rpc(error) from error
     if args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import secrets
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import structlog
 
 import worker
 from partnerflow.mailsink import MailSink
-from runtime import logs, search_attributes
+from runtime import logs, search_attributes, tracing
 from runtime.config import Settings, load
 from runtime.connection import connect
 from runtime.keys import ensure_dev_keys
@@ -136,8 +137,16 @@ def with_dev_signing_keys(settings: Settings) -> None:
 
 
 async def _main() -> None:
+    # `make run` runs its own server: a shell's TEMPORAL_* (another cluster's) is not for it,
+    # nor for the page and the CLI it starts.
+    ignored = sorted(name for name in os.environ if name.startswith("TEMPORAL_"))
+    for name in ignored:
+        del os.environ[name]
     settings = load()
     logs.configure(settings.log.format, settings.log.level)
+    if ignored:
+        log.warning("dev.temporal_env_ignored", variables=ignored)
+    provider = tracing.configure(settings.tracing.otlp_endpoint, "partnerflow-worker")
     dev_dir = settings.resolve(settings.temporal.db_file).parent  # .dev/ by default
     dev_dir.mkdir(parents=True, exist_ok=True)
     maildir = settings.resolve(settings.mail_sink.maildir)
@@ -160,6 +169,8 @@ async def _main() -> None:
         if portal:
             terminate(portal)
         terminate(server)
+        if provider:
+            provider.shutdown()  # the last spans out before the process ends
         log.info("dev.stopped")
 
 

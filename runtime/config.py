@@ -21,7 +21,7 @@ from temporalio.service import TLSConfig
 
 from activities.email import SmtpSettings
 from runtime.keys import Signer
-from runtime.temporal_env import StandardConfigError, temporal_layer
+from runtime.temporal_env import TemporalEnvError, temporal_layer
 from states.errors import problems
 from states.models import Cloud, Timers
 from states.names import NAMESPACES
@@ -359,11 +359,15 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Sett
             )
     overrides = _overrides(env)
     try:
-        standard = temporal_layer(env, _clouds(_merge(raw, overrides)))
-    except StandardConfigError as error:
+        temporal_env = temporal_layer(env, _clouds(_merge(raw, overrides)))
+    except TemporalEnvError as error:
         raise ConfigError(str(error)) from None
+    ours = overrides.get("temporal") or {}
+    if "api_key" in ours or "api_key_file" in ours:
+        temporal_env.pop("api_key", None)  # partnerflow's own key setting wins, file or value
     try:
-        return Settings.model_validate(_merge(_merge(raw, {"temporal": standard} if standard else {}), overrides))
+        layered = _merge(raw, {"temporal": temporal_env} if temporal_env else {})
+        return Settings.model_validate(_merge(layered, overrides))
     except ValidationError as error:
         found = "; ".join(f"{p['field']}: {p['rule']}" for p in problems(error))
         raise ConfigError(f"{path}: {found}") from None

@@ -24,7 +24,12 @@ from states.models import Cloud
 FILE_VARIABLES = ("TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE")
 
 
-class StandardConfigError(ValueError):
+def without_temporal_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less Temporal's client variables: for `make run` and the tests, which run their own server."""
+    return {name: value for name, value in env.items() if not name.startswith("TEMPORAL_")}
+
+
+class TemporalEnvError(ValueError):
     """Temporal's own configuration cannot be used as it stands: the message names the variable."""
 
 
@@ -38,7 +43,9 @@ def temporal_layer(env: Mapping[str, str], clouds: Sequence[Cloud]) -> dict[str,
             profile=env.get("TEMPORAL_PROFILE") or None, disable_file=not named, override_env_vars=dict(env)
         )
     except Exception as error:  # the SDK's loader: a missing profile or file, bad TOML
-        raise StandardConfigError(f"Temporal client configuration ({', '.join(FILE_VARIABLES)}): {error}") from None
+        # Its first line only: the next ones quote the file, and a bad line may be an API key.
+        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TemporalEnvError(f"Temporal client configuration ({', '.join(FILE_VARIABLES)}): {said}") from None
     layer: dict[str, Any] = {}
     if profile.address:
         layer["address"] = profile.address
@@ -46,7 +53,7 @@ def temporal_layer(env: Mapping[str, str], clouds: Sequence[Cloud]) -> dict[str,
         layer["api_key"] = profile.api_key
     if profile.namespace:
         if len(clouds) != 1:
-            raise StandardConfigError(
+            raise TemporalEnvError(
                 f"TEMPORAL_NAMESPACE (or a profile's namespace) names one namespace, but this deployment serves"
                 f" {', '.join(c.value for c in clouds)}: set temporal.namespaces.<cloud> instead"
             )
@@ -72,7 +79,7 @@ def temporal_layer(env: Mapping[str, str], clouds: Sequence[Cloud]) -> dict[str,
 def _path(source: DataSource, ours: str) -> str:
     if isinstance(source, Path):
         return str(source)
-    raise StandardConfigError(
+    raise TemporalEnvError(
         f"temporal.{ours}: a certificate or key given inline (TEMPORAL_TLS_*_DATA) is not supported; give its file"
         " (TEMPORAL_TLS_*_PATH)"
     )

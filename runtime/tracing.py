@@ -53,10 +53,15 @@ def interceptor() -> TracingInterceptor:
     return TracingInterceptor(trace.get_tracer(TRACER))
 
 
+def enabled() -> bool:
+    """Whether this process records spans (an SDK tracer provider is set)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def interceptors() -> list[TracingInterceptor]:
-    """For every client (and so every worker) partnerflow makes, once this process exports
+    """For every client (and so every worker) partnerflow makes, once this process records
     spans; none otherwise: carrying an empty trace in every header costs CPU per lifecycle."""
-    return [interceptor()] if isinstance(trace.get_tracer_provider(), TracerProvider) else []
+    return [interceptor()] if enabled() else []
 
 
 def instrument_engine(engine: Any) -> None:

@@ -10,6 +10,7 @@ helpers shared between test modules are in `tests/helpers.py`.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -20,6 +21,14 @@ from partnerflow.mailsink import MailSink
 from partnerflow.testing import Harness, running
 from states.models import Cloud
 from states.names import TASK_QUEUE
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_temporal_env() -> Iterator[None]:
+    """The tests run their own servers: a shell's TEMPORAL_* (another cluster's) is not for them."""
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TEMPORAL_")}
+    yield
+    os.environ.update(saved)
 
 
 @pytest.fixture

@@ -182,3 +182,19 @@ def test_a_named_temporal_toml_profile_is_read_and_an_unnamed_default_is_not(
 def test_temporal_configuration_that_cannot_be_used_is_named(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(tmp_path / "none.yml", env=env)
+
+
+def test_a_broken_temporal_toml_is_named_without_quoting_it(tmp_path: Path) -> None:
+    """The SDK's message quotes the bad line, which may be the API key's: only its first line shows."""
+    toml = tmp_path / "temporal.toml"
+    toml.write_text('[profile.x]\napi_key = "SECRET-KEY-123\n')
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "none.yml", env={"TEMPORAL_CONFIG_FILE": str(toml), "TEMPORAL_PROFILE": "x"})
+    assert "TOML parse error at line 2" in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+def test_partnerflow_s_own_key_setting_beats_temporal_api_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-our-file")
+    env = {"TEMPORAL_API_KEY": "from-temporal-env", "PARTNERFLOW_TEMPORAL__API_KEY_FILE": str(key_file)}
+    assert load(tmp_path / "none.yml", env=env).temporal.resolved_api_key() == "from-our-file"

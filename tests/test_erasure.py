@@ -53,6 +53,8 @@ async def test_an_ended_relationship_is_erased_and_only_its_facts_stay(
 
     code, err = await erase(partnerflow_dev_env, h, handle.id, capsys)
     assert code == 0, err
+    again, err = await erase(partnerflow_dev_env, h, handle.id, capsys)  # safe to run again
+    assert again == 0, err
 
     async def deleted() -> bool:  # the server deletes in the background (about 30 s on the dev server)
         try:
@@ -93,6 +95,10 @@ async def test_a_live_relationship_is_not_erased(
     row: Any = h.records.customer("public", "p-100", handle.id.split("/")[-1])
     assert row["company"] == "Contoso Ltd" and row["admin_email"] == ADMIN["email"]
     assert (await h.view(handle)).state == "active"
+    address = partnerflow_dev_env.client.service_client.config.target_host
+    elsewhere = ["--address", address, "--cloud", "usgov", "erase", "p-100", handle.id.split("/")[-1], "--yes"]
+    assert await asyncio.to_thread(main, elsewhere) == 5  # not in that cloud: found nowhere, nothing erased
+    assert "no relationship" in capsys.readouterr().err and (await h.view(handle)).state == "active"
     without_yes = await asyncio.to_thread(main, ["erase", "p-100", "c-1"])
     assert without_yes == 2 and "cannot be undone: add --yes" in capsys.readouterr().err
 
