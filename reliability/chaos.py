@@ -78,11 +78,16 @@ class Plan:
     db_down_s: float = 30.0
     page_kill_every_s: tuple[float, float] = (5.0, 15.0)
     restart_during_verify: bool = True  # the awkward moment: the server goes away mid-verification
+    patience_s: float = 600.0  # how long a call is repeated before it is a finding (NoAnswer)
     seed: int = 7
 
 
 #: The steps of one life after its start, in order (update name, what it sends).
 STEPS = ("accept_invitation", "set_purchase_permission", "end_relationship", "reinstate", "accept_invitation")
+
+
+class NoAnswer(Exception):
+    """A call repeated for `Plan.patience_s` without an answer: reported, the run goes on."""
 
 
 @dataclass
@@ -161,8 +166,11 @@ class WorkerProcess:
             "PARTNERFLOW_INVITATION__TOKEN_KEY": secrets.token_urlsafe(32),  # shared by every restart
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self._from, self._serving = 0, False  # where this start's log begins; polling yet
 
     def start(self) -> None:
+        self._from = self.log.stat().st_size if self.log.exists() else 0
+        self._serving = False
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "worker.py")],
             stdout=self.log.open("ab"),
@@ -173,6 +181,16 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def serving(self) -> bool:
+        """Alive, and polling: its log says so since this start."""
+        if not self.alive():
+            return False
+        if not self._serving:
+            with self.log.open("rb") as log:
+                log.seek(self._from)
+                self._serving = b'"worker.started"' in log.read()
+        return self._serving
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -359,8 +377,10 @@ class Chaos:
 
     async def patiently(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Repeat a call that got no answer (server restarting, worker gone); a refusal is final.
-        Repeating is safe: starts are idempotent by workflow id, updates by their id."""
-        while True:
+        Repeating is safe: starts are idempotent by workflow id, updates by their id. After
+        `Plan.patience_s` it gives up (`NoAnswer`): a finding of the run, never a run that hangs."""
+        deadline = time.monotonic() + self.plan.patience_s
+        while time.monotonic() < deadline:
             try:
                 return await asyncio.wait_for(call(*args, **kwargs), timeout=120)
             except (
@@ -372,6 +392,7 @@ class Chaos:
             ):
                 self.tally.transient_retries += 1
                 await asyncio.sleep(1.0)
+        raise NoAnswer(f"{getattr(call, '__name__', call)}: no answer in {self.plan.patience_s:g} s")
 
     async def accept_on_the_page(self, wid: str, token: str) -> bool:
         """Open the link, tick the agreement, send the form: as a person would, again after a
@@ -437,16 +458,25 @@ class Chaos:
             self.tally.worker_starts += 1
 
     async def kill_worker_now_and_then(self) -> None:
+        """A kill every few seconds of a worker's service, counted from when it serves: a worker
+        killed before it ever polls (its start takes seconds on a busy machine) tests nothing but
+        the start, and a crash loop that tight leaves a workflow task no worker ever finishes,
+        which the server then retries with a backoff of minutes (a run once stalled on that)."""
         assert self.worker is not None
         low, high = self.plan.kill_every_s
-        next_kill = time.monotonic() + self.rng.uniform(low, high)
+        next_kill: float | None = None
         while True:
             await asyncio.sleep(0.2)
-            if time.monotonic() >= next_kill:
+            self.ensure_worker()  # also one that died by itself (the database was down at its start)
+            if not self.worker.serving():
+                next_kill = None
+                continue
+            if next_kill is None:
+                next_kill = time.monotonic() + self.rng.uniform(low, high)
+            elif time.monotonic() >= next_kill:
                 self.worker.kill()
                 self.tally.worker_kills += 1
-                next_kill = time.monotonic() + self.rng.uniform(low, high)
-            self.ensure_worker()  # also one that died by itself (the database was down at its start)
+                next_kill = None
 
     def ensure_page(self) -> None:
         assert self.page is not None
