@@ -22,8 +22,7 @@ from email.utils import format_datetime, formataddr
 from opentelemetry import trace
 
 from activities.records import utc_now
-
-TRACER = "partnerflow"  # the spans' instrumentation name (runtime.tracing's)
+from states.names import TRACER
 
 
 @dataclass(frozen=True)

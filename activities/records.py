@@ -297,15 +297,17 @@ class Records:
             ).scalars()
             return {change_id[len(workflow_id) + 1 :].split("/")[0] for change_id in ids}
 
-    def _outbox_of(self, cloud: str, workflow_id: str) -> Any:
-        """A lifecycle's emails in one cloud: their keys begin with one of its runs (a workflow id
-        alone would also match the other cloud's relationship of the same partner and customer)."""
-        runs = sorted(self.runs_of(cloud, workflow_id))
-        return sa.or_(*(outbox.c.key.startswith(f"{workflow_id}/{run}/", autoescape=True) for run in runs), sa.false())
+    @staticmethod
+    def _outbox_of(workflow_id: str, runs: set[str]) -> Any:
+        """A lifecycle's emails in one cloud: their keys begin with one of its runs there (a
+        workflow id alone would also match the other cloud's relationship of the same ids)."""
+        keys = (outbox.c.key.startswith(f"{workflow_id}/{run}/", autoescape=True) for run in sorted(runs))
+        return sa.or_(*keys, sa.false())
 
     def outbox_message_ids(self, cloud: str, workflow_id: str) -> set[str]:
+        emails = self._outbox_of(workflow_id, self.runs_of(cloud, workflow_id))
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(outbox.c.message_id).where(self._outbox_of(cloud, workflow_id)))
+            found = conn.execute(sa.select(outbox.c.message_id).where(emails))
             return {str(m) for m in found.scalars()}
 
     def erase_customer(self, cloud: str, partner_id: str, customer_id: str, *, now: datetime) -> dict[str, int]:
@@ -315,8 +317,9 @@ class Records:
         the data was erased (once per run erased: running it again adds none). Answers how many
         rows of each table were changed."""
         wid = workflow_id(partner_id, customer_id)
-        emails = self._outbox_of(cloud, wid)
-        mark = f"{wid}/erased/{cloud}/{max(self.runs_of(cloud, wid), default='-')}"
+        runs = self.runs_of(cloud, wid)
+        emails = self._outbox_of(wid, runs)
+        mark = f"{wid}/erased/{cloud}/{max(runs, default='-')}"
         with self._tx() as conn:
             listed = conn.execute(
                 customers.update()

@@ -9,6 +9,9 @@ from enum import StrEnum
 
 from states.models import Cloud
 
+#: The instrumentation name of partnerflow's own spans (runtime.tracing, the SMTP conversation).
+TRACER = "partnerflow"
+
 NAMESPACES: dict[Cloud, str] = {Cloud.PUBLIC: "relationships", Cloud.USGOV: "relationships-usgov"}
 TASK_QUEUE = "relationships"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Timer
+from states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Recipient, Send, Timer
 from states.models import Actor, PartnerKind
 
 
@@ -47,6 +47,11 @@ def provider_of(start: Any) -> str | None:
         return None
     provider: str | None = getattr(partner, "indirect_provider_id", None)
     return provider
+
+
+def reaches(send: Send, start: Any) -> bool:
+    """Whether a letter has someone to go to: the provider's only where there is one."""
+    return send.to is not Recipient.PROVIDER_CONTACT or provider_of(start) is not None
 
 
 def _partner_staff(by: PartnerStaff, trigger: str, actor: Actor | None, start: Any) -> Denial | None:

@@ -538,7 +538,7 @@ class Interpreter:
         # A letter into a state with a deadline (a suspension) tells when it ends.
         ends_at = deadline_at(lc, d, s.timers) if not link else None
         for send in row.sends():
-            if send.token or not self._addressed(send):
+            if send.token or not policy.reaches(send, s):
                 continue  # sent above; or to nobody (a direct partner has no provider)
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
             if send.since is None or workflow.patched(send.since):
@@ -551,10 +551,6 @@ class Interpreter:
         return ttl
 
     # --- the capabilities the activities offer ---------------------------------------
-    def _addressed(self, send: Send) -> bool:
-        """Whether the letter has someone to go to: a provider's only where there is one."""
-        return send.to is not Recipient.PROVIDER_CONTACT or policy.provider_of(self._start) is not None
-
     def _to(self, recipient: Recipient, fields: Any = None) -> str:
         s = self._start
         if recipient is Recipient.PROVIDER_CONTACT:
@@ -570,7 +566,7 @@ class Interpreter:
         self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = "", fields: Any = None
     ) -> IssuedToken | None:
         s = self._start
-        if not self._addressed(send):
+        if not policy.reaches(send, s):
             return None
         provider = policy.provider_of(s) if send.to is Recipient.PROVIDER_CONTACT else None
         letter = SendLetter(
