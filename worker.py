@@ -25,19 +25,19 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer
-from activities.records import Records
-from runtime import logs, search_attributes, tracing
-from runtime.config import Settings, WorkerSettings, load
-from runtime.connection import connect
-from runtime.migrate import upgrade
-from runtime.process import exit_without_teardown, run
-from states.models import Cloud
-from states.names import TASK_QUEUE
-from workflows.arguments import ArgumentsInterceptor
-from workflows.lifecycles import WORKFLOWS
-from workflows.proving import ProofInterceptor
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer
+from partnerflow.activities.records import Records
+from partnerflow.runtime import logs, search_attributes, tracing
+from partnerflow.runtime.config import Settings, WorkerSettings, load
+from partnerflow.runtime.connection import connect
+from partnerflow.runtime.migrate import upgrade
+from partnerflow.runtime.process import exit_without_teardown, run
+from partnerflow.states.models import Cloud
+from partnerflow.states.names import TASK_QUEUE
+from partnerflow.workflows.arguments import ArgumentsInterceptor
+from partnerflow.workflows.lifecycles import WORKFLOWS
+from partnerflow.workflows.proving import ProofInterceptor
 
 log = structlog.get_logger("partnerflow.worker")
 

@@ -20,15 +20,15 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email import Letter, Mailer, message_id_for
-from activities.records import OutboxEntry, Records, utc_now
-from states import messages
-from states.declaration import LetterFacts, Lifecycle
-from states.lifecycles import LIFECYCLES
-from states.messages import Admission, Admit, Change, Counted, IssuedToken, ReadFact, SendLetter
-from states.names import ErrorType
-from states.proof import Expected, Proven, Verifier
-from states.tokens import token_hash
+from partnerflow.activities.email import Letter, Mailer, message_id_for
+from partnerflow.activities.records import OutboxEntry, Records, utc_now
+from partnerflow.states import messages
+from partnerflow.states.declaration import LetterFacts, Lifecycle
+from partnerflow.states.lifecycles import LIFECYCLES
+from partnerflow.states.messages import Admission, Admit, Change, Counted, IssuedToken, ReadFact, SendLetter
+from partnerflow.states.names import ErrorType
+from partnerflow.states.proof import Expected, Proven, Verifier
+from partnerflow.states.tokens import token_hash
 
 log = structlog.get_logger(__name__)
 

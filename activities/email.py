@@ -21,8 +21,8 @@ from email.utils import format_datetime, formataddr
 
 from opentelemetry import trace
 
-from activities.records import utc_now
-from states.names import TRACER
+from partnerflow.activities.records import utc_now
+from partnerflow.states.names import TRACER
 
 
 @dataclass(frozen=True)

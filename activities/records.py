@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from states.messages import Change, Counted
-from states.models import STRICT, Partner, State, SubscriptionKind, workflow_id
+from partnerflow.states.messages import Change, Counted
+from partnerflow.states.models import STRICT, Partner, State, SubscriptionKind, workflow_id
 
 metadata = sa.MetaData()
 

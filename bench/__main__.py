@@ -37,7 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 from bench import proc
 from bench.driver import Inbox, run_lifecycles, start_many, workflow_id
 from bench.profile import Profile
-from runtime import search_attributes
+from partnerflow.runtime import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -334,8 +334,8 @@ async def _import_with_client(env: WorkflowEnvironment, rows: int) -> dict[str, 
     """The fallback: `Relationships.start` per row, 16 in flight, which is what the importer does."""
     from bench.driver import SIGNER
     from partnerflow.client import Relationships
-    from runtime.converter import data_converter
-    from states.models import Cloud, StartRelationship
+    from partnerflow.runtime.converter import data_converter
+    from partnerflow.states.models import Cloud, StartRelationship
 
     client = Client(env.client.service_client, namespace=NAMESPACE, data_converter=data_converter)
     relationships = Relationships({Cloud.PUBLIC: client}, signer=SIGNER)

@@ -22,8 +22,8 @@ from urllib.parse import unquote
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
-from runtime.keys import Signer, ensure_dev_keys
-from states.models import Actor
+from partnerflow.runtime.keys import Signer, ensure_dev_keys
+from partnerflow.states.models import Actor
 
 T = TypeVar("T")
 

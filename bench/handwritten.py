@@ -28,9 +28,9 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.email import Letter, Mailer, message_id_for
-    from activities.records import Records
-    from states.messages import Change
+    from partnerflow.activities.email import Letter, Mailer, message_id_for
+    from partnerflow.activities.records import Records
+    from partnerflow.states.messages import Change
 
 INVITATION_TTL = timedelta(days=30)
 REMINDERS_BEFORE = (timedelta(days=7), timedelta(days=1))

@@ -24,18 +24,18 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
 from bench.driver import IMPORT_PARTNER, KEYS, PARTNER
 from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
 from bench.floor import FloorWorkflow
 from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
-from runtime import logs
-from runtime.converter import data_converter
-from states.models import Partner
-from states.proof import Issuer, Verifier, key_set
-from worker import new_worker, settle_memory
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
+from partnerflow.runtime import logs
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.models import Partner
+from partnerflow.states.proof import Issuer, Verifier, key_set
+from partnerflow.worker import new_worker, settle_memory
 
 VARIANTS = ("floor", "handwritten", "partnerflow")
 LINK_BASE = "http://portal.bench"

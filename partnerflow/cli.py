@@ -38,8 +38,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import Records
 from partnerflow import erasure, importer, partners
+from partnerflow.activities.records import Records
 from partnerflow.client import (
     GuardFailed,
     InvalidInput,
@@ -52,13 +52,13 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
-from runtime.config import ConfigError, Settings, load
-from runtime.connection import connect
-from runtime.process import exit_without_teardown
-from states.declaration import PartnerStaff
-from states.errors import problems
-from states.inert import csv_cell, terminal
-from states.models import (
+from partnerflow.runtime.config import ConfigError, Settings, load
+from partnerflow.runtime.connection import connect
+from partnerflow.runtime.process import exit_without_teardown
+from partnerflow.states.declaration import PartnerStaff
+from partnerflow.states.errors import problems
+from partnerflow.states.inert import csv_cell, terminal
+from partnerflow.states.models import (
     STRICT,
     Actor,
     Cloud,
@@ -74,8 +74,8 @@ from states.models import (
     SubscriptionKind,
     workflow_id,
 )
-from states.names import CUSTOMER_ID, PARTNER_ID
-from states.relationship import RELATIONSHIP
+from partnerflow.states.names import CUSTOMER_ID, PARTNER_ID
+from partnerflow.states.relationship import RELATIONSHIP
 
 PROG: Final = "partnerflow"
 

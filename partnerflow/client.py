@@ -26,13 +26,13 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from runtime.config import Settings
-from runtime.connection import connect
-from runtime.converter import data_converter
-from runtime.keys import Signer
-from states.errors import describe
-from states.inert import markdown
-from states.models import (
+from partnerflow.runtime.config import Settings
+from partnerflow.runtime.connection import connect
+from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.keys import Signer
+from partnerflow.states.errors import describe
+from partnerflow.states.inert import markdown
+from partnerflow.states.models import (
     STRICT,
     AcceptInvitation,
     Actor,
@@ -46,8 +46,8 @@ from states.models import (
     Timers,
     workflow_id,
 )
-from states.names import NAMESPACES, TASK_QUEUE, ErrorType
-from states.relationship import RELATIONSHIP
+from partnerflow.states.names import NAMESPACES, TASK_QUEUE, ErrorType
+from partnerflow.states.relationship import RELATIONSHIP
 
 
 class RelationshipError(Exception):

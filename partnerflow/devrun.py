@@ -19,14 +19,14 @@ from pathlib import Path
 
 import structlog
 
-import worker
+from partnerflow import worker
 from partnerflow.mailsink import MailSink
-from runtime import logs, search_attributes, tracing
-from runtime.config import Settings, load
-from runtime.connection import connect
-from runtime.keys import ensure_dev_keys
-from runtime.process import exit_without_teardown, run
-from states.names import NAMESPACES
+from partnerflow.runtime import logs, search_attributes, tracing
+from partnerflow.runtime.config import Settings, load
+from partnerflow.runtime.connection import connect
+from partnerflow.runtime.keys import ensure_dev_keys
+from partnerflow.runtime.process import exit_without_teardown, run
+from partnerflow.states.names import NAMESPACES
 
 log = structlog.get_logger("partnerflow.dev")
 BIN = Path(sys.executable).parent
@@ -71,7 +71,10 @@ def start_portal(dev_dir: Path) -> subprocess.Popen[bytes]:
     """The acceptance page in its own process (uvicorn owns its event loop and signals)."""
     portal_log = (dev_dir / "portal.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "portal"], stdout=portal_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "partnerflow.portal"],
+        stdout=portal_log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from states.declaration import (
+from partnerflow.states.declaration import (
     WHOSE,
     Add,
     By,
@@ -33,10 +33,10 @@ from states.declaration import (
     Timer,
     VoidToken,
 )
-from states.diagram import mermaid
-from states.lifecycles import LIFECYCLES
-from states.models import Cloud, Role
-from states.names import NAMESPACES, SEARCH_ATTRIBUTES, TASK_QUEUE, ErrorType
+from partnerflow.states.diagram import mermaid
+from partnerflow.states.lifecycles import LIFECYCLES
+from partnerflow.states.models import Cloud, Role
+from partnerflow.states.names import NAMESPACES, SEARCH_ATTRIBUTES, TASK_QUEUE, ErrorType
 
 CONTRACT = Path(__file__).resolve().parent.parent / "docs" / "CONTRACT.md"
 _BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w.-]+) -->\n)(.*?)(<!-- end: (?P=name) -->)", re.S)

@@ -22,9 +22,9 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import Records
-from states.models import RelationshipView, State, workflow_id
-from states.relationship import RELATIONSHIP
+from partnerflow.activities.records import Records
+from partnerflow.states.models import RelationshipView, State, workflow_id
+from partnerflow.states.relationship import RELATIONSHIP
 
 #: States a relationship may be erased in: over, or never begun.
 OVER = frozenset({*RELATIONSHIP.final, State.ENDED, State.INVITATION_EXPIRED})

@@ -27,10 +27,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from partnerflow.client import RelationshipError, Relationships, Unavailable
-from states.errors import problems as field_problems
-from states.inert import csv_cell, terminal
-from states.models import STRICT, Cloud, Origin, StartRelationship
-from states.relationship import RELATIONSHIP
+from partnerflow.states.errors import problems as field_problems
+from partnerflow.states.inert import csv_cell, terminal
+from partnerflow.states.models import STRICT, Cloud, Origin, StartRelationship
+from partnerflow.states.relationship import RELATIONSHIP
 
 REQUIRED_COLUMNS: Final = ("customer_id", "company", "admin_email")
 #: `partner_id`: the acting partner's by default; `cloud`: the command line's by default;

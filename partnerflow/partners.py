@@ -15,9 +15,9 @@ from typing import IO, Final
 
 from pydantic import ValidationError
 
-from activities.records import Records
-from states.errors import describe
-from states.models import STRICT, Cloud, Partner
+from partnerflow.activities.records import Records
+from partnerflow.states.errors import describe
+from partnerflow.states.models import STRICT, Cloud, Partner
 
 COLUMNS: Final = ("id", "name", "kind", "indirect_provider_id", "contact_email")
 

@@ -25,9 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from temporalio.workflow import _Definition
 
-from states.declaration import Lifecycle
-from states.lifecycles import LIFECYCLES
-from workflows.lifecycles import WORKFLOWS
+from partnerflow.states.declaration import Lifecycle
+from partnerflow.states.lifecycles import LIFECYCLES
+from partnerflow.workflows.lifecycles import WORKFLOWS
 
 #: Where the committed schemas live: `schemas/` at the repository's root.
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

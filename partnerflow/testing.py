@@ -47,19 +47,19 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
-from runtime import search_attributes
-from runtime.converter import data_converter
-from runtime.keys import Signer, public_jwks
-from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
-from states.models import STRICT, Actor, Cloud, Partner, RelationshipView, StartRelationship, State, Timers
-from states.names import NAMESPACES
-from states.proof import Issuer, Verifier, key_set
-from states.relationship import RELATIONSHIP
-from worker import new_worker
+from partnerflow.runtime import search_attributes
+from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.keys import Signer, public_jwks
+from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
+from partnerflow.states.models import STRICT, Actor, Cloud, Partner, RelationshipView, StartRelationship, State, Timers
+from partnerflow.states.names import NAMESPACES
+from partnerflow.states.proof import Issuer, Verifier, key_set
+from partnerflow.states.relationship import RELATIONSHIP
+from partnerflow.worker import new_worker
 
 BIN = Path(sys.executable).parent
 LINK_BASE = "http://portal.test"
@@ -111,7 +111,7 @@ class KitKeys:
     def make(cls) -> KitKeys:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from runtime.keys import key_id
+        from partnerflow.runtime.keys import key_id
 
         signers = []
         for issuer in ("kit-partner-services", "kit-customer-portal"):

@@ -1,4 +1,4 @@
-"""`python -m portal`: serve the acceptance page (make run starts it)."""
+"""`python -m partnerflow.portal`: serve the acceptance page (make run starts it)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 import uvicorn
 
 from partnerflow.client import Relationships
-from portal.app import create_app
-from runtime import logs, tracing
-from runtime.config import load
-from runtime.process import run
+from partnerflow.portal.app import create_app
+from partnerflow.runtime import logs, tracing
+from partnerflow.runtime.config import load
+from partnerflow.runtime.process import run
 
 
 async def _serve() -> None:

@@ -32,11 +32,11 @@ from partnerflow.client import (
     TransitionNotAllowed,
     Unavailable,
 )
-from portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenLimiter
-from runtime import tracing
-from runtime.config import PortalSettings
-from states.errors import problems
-from states.models import (
+from partnerflow.portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenLimiter
+from partnerflow.runtime import tracing
+from partnerflow.runtime.config import PortalSettings
+from partnerflow.states.errors import problems
+from partnerflow.states.models import (
     AcceptInvitation,
     Cloud,
     CustomerAdmin,

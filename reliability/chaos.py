@@ -1,7 +1,7 @@
 """Whole relationship lives driven while partnerflow's parts fail around them.
 
 One run: a Temporal dev server on a SQLite file, `worker.py` as a process of its own,
-records on a throwaway PostgreSQL, a real SMTP sink, the acceptance page (`python -m portal`)
+records on a throwaway PostgreSQL, a real SMTP sink, the acceptance page (`python -m partnerflow.portal`)
 as a process of its own. Relationships go invite → accept (the customer's admin, through the
 page) → purchase permission → end → reinstate → accept while every process partnerflow runs
 in production is SIGKILLed now and then and started again (the worker every few seconds, the
@@ -39,16 +39,14 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.client import Relationships, Unavailable
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
-from partnerflow.testing import ADMIN, BIN, actor, free_port, register_partners, start_input
-from reliability.inbox import Inbox
-from runtime import search_attributes
-from runtime.converter import data_converter
-from runtime.keys import Signer, ensure_dev_keys
-from states.models import (
+from partnerflow.runtime import search_attributes
+from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.keys import Signer, ensure_dev_keys
+from partnerflow.states.models import (
     Actor,
     Cloud,
     InvitationLookup,
@@ -57,7 +55,9 @@ from states.models import (
     RelationshipView,
     StartRelationship,
 )
-from states.names import NAMESPACES
+from partnerflow.states.names import NAMESPACES
+from partnerflow.testing import ADMIN, BIN, actor, free_port, register_partners, start_input
+from reliability.inbox import Inbox
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTNER = "p-chaos"
@@ -207,7 +207,7 @@ class WorkerProcess:
 
 
 class PageProcess(WorkerProcess):
-    """`python -m portal`, the customer's acceptance page, on a port of its own."""
+    """`python -m partnerflow.portal`, the customer's acceptance page, on a port of its own."""
 
     def __init__(self, work: Path, address: str) -> None:
         self.port = free_port()
@@ -229,7 +229,7 @@ class PageProcess(WorkerProcess):
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "portal"],
+            [sys.executable, "-m", "partnerflow.portal"],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             env=self.env,
@@ -264,7 +264,7 @@ class Chaos:
         self.server.start()
         try:
             await self.server.ready()
-            from runtime.migrate import upgrade
+            from partnerflow.runtime.migrate import upgrade
 
             upgrade(self.postgres.url)
             register_partners(Records(self.postgres.url), start_input(partner={"id": PARTNER}))

@@ -11,12 +11,12 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
-from activities.records import Records
+from partnerflow.activities.records import Records
+from partnerflow.states import policy
+from partnerflow.states.declaration import Row
+from partnerflow.states.models import RelationshipView, StartRelationship
+from partnerflow.states.relationship import GRANTS, RELATIONSHIP
 from reliability.chaos import PARTNER, STEPS, Chaos, NoAnswer
-from states import policy
-from states.declaration import Row
-from states.models import RelationshipView, StartRelationship
-from states.relationship import GRANTS, RELATIONSHIP
 
 
 def expected_life(life: StartRelationship) -> tuple[list[str], int, str]:

@@ -19,13 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from temporalio.service import TLSConfig
 
-from activities.email import SmtpSettings
-from runtime.keys import Signer
-from runtime.temporal_env import TemporalEnvError, temporal_layer
-from states.errors import problems
-from states.models import Cloud, Timers
-from states.names import NAMESPACES
-from states.proof import ALGORITHMS, DEFAULT_AUDIENCE, Issuer, Kind, Verifier, key_set
+from partnerflow.activities.email import SmtpSettings
+from partnerflow.runtime.keys import Signer
+from partnerflow.runtime.temporal_env import TemporalEnvError, temporal_layer
+from partnerflow.states.errors import problems
+from partnerflow.states.models import Cloud, Timers
+from partnerflow.states.names import NAMESPACES
+from partnerflow.states.proof import ALGORITHMS, DEFAULT_AUDIENCE, Issuer, Kind, Verifier, key_set
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = ROOT / "temporal-dev.yml"

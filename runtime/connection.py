@@ -6,10 +6,10 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
-from runtime import tracing
-from runtime.config import Settings
-from runtime.converter import data_converter
-from states.models import Cloud
+from partnerflow.runtime import tracing
+from partnerflow.runtime.config import Settings
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.models import Cloud
 
 
 async def connect(settings: Settings, cloud: Cloud, runtime: Runtime | None = None, *, lazy: bool = False) -> Client:

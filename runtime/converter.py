@@ -22,8 +22,8 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
-from states.errors import describe
-from states.names import ErrorType
+from partnerflow.states.errors import describe
+from partnerflow.states.names import ErrorType
 
 
 class _ValidatingJSONConverter(PydanticJSONPlainPayloadConverter):

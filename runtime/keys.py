@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from states.models import Actor
-from states.proof import DEFAULT_AUDIENCE, Kind
+from partnerflow.states.models import Actor
+from partnerflow.states.proof import DEFAULT_AUDIENCE, Kind
 
 #: The development issuers `make run` trusts, and the claims each may make.
 DEV_ISSUERS: dict[str, Kind] = {"partner-services": "partner_staff", "customer-portal": "customer_admin"}

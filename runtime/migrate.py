@@ -25,8 +25,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-from activities.records import metadata
-from runtime.config import ConfigError, load
+from partnerflow.activities.records import metadata
+from partnerflow.runtime.config import ConfigError, load
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
 BASELINE = "0001"  # the revision that creates exactly what `create_schema()` used to create

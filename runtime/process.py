@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from runtime.config import ConfigError
+from partnerflow.runtime.config import ConfigError
 
 
 def exit_without_teardown(code: int) -> NoReturn:

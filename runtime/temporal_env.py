@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio.envconfig import ClientConfigProfile, DataSource
 
-from states.models import Cloud
+from partnerflow.states.models import Cloud
 
 #: The variables that name a profile to read from a file.
 FILE_VARIABLES = ("TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE")

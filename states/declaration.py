@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from states.models import Cloud, InvitationStatus, PartnerKind, Role
+from partnerflow.states.models import Cloud, InvitationStatus, PartnerKind, Role
 
 # --- who may fire a row -------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from states.declaration import Lifecycle, Timer
-from states.lifecycles import LIFECYCLES
+from partnerflow.states.declaration import Lifecycle, Timer
+from partnerflow.states.lifecycles import LIFECYCLES
 
 
 def mermaid(lifecycle: Lifecycle) -> str:

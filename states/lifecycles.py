@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from states.declaration import Lifecycle
-from states.relationship import RELATIONSHIP
+from partnerflow.states.declaration import Lifecycle
+from partnerflow.states.relationship import RELATIONSHIP
 
 LIFECYCLES: dict[str, Lifecycle] = {lc.name: lc for lc in (RELATIONSHIP,)}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from transitions import EventData, Machine
 
-from states.declaration import Facts, Guard, Lifecycle, Row
+from partnerflow.states.declaration import Facts, Guard, Lifecycle, Row
 
 # transitions logs every transition at INFO: far too chatty for a workflow worker.
 logging.getLogger("transitions").setLevel(logging.WARNING)

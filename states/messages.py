@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from states.models import Partner
+from partnerflow.states.models import Partner
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R")

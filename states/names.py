@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from states.models import Cloud
+from partnerflow.states.models import Cloud
 
 #: The instrumentation name of partnerflow's own spans (runtime.tracing, the SMTP conversation).
 TRACER = "partnerflow"

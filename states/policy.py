@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Recipient, Send, Timer
-from states.models import Actor, PartnerKind
+from partnerflow.states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Recipient, Send, Timer
+from partnerflow.states.models import Actor, PartnerKind
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import jwt
 from jwt import PyJWKSet
 
-from states.policy import Denial
+from partnerflow.states.policy import Denial
 
 Kind = Literal["partner_staff", "customer_admin"]
 KINDS: tuple[Kind, ...] = ("partner_staff", "customer_admin")

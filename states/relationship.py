@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from states.declaration import (
+from partnerflow.states.declaration import (
     Add,
     By,
     Command,
@@ -28,7 +28,7 @@ from states.declaration import (
     Timer,
     VoidToken,
 )
-from states.models import (
+from partnerflow.states.models import (
     RELATIONSHIP_ID,
     AcceptInvitation,
     AcceptReferral,
@@ -48,8 +48,8 @@ from states.models import (
     SuspendRelationship,
     SuspensionReason,
 )
-from states.policy import provider_of
-from states.relationship_letters import LETTERS
+from partnerflow.states.policy import provider_of
+from partnerflow.states.relationship_letters import LETTERS
 
 S, R, T = State, Role, InvitationStatus  # T: why a link token stopped working
 CUSTOMER, PARTNER, REQUESTER = Recipient.CUSTOMER_ADMIN, Recipient.PARTNER_CONTACT, Recipient.REQUESTER

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from states.declaration import LetterFacts
+from partnerflow.states.declaration import LetterFacts
 
 
 def when(value: datetime | None) -> str:

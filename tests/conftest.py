@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import Cloud
+from partnerflow.states.names import TASK_QUEUE
 from partnerflow.testing import Harness, running
-from states.models import Cloud
-from states.names import TASK_QUEUE
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,13 +12,13 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
 from partnerflow.mailsink import MailSink
+from partnerflow.runtime.keys import Signer, ensure_dev_keys
+from partnerflow.runtime.migrate import upgrade
+from partnerflow.states.models import Cloud, Partner
 from partnerflow.testing import BIN, KIT_KEYS, TOKEN_IN_LINK, client_for, free_port
-from runtime.keys import Signer, ensure_dev_keys
-from runtime.migrate import upgrade
-from states.models import Cloud, Partner
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 import structlog
 from temporalio.testing import ActivityEnvironment
 
-from activities.capabilities import Capabilities, link_token
-from activities.email import Letter, Mailer, SmtpSettings
-from activities.records import Records, outbox
+from partnerflow.activities.capabilities import Capabilities, link_token
+from partnerflow.activities.email import Letter, Mailer, SmtpSettings
+from partnerflow.activities.records import Records, outbox
 from partnerflow.mailsink import MailSink
+from partnerflow.states.messages import ADMIT, Change, Counted, ReadFact, SendLetter, read_fact, send_link
+from partnerflow.states.tokens import token_hash
 from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
-from states.messages import ADMIT, Change, Counted, ReadFact, SendLetter, read_fact, send_link
-from states.tokens import token_hash
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

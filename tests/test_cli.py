@@ -18,8 +18,8 @@ import pytest
 import structlog
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
 from partnerflow import importer
+from partnerflow.activities.records import Records
 from partnerflow.cli import ACTOR_ENV, main
 from partnerflow.testing import ADMIN, KIT_KEYS, Harness, free_port, poll
 

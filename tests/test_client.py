@@ -19,8 +19,7 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
-from partnerflow.testing import ADMIN, KIT_KEYS, Harness, actor, client_for, start_input
-from states.models import (
+from partnerflow.states.models import (
     AcceptInvitation,
     Cloud,
     CustomerAdmin,
@@ -31,6 +30,7 @@ from states.models import (
     StartRelationship,
     Timers,
 )
+from partnerflow.testing import ADMIN, KIT_KEYS, Harness, actor, client_for, start_input
 
 pytestmark = pytest.mark.server
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import ConfigError, load
-from states.models import Cloud
+from partnerflow.runtime.config import ConfigError, load
+from partnerflow.states.models import Cloud
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from partnerflow import docs
-from states.relationship import RELATIONSHIP
+from partnerflow.states.relationship import RELATIONSHIP
 
 
 def test_the_contract_s_generated_tables_are_current() -> None:

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import Actor
 from partnerflow.testing import poll
-from states.models import Actor
 from tests.helpers import Deployment
 
 pytestmark = pytest.mark.server

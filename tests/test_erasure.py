@@ -14,7 +14,7 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import ERASED
+from partnerflow.activities.records import ERASED
 from partnerflow.cli import main
 from partnerflow.testing import ADMIN, Harness, actor, poll
 

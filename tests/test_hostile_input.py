@@ -55,21 +55,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import utc_now
+from partnerflow.activities.records import utc_now
 from partnerflow.client import InvalidInput, RelationshipError, Relationships
-from partnerflow.testing import (
-    ADMIN,
-    KIT_KEYS,
-    Harness,
-    actor,
-    client_for,
-    poll,
-    register_partners,
-    sign_start,
-    start_input,
-)
-from states.errors import describe
-from states.models import (
+from partnerflow.states.errors import describe
+from partnerflow.states.models import (
     STRICT,
     AcceptInvitation,
     AcceptReferral,
@@ -85,9 +74,20 @@ from states.models import (
     StartRelationship,
     SuspensionReason,
 )
-from states.relationship import RELATIONSHIP
+from partnerflow.states.relationship import RELATIONSHIP
+from partnerflow.testing import (
+    ADMIN,
+    KIT_KEYS,
+    Harness,
+    actor,
+    client_for,
+    poll,
+    register_partners,
+    sign_start,
+    start_input,
+)
+from partnerflow.workflows.interpreter import AUDIT_TAIL
 from tests.helpers import CONTRACT, relationships_on
-from workflows.interpreter import AUDIT_TAIL
 
 pytestmark = [pytest.mark.server, pytest.mark.usefixtures("partnerflow_garbage_collected")]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
 from partnerflow import importer
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import Cloud
+from partnerflow.states.names import TASK_QUEUE
 from partnerflow.testing import Harness, register_partners, running, start_input
-from states.models import Cloud
-from states.names import TASK_QUEUE
 from tests.helpers import relationships_on
 
 pytestmark = pytest.mark.server

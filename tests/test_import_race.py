@@ -13,8 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from partnerflow import importer
 from partnerflow.client import Relationships
+from partnerflow.states.models import Cloud, StartRelationship
 from partnerflow.testing import Harness, register_partners, start_input
-from states.models import Cloud, StartRelationship
 from tests.helpers import relationships_on
 
 pytestmark = pytest.mark.server

@@ -11,9 +11,9 @@ import markdown_it
 import pytest
 from pydantic import ValidationError
 
+from partnerflow.states.inert import csv_cell, markdown, terminal
+from partnerflow.states.models import STRICT, Actor, Customer, StartRelationship
 from partnerflow.testing import ADMIN, Harness, actor, start_input
-from states.inert import csv_cell, markdown, terminal
-from states.models import STRICT, Actor, Customer, StartRelationship
 
 HOSTILE = [
     "[Click to verify](http://evil.example)",

@@ -9,14 +9,14 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.client import NotFound, Relationships
 from partnerflow.mailsink import MailSink
+from partnerflow.states.messages import Change, ReadFact
+from partnerflow.states.models import Cloud, PartnerCommand
 from partnerflow.testing import Harness, actor, client_for, running
-from states.messages import Change, ReadFact
-from states.models import Cloud, PartnerCommand
 
 pytestmark = pytest.mark.server
 

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import pytest
 from temporalio.workflow import _Definition
 
-from states.declaration import Facts, Lifecycle, Row, Send, Timer
-from states.diagram import mermaid
-from states.lifecycles import LIFECYCLES
-from states.machine import LifecycleMachine
-from states.models import State
-from states.relationship import RELATIONSHIP
+from partnerflow.states.declaration import Facts, Lifecycle, Row, Send, Timer
+from partnerflow.states.diagram import mermaid
+from partnerflow.states.lifecycles import LIFECYCLES
+from partnerflow.states.machine import LifecycleMachine
+from partnerflow.states.models import State
+from partnerflow.states.relationship import RELATIONSHIP
+from partnerflow.workflows.lifecycles import WORKFLOWS
 from tests.helpers import CONTRACT
-from workflows.lifecycles import WORKFLOWS
 
 EVERY = pytest.mark.parametrize("lifecycle", list(LIFECYCLES.values()), ids=list(LIFECYCLES))
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import read_maildir
+from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.keys import Signer
+from partnerflow.states.models import Actor, RelationshipView
 from partnerflow.testing import free_port, poll, register_partners, start_input
-from runtime.converter import data_converter
-from runtime.keys import Signer
-from states.models import Actor, RelationshipView
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent

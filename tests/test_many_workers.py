@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import AcceptInvitation, Cloud, CustomerAdmin, StartRelationship
 from partnerflow.testing import client_for, poll, start_input
-from states.models import AcceptInvitation, Cloud, CustomerAdmin, StartRelationship
 from tests.helpers import Deployment
 
 pytestmark = pytest.mark.server

@@ -12,11 +12,11 @@ import pytest
 import structlog
 
 from partnerflow.client import Relationships
+from partnerflow.portal import app as portal_app
+from partnerflow.portal.app import create_app
+from partnerflow.portal.security import CSRF_COOKIE, Csrf, Hardened, real_client, redact
+from partnerflow.runtime.config import PortalSettings
 from partnerflow.testing import LINK_BASE, free_port
-from portal import app as portal_app
-from portal.app import create_app
-from portal.security import CSRF_COOKIE, Csrf, Hardened, real_client, redact
-from runtime.config import PortalSettings
 
 WID = "relationship/p-100/contoso"
 MALFORMED = {"relationship": WID, "token": "x"}  # refused before any lookup: counted as a miss

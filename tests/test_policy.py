@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from states.declaration import CustomerAdmin, PartnerStaff
-from states.models import Actor, Cloud, PartnerKind, Role
-from states.policy import check
-from states.relationship import RELATIONSHIP
+from partnerflow.states.declaration import CustomerAdmin, PartnerStaff
+from partnerflow.states.models import Actor, Cloud, PartnerKind, Role
+from partnerflow.states.policy import check
+from partnerflow.states.relationship import RELATIONSHIP
 
 ALL_ACTIONS = {r.trigger for r in RELATIONSHIP.rows if isinstance(r.by, PartnerStaff)}
 CUSTOMER_ACTIONS = {r.trigger for r in RELATIONSHIP.rows if isinstance(r.by, CustomerAdmin)}

@@ -22,14 +22,14 @@ import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.portal.app import create_app
 from partnerflow.testing import KIT_KEYS, Harness, client_for
-from portal.app import create_app
+from partnerflow.worker import new_worker
 from tests.helpers import relationships_on
-from worker import new_worker
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.client import Relationships, translate
+from partnerflow.portal.app import create_app
+from partnerflow.runtime.config import PortalSettings
+from partnerflow.states.models import Cloud, RelationshipView
 from partnerflow.testing import LINK_BASE, Harness, actor, free_port, poll
-from portal.app import create_app
-from runtime.config import PortalSettings
-from states.models import Cloud, RelationshipView
 from tests.helpers import relationships_on
 
 pytestmark = pytest.mark.server

@@ -14,16 +14,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
-from runtime.config import ConfigError, ProofSettings, load
-from runtime.keys import Signer, ensure_dev_keys, key_id, public_jwks
-from states.messages import Admit
-from states.models import Actor, Partner, Role
-from states.policy import Denial
-from states.proof import Expected, Issuer, Proven, Verifier, key_set, unverified_claims
+from partnerflow.runtime.config import ConfigError, ProofSettings, load
+from partnerflow.runtime.keys import Signer, ensure_dev_keys, key_id, public_jwks
+from partnerflow.states.messages import Admit
+from partnerflow.states.models import Actor, Partner, Role
+from partnerflow.states.policy import Denial
+from partnerflow.states.proof import Expected, Issuer, Proven, Verifier, key_set, unverified_claims
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WID = "relationship/p-100/c-1"

@@ -17,11 +17,11 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from partnerflow.runtime.keys import Signer
+from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
+from partnerflow.states.lifecycles import LIFECYCLES
+from partnerflow.states.models import Role
 from partnerflow.testing import KIT_KEYS, START_OVERRIDES, Harness, path_to, start_input
-from runtime.keys import Signer
-from states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
-from states.lifecycles import LIFECYCLES
-from states.models import Role
 
 #: What a caller may send as proof. `right` is the only one that may take effect.
 Variant = Callable[[dict[str, Any], str, str], dict[str, Any]]

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from activities.records import Change, OutboxEntry, Records, metadata
 from partnerflow import pgcluster
+from partnerflow.activities.records import Change, OutboxEntry, Records, metadata
 from partnerflow.pgcluster import ThrowawayPostgres
-from runtime import migrate
+from partnerflow.runtime import migrate
 
 pytestmark = pytest.mark.server
 

@@ -14,10 +14,12 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import RelationshipView
+from partnerflow.states.tokens import token_hash
 from partnerflow.testing import (
     ADMIN,
     KIT_KEYS,
@@ -30,9 +32,7 @@ from partnerflow.testing import (
     sign_start,
     start_input,
 )
-from states.models import RelationshipView
-from states.tokens import token_hash
-from worker import new_worker
+from partnerflow.worker import new_worker
 
 pytestmark = pytest.mark.server
 
@@ -206,7 +206,7 @@ async def test_ending_waits_until_the_customer_has_no_active_subscriptions(partn
     await partnerflow.wait_for_state(handle, "invited")
     await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     customer_id = handle.id.split("/")[-1]
-    from activities.records import utc_now
+    from partnerflow.activities.records import utc_now
 
     partnerflow.records.set_active_subscriptions("public", "p-100", customer_id, 2, now=utc_now())
     with pytest.raises(WorkflowUpdateFailedError) as caught:

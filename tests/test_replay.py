@@ -12,11 +12,11 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from runtime.converter import data_converter
-from states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
-from states.relationship import RELATIONSHIP
-from workflows.interpreter import ADMISSION_PATCH
-from workflows.lifecycles import WORKFLOWS
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
+from partnerflow.states.relationship import RELATIONSHIP
+from partnerflow.workflows.interpreter import ADMISSION_PATCH
+from partnerflow.workflows.lifecycles import WORKFLOWS
 
 EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))

@@ -13,8 +13,8 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from partnerflow.states.models import STRICT, Partner, PartnerKind
 from partnerflow.testing import ADMIN, Harness, actor
-from states.models import STRICT, Partner, PartnerKind
 
 pytestmark = pytest.mark.server
 

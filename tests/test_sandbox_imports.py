@@ -14,11 +14,15 @@ from types import ModuleType
 
 import pytest
 
-import workflows.interpreter
-import workflows.lifecycles
+import partnerflow.workflows.interpreter
+import partnerflow.workflows.lifecycles
 
 # Everything else the workflow imports is passed through (imported once per worker).
-SANDBOXED = ["workflows", workflows.interpreter.__name__, workflows.lifecycles.__name__]
+SANDBOXED = [
+    "partnerflow.workflows",
+    partnerflow.workflows.interpreter.__name__,
+    partnerflow.workflows.lifecycles.__name__,
+]
 
 
 def import_afresh(name: str) -> ModuleType:

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from temporalio.workflow import _Definition
 
 from partnerflow.schemas import SCHEMA_DIR, generate
-from states.models import AcceptInvitation, InvitationLookup, SetPurchasePermission, StartRelationship
-from workflows.lifecycles import RelationshipWorkflow  # type: ignore[attr-defined]
+from partnerflow.states.models import AcceptInvitation, InvitationLookup, SetPurchasePermission, StartRelationship
+from partnerflow.workflows.lifecycles import RelationshipWorkflow  # type: ignore[attr-defined]
 
 SAM = {"user": "sam@fabrikam.example", "role": "sales_agent", "partner_id": "p-100"}
 

@@ -6,8 +6,8 @@ import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+from partnerflow.runtime import search_attributes
 from partnerflow.testing import BIN
-from runtime import search_attributes
 
 pytestmark = pytest.mark.server
 

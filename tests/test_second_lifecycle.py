@@ -16,10 +16,12 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.states.declaration import Lifecycle
+from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.testing import (
     ADMIN,
     KIT_KEYS,
@@ -31,11 +33,9 @@ from partnerflow.testing import (
     sign_update,
     start_input,
 )
-from states.declaration import Lifecycle
-from states.lifecycles import LIFECYCLES
+from partnerflow.worker import new_worker
 from tests.approval.declaration import APPROVAL, ApprovalView
 from tests.approval.workflow import ApprovalWorkflow
-from worker import new_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = sorted((ROOT / "workflows").glob("*.py")) + sorted((ROOT / "activities").glob("*.py"))

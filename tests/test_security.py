@@ -50,18 +50,18 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-import activities.capabilities as relationship_activities
-from activities.capabilities import TOKEN_BYTES, Capabilities, link_token
-from activities.email import Letter, Mailer, SmtpSettings
-from activities.records import Records
+import partnerflow.activities.capabilities as relationship_activities
+from partnerflow.activities.capabilities import TOKEN_BYTES, Capabilities, link_token
+from partnerflow.activities.email import Letter, Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.runtime import logs
+from partnerflow.runtime.config import load
+from partnerflow.states.messages import SendLetter
+from partnerflow.states.models import Cloud
+from partnerflow.states.tokens import is_live, token_hash
 from partnerflow.testing import ADMIN, KIT_KEYS, LINK_BASE, TOKEN_IN_LINK, Harness, actor, client_for, free_port, poll
-from runtime import logs
-from runtime.config import load
-from states.messages import SendLetter
-from states.models import Cloud
-from states.tokens import is_live, token_hash
-from worker import build_activities, new_worker
+from partnerflow.worker import build_activities, new_worker
 
 pytestmark = pytest.mark.usefixtures("partnerflow_garbage_collected")
 URLSAFE = string.ascii_letters + string.digits + "-_"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from partnerflow.states.models import State
 from partnerflow.testing import Harness, path_to
-from states.models import State
 
 pytestmark = pytest.mark.server
 

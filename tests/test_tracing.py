@@ -23,18 +23,18 @@ from opentelemetry.util._once import Once
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.capabilities import Capabilities
-from activities.email import Mailer, SmtpSettings
-from activities.records import Records
+from partnerflow.activities.capabilities import Capabilities
+from partnerflow.activities.email import Mailer, SmtpSettings
+from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
 from partnerflow.mailsink import MailSink
+from partnerflow.portal.app import create_app
+from partnerflow.runtime import tracing
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.models import Cloud, StartRelationship
+from partnerflow.states.names import NAMESPACES, TASK_QUEUE
 from partnerflow.testing import KIT_KEYS, LINK_BASE, register_partners, start_input
-from portal.app import create_app
-from runtime import tracing
-from runtime.converter import data_converter
-from states.models import Cloud, StartRelationship
-from states.names import NAMESPACES, TASK_QUEUE
-from worker import new_worker
+from partnerflow.worker import new_worker
 
 pytestmark = pytest.mark.server
 

@@ -16,9 +16,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.cli import main
 from partnerflow.mailsink import MailSink
+from partnerflow.states.models import Partner
+from partnerflow.states.proof import Verifier
 from partnerflow.testing import (
     ADMIN,
     START_OVERRIDES,
@@ -29,8 +31,6 @@ from partnerflow.testing import (
     sign_update,
     start_input,
 )
-from states.models import Partner
-from states.proof import Verifier
 
 REFERRAL = {**START_OVERRIDES["refer"]}
 

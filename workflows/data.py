@@ -12,8 +12,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from states.messages import Audited
-from states.models import InvitationStatus
+from partnerflow.states.messages import Audited
+from partnerflow.states.models import InvitationStatus
 
 
 class Who(BaseModel):

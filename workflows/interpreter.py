@@ -26,8 +26,8 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from states import policy
-    from states.declaration import (
+    from partnerflow.states import policy
+    from partnerflow.states.declaration import (
         Add,
         CustomerAdmin,
         Facts,
@@ -40,9 +40,9 @@ with workflow.unsafe.imports_passed_through():
         Take,
         VoidToken,
     )
-    from states.errors import describe
-    from states.machine import LifecycleMachine
-    from states.messages import (
+    from partnerflow.states.errors import describe
+    from partnerflow.states.machine import LifecycleMachine
+    from partnerflow.states.messages import (
         ADMIT,
         RECORD_CHANGE,
         SEND_NOTICE,
@@ -57,13 +57,13 @@ with workflow.unsafe.imports_passed_through():
         read_fact,
         send_link,
     )
-    from states.models import STRICT, InvitationLookup, InvitationStatus, InvitationView
-    from states.names import NAMESPACES, ErrorType
-    from states.proof import Expected, Proven, Verifier, claim_time, unverified_claims, wall_clock
-    from states.tokens import is_live, token_hash
-    from workflows.data import SYSTEM, Entry, LifeData, Who
-    from workflows.timers import deadline_at, next_due
-    from workflows.visibility import publish
+    from partnerflow.states.models import STRICT, InvitationLookup, InvitationStatus, InvitationView
+    from partnerflow.states.names import NAMESPACES, ErrorType
+    from partnerflow.states.proof import Expected, Proven, Verifier, claim_time, unverified_claims, wall_clock
+    from partnerflow.states.tokens import is_live, token_hash
+    from partnerflow.workflows.data import SYSTEM, Entry, LifeData, Who
+    from partnerflow.workflows.timers import deadline_at, next_due
+    from partnerflow.workflows.visibility import publish
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R")

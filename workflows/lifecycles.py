@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows.interpreter import Interpreter, workflow_class
+from partnerflow.workflows.interpreter import Interpreter, workflow_class
 
 with workflow.unsafe.imports_passed_through():
-    from states.lifecycles import LIFECYCLES
+    from partnerflow.states.lifecycles import LIFECYCLES
 
 #: By lifecycle name.
 WORKFLOWS: dict[str, type[Interpreter]] = {name: workflow_class(lc, __name__) for name, lc in LIFECYCLES.items()}

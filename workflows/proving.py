@@ -19,7 +19,7 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from states.proof import Verifier
+    from partnerflow.states.proof import Verifier
 
 
 class _HandIn(WorkflowInboundInterceptor):

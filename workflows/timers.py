@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from states.declaration import Lifecycle, Send
-from workflows.data import LifeData
+from partnerflow.states.declaration import Lifecycle, Send
+from partnerflow.workflows.data import LifeData
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
-from states.declaration import Lifecycle, Snapshot, Timer
-from states.inert import markdown
-from states.names import CLOUD, CUSTOMER_ID, PARTNER_ID, STATE_CHANGED_AT
+from partnerflow.states.declaration import Lifecycle, Snapshot, Timer
+from partnerflow.states.inert import markdown
+from partnerflow.states.names import CLOUD, CUSTOMER_ID, PARTNER_ID, STATE_CHANGED_AT
 
 
 def summary(lifecycle: Lifecycle, start: Any) -> str:

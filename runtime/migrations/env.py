@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from activities.records import metadata
+from partnerflow.activities.records import metadata
 
 config = context.config
 target_metadata = metadata

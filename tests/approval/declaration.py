@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from states.declaration import (
+from partnerflow.states.declaration import (
     Add,
     Command,
     CustomerAdmin,
@@ -27,7 +27,7 @@ from states.declaration import (
     Timer,
     VoidToken,
 )
-from states.models import AcceptInvitation, InvitationStatus, PartnerCommand, Role, StartRelationship
+from partnerflow.states.models import AcceptInvitation, InvitationStatus, PartnerCommand, Role, StartRelationship
 
 
 class ApprovalView(BaseModel):

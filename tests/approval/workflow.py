@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows.interpreter import workflow_class
+from partnerflow.workflows.interpreter import workflow_class
 
 with workflow.unsafe.imports_passed_through():
     from tests.approval.declaration import APPROVAL

@@ -19,13 +19,13 @@ from typing import Any
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.records import Records
+from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.runtime import search_attributes
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.models import Cloud
+from partnerflow.states.names import NAMESPACES
 from partnerflow.testing import BIN, START_OVERRIDES, Harness, actor, free_port, poll, running
-from runtime import search_attributes
-from runtime.converter import data_converter
-from states.models import Cloud
-from states.names import NAMESPACES
 
 HERE = Path(__file__).resolve().parent
 
