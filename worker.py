@@ -61,6 +61,13 @@ def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
             hint="set PARTNERFLOW_INVITATION__TOKEN_KEY (shared by all workers): without it, an invitation"
             " retried on another worker after a crash goes out again with a new link",
         )
+    keyring = settings.keyring()
+    if keyring is None:
+        log.warning(
+            "worker.payloads_in_plain_text", hint="no encryption keyring: names and emails are readable in Temporal"
+        )
+    else:
+        log.info("worker.payloads_sealed", active_key=keyring.active, keys=len(keyring.keys))
     return {
         cloud: Capabilities(records, mailer, link, cloud.value, token_key=key, verifier=verifier)
         for cloud in settings.temporal.clouds

@@ -26,9 +26,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from partnerflow.runtime.codec import Keyring, data_converter_for
 from partnerflow.runtime.config import Settings
 from partnerflow.runtime.connection import connect
-from partnerflow.runtime.converter import data_converter
 from partnerflow.runtime.keys import Signer
 from partnerflow.states.errors import describe
 from partnerflow.states.inert import markdown
@@ -188,11 +188,14 @@ class Relationships:
         lazy: bool = False,
         default_timers: Timers | None = None,
         signer: Signer | None = None,
+        keyring: Keyring | None = None,
     ) -> Relationships:
+        """`keyring`: the deployment's (runtime.codec), when its payloads are sealed."""
         clients = {}
+        converter = data_converter_for(keyring)
         for cloud in clouds or list(Cloud):
             clients[cloud] = await Client.connect(
-                address, namespace=NAMESPACES[cloud], data_converter=data_converter, lazy=lazy
+                address, namespace=NAMESPACES[cloud], data_converter=converter, lazy=lazy
             )
         return cls(clients, default_timers=default_timers, signer=signer)
 

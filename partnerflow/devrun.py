@@ -22,6 +22,7 @@ import structlog
 from partnerflow import worker
 from partnerflow.mailsink import MailSink
 from partnerflow.runtime import logs, search_attributes, tracing
+from partnerflow.runtime.codec import ensure_dev_keyring
 from partnerflow.runtime.config import Settings, load
 from partnerflow.runtime.connection import connect
 from partnerflow.runtime.keys import ensure_dev_keys
@@ -60,6 +61,8 @@ def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]
         f"--db-filename={db_file}",
         "--log-level=warn",
         "--ui-disable-news-fetch",
+        # The UI opens sealed payloads through our codec server (ops read names; history holds none).
+        *([f"--ui-codec-endpoint={codec_endpoint(settings)}"] if settings.keyring() else []),
         *(f"--namespace={NAMESPACES[c]}" for c in settings.temporal.clouds),
         *search_attributes.cli_flags(),
     ]
@@ -67,12 +70,15 @@ def start_temporal(settings: Settings, dev_dir: Path) -> subprocess.Popen[bytes]
     return subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
 
-def start_portal(dev_dir: Path) -> subprocess.Popen[bytes]:
-    """The acceptance page in its own process (uvicorn owns its event loop and signals)."""
-    portal_log = (dev_dir / "portal.log").open("ab")
+def codec_endpoint(settings: Settings) -> str:
+    return f"http://{settings.codec_server.host}:{settings.codec_server.port}"
+
+
+def start_process(module: str, log_file: Path) -> subprocess.Popen[bytes]:
+    """A server of ours in its own process (uvicorn owns its event loop and signals)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "partnerflow.portal"],
-        stdout=portal_log,
+        [sys.executable, "-m", module],
+        stdout=log_file.open("ab"),
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
@@ -102,6 +108,7 @@ async def wait_for_temporal(settings: Settings, server: subprocess.Popen[bytes])
 def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
     host, _ = _host_port(settings.temporal.address)
     namespaces = ", ".join(NAMESPACES[c] for c in settings.temporal.clouds)
+    keys = settings.encryption.keys_file or "PARTNERFLOW_ENCRYPTION__KEYS"
     return "\n".join(
         [
             "",
@@ -112,6 +119,7 @@ def banner(settings: Settings, maildir: Path, dev_dir: Path) -> str:
             f"  Invitation page http://{settings.portal.host}:{settings.portal.port}/invitation"
             f"  (log: {dev_dir}/portal.log)",
             f"  Records         {settings.records_url}",
+            f"  Codec server    {codec_endpoint(settings)}   (the Web UI opens sealed payloads with {keys})",
             "  Partners        partnerflow partner add p-100 --name Fabrikam   (the registry; a start needs one)",
             f"  Proven actors   {settings.proof.mode}: the CLI signs with {settings.signer.key_file}",
             f"  Metrics         http://{settings.metrics.prometheus}/metrics" if settings.metrics.prometheus else "",
@@ -132,11 +140,14 @@ def with_dev_token_key(settings: Settings, dev_dir: Path) -> Settings:
     return settings.model_copy(update={"invitation": invitation})
 
 
-def with_dev_signing_keys(settings: Settings) -> None:
+def with_dev_keys(settings: Settings) -> None:
     """`make run` is in proven mode: the development issuers' keys, made once beside the
-    configured signer's (.dev/keys/), so the CLI's assertions verify (SECURITY.md)."""
+    configured signer's (.dev/keys/), so the CLI's assertions verify (SECURITY.md); and it
+    seals personal data in Temporal with a development keyring, made once too."""
     if settings.signer.key_file:
         ensure_dev_keys(settings.resolve(settings.signer.key_file).parent)
+    if settings.encryption.keys_file and settings.encryption.keys is None:
+        ensure_dev_keyring(settings.resolve(settings.encryption.keys_file))
 
 
 async def _main() -> None:
@@ -154,13 +165,16 @@ async def _main() -> None:
     dev_dir.mkdir(parents=True, exist_ok=True)
     maildir = settings.resolve(settings.mail_sink.maildir)
     settings = with_dev_token_key(settings, dev_dir)
-    with_dev_signing_keys(settings)
+    with_dev_keys(settings)
     server = start_temporal(settings, dev_dir)
     sink: MailSink | None = None
     portal: subprocess.Popen[bytes] | None = None
+    codec: subprocess.Popen[bytes] | None = None
     try:
         await wait_for_temporal(settings, server)
-        portal = start_portal(dev_dir)
+        portal = start_process("partnerflow.portal", dev_dir / "portal.log")
+        if settings.keyring():
+            codec = start_process("partnerflow.codecserver", dev_dir / "codec.log")
         sink = MailSink(maildir, settings.mail_sink.host, settings.mail_sink.port).start()
         stop = asyncio.Event()
         worker.install_signal_handlers(stop)
@@ -169,8 +183,9 @@ async def _main() -> None:
     finally:
         if sink:
             sink.stop()
-        if portal:
-            terminate(portal)
+        for process in (portal, codec):
+            if process:
+                terminate(process)
         terminate(server)
         if provider:
             provider.shutdown()  # the last spans out before the process ends

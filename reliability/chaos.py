@@ -44,7 +44,7 @@ from partnerflow.client import Relationships, Unavailable
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
 from partnerflow.runtime import search_attributes
-from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.codec import Keyring, data_converter_for
 from partnerflow.runtime.keys import Signer, ensure_dev_keys
 from partnerflow.states.models import (
     Actor,
@@ -154,10 +154,11 @@ class DevServer:
 class WorkerProcess:
     """`python worker.py`, configured by environment as an operator would."""
 
-    def __init__(self, work: Path, address: str, records_url: str, smtp_port: int) -> None:
+    def __init__(self, work: Path, address: str, records_url: str, smtp_port: int, keyring: Keyring) -> None:
         self.log = work / "worker.log"
         self.env = {
             **os.environ,
+            "PARTNERFLOW_ENCRYPTION__KEYS": keyring.to_json(),  # sealed, as a deployment is
             "PARTNERFLOW_TEMPORAL__ADDRESS": address,
             "PARTNERFLOW_RECORDS__URL": records_url,
             "PARTNERFLOW_SMTP__PORT": str(smtp_port),
@@ -209,12 +210,13 @@ class WorkerProcess:
 class PageProcess(WorkerProcess):
     """`python -m partnerflow.portal`, the customer's acceptance page, on a port of its own."""
 
-    def __init__(self, work: Path, address: str) -> None:
+    def __init__(self, work: Path, address: str, keyring: Keyring) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = work / "portal.log"
         self.env = {
             **os.environ,
+            "PARTNERFLOW_ENCRYPTION__KEYS": keyring.to_json(),
             "PARTNERFLOW_TEMPORAL__ADDRESS": address,
             "PARTNERFLOW_TEMPORAL__CLOUDS": "[public]",
             "PARTNERFLOW_PORTAL__PORT": str(self.port),
@@ -270,14 +272,15 @@ class Chaos:
             register_partners(Records(self.postgres.url), start_input(partner={"id": PARTNER}))
             ensure_dev_keys(ROOT / ".dev" / "keys")  # the worker believes temporal-dev.yml's issuers
             self.signer = Signer.from_file("partner-services", ROOT / ".dev" / "keys" / "partner-services.pem")
-            self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port)
+            keyring = Keyring.generate("chaos")
+            self.worker = WorkerProcess(self.work, self.server.address, self.postgres.url, self.sink.port, keyring)
             self.worker.start()
             self.tally.worker_starts += 1
-            self.page = PageProcess(self.work, self.server.address)
+            self.page = PageProcess(self.work, self.server.address, keyring)
             self.page.start()
             self.tally.page_starts += 1
             self.client = await Client.connect(
-                self.server.address, namespace=NAMESPACES[Cloud.PUBLIC], data_converter=data_converter
+                self.server.address, namespace=NAMESPACES[Cloud.PUBLIC], data_converter=data_converter_for(keyring)
             )
             yield self
         finally:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from temporalio.service import TLSConfig
 
 from partnerflow.activities.email import SmtpSettings
+from partnerflow.runtime.codec import Keyring, KeyringError
 from partnerflow.runtime.keys import Signer
 from partnerflow.runtime.temporal_env import TemporalEnvError, temporal_layer
 from partnerflow.states.errors import problems
@@ -253,6 +254,40 @@ class TracingSettings(_Section):
     otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces
 
 
+class EncryptionSettings(_Section):
+    """Personal data sealed in Temporal with AES-GCM (runtime.codec); unset: payloads are plain JSON.
+    The keyring is JSON, `{"active": id, "keys": {id: base64 of 32 bytes}}`: every worker, client
+    and codec server of a deployment holds the same one."""
+
+    keys: SecretStr | None = None  # PARTNERFLOW_ENCRYPTION__KEYS, never the YAML file ...
+    keys_file: str | None = None  # ... or a file
+
+    def keyring(self, resolve: Any) -> Keyring | None:
+        if self.keys is not None:
+            text, where = self.keys.get_secret_value(), "PARTNERFLOW_ENCRYPTION__KEYS"
+        elif self.keys_file:
+            path = resolve(self.keys_file)
+            if not path.is_file():
+                raise ConfigError(f"encryption.keys_file: no such file: {self.keys_file} (make run makes one)")
+            text, where = path.read_text(), "encryption.keys_file"
+        else:
+            return None
+        try:
+            return Keyring.parse(text, where)
+        except KeyringError as error:
+            raise ConfigError(str(error)) from None
+
+
+class CodecServerSettings(_Section):
+    """The Web UI's codec server (`python -m partnerflow.codecserver`): it opens sealed payloads
+    for the people who can reach it; put it behind your single sign-on outside `make run`."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=1, le=65535)
+    # The Web UI origins whose pages may call it (unset: the dev server's UI on temporal.ui_port).
+    ui_origins: list[str] = []
+
+
 class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -272,9 +307,18 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     proof: ProofSettings = ProofSettings()
     signer: SignerSettings = SignerSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    codec_server: CodecServerSettings = CodecServerSettings()
 
     def verifier(self) -> Verifier:
         return self.proof.verifier(self.resolve)
+
+    def keyring(self) -> Keyring | None:
+        return self.encryption.keyring(self.resolve)
+
+    def ui_origins(self) -> list[str]:
+        ui = self.temporal.ui_port
+        return self.codec_server.ui_origins or [f"http://127.0.0.1:{ui}", f"http://localhost:{ui}"]
 
     def signer_for_cli(self) -> Signer | None:
         return self.signer.signer(self.resolve, self.proof.audience)
@@ -341,6 +385,7 @@ SECRETS = {
     ("temporal", "api_key"): "PARTNERFLOW_TEMPORAL__API_KEY",
     ("invitation", "token_key"): "PARTNERFLOW_INVITATION__TOKEN_KEY",
     ("portal", "csrf_key"): "PARTNERFLOW_PORTAL__CSRF_KEY",
+    ("encryption", "keys"): "PARTNERFLOW_ENCRYPTION__KEYS",
 }
 
 

@@ -1,5 +1,6 @@
 """One way to reach Temporal for every process (worker, client, CLI, page): address,
-namespace per cloud, TLS or API key, and the pydantic data converter."""
+namespace per cloud, TLS or API key, and the pydantic data converter (sealing personal data
+when the configuration holds a keyring)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from partnerflow.runtime import tracing
+from partnerflow.runtime.codec import data_converter_for
 from partnerflow.runtime.config import Settings
-from partnerflow.runtime.converter import data_converter
 from partnerflow.states.models import Cloud
 
 
@@ -17,7 +18,7 @@ async def connect(settings: Settings, cloud: Cloud, runtime: Runtime | None = No
     return await Client.connect(
         t.address,
         namespace=t.namespace(cloud),
-        data_converter=data_converter,
+        data_converter=data_converter_for(settings.keyring()),  # sealed, when there is a keyring
         tls=t.tls_config(),
         api_key=t.resolved_api_key(),
         rpc_metadata=t.rpc_metadata,

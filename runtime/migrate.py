@@ -1,7 +1,7 @@
 """Bring a records database to the newest schema with Alembic, driven from code (no alembic.ini).
 
-    python -m runtime.migrate            # the configured records database (temporal-dev.yml, env)
-    python -m runtime.migrate URL        # any SQLAlchemy URL, e.g. postgresql+psycopg://…
+    python -m partnerflow.runtime.migrate            # the configured records database (temporal-dev.yml, env)
+    python -m partnerflow.runtime.migrate URL        # any SQLAlchemy URL, e.g. postgresql+psycopg://…
 
 The scripts are in `partnerflow/migrations/` (installed with the package). A database made before migrations
 existed (by `Records.create_schema()`) is adopted: if its tables match revision 0001
@@ -154,7 +154,7 @@ def upgrade(url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or any(a in ("-h", "--help") for a in args):
-        print("usage: python -m runtime.migrate [SQLALCHEMY_URL]", file=sys.stderr)
+        print("usage: python -m partnerflow.runtime.migrate [SQLALCHEMY_URL]", file=sys.stderr)
         return 2
     try:
         url = args[0] if args else load().records_url

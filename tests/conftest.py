@@ -18,9 +18,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.runtime.codec import ensure_dev_keyring
+from partnerflow.runtime.config import Settings
 from partnerflow.states.models import Cloud
 from partnerflow.states.names import TASK_QUEUE
 from partnerflow.testing import Harness, running
+from tests.helpers import PLAIN
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,6 +32,22 @@ def no_temporal_env() -> Iterator[None]:
     saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("TEMPORAL_")}
     yield
     os.environ.update(saved)
+
+
+DEV_KEYRING = ".dev/keys/payload-keys.json"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def plain_payloads() -> Iterator[None]:
+    ensure_dev_keyring(Settings().resolve(str(DEV_KEYRING)))  # for tests reading temporal-dev.yml alone
+    saved = {name: os.environ.get(name) for name in PLAIN}
+    os.environ.update(PLAIN)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

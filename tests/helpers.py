@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.activities.records import Records
@@ -21,6 +23,10 @@ from partnerflow.states.models import Cloud, Partner
 from partnerflow.testing import BIN, KIT_KEYS, TOKEN_IN_LINK, client_for, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+#: temporal-dev.yml seals payloads with `make run`'s keyring; the kit's workers (plain, as a backend
+#: team's tests run them) and the processes the tests start do not (conftest), unless a test
+#: says so (`Deployment(sealed=True)`, tests/test_make_run.py).
+PLAIN = {"PARTNERFLOW_ENCRYPTION__KEYS_FILE": ""}
 
 # CONTRACT.md's update table, restated on purpose: the table must match it.
 CONTRACT: dict[str, tuple[set[str], str]] = {
@@ -42,7 +48,9 @@ CONTRACT: dict[str, tuple[set[str], str]] = {
 class Deployment:
     """`worker.py` as its own process, configured the way an operator would: by environment."""
 
-    def __init__(self, address: str, sink: MailSink, tmp: Path, name: str = "worker") -> None:
+    def __init__(self, address: str, sink: MailSink, tmp: Path, name: str = "worker", *, sealed: bool = False) -> None:
+        """`sealed`: as `make run` is, personal data sealed with its keyring, and a codec server
+        that the `temporal` CLI reaches through TEMPORAL_CODEC_ENDPOINT."""
         self.address = address
         self.sink = sink
         self.home = tmp / "home"
@@ -52,8 +60,13 @@ class Deployment:
         self.records_url = f"sqlite:///{tmp / 'records.db'}"
         self.log_path = tmp / f"{name}.log"
         self.metrics = f"127.0.0.1:{free_port()}"
+        codec_port = free_port()
+        self.codec = f"http://127.0.0.1:{codec_port}" if sealed else None
+        self.codec_process: subprocess.Popen[bytes] | None = None
+        sealing = {"TEMPORAL_CODEC_ENDPOINT": self.codec, "PARTNERFLOW_CODEC_SERVER__PORT": str(codec_port)}
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not (sealed and k in PLAIN)},
+            **(sealing if self.codec else {}),
             "PATH": f"{BIN}:{os.environ['PATH']}",
             "TEMPORAL_ADDRESS": address,
             "PARTNERFLOW_TEMPORAL__ADDRESS": address,
@@ -90,12 +103,32 @@ class Deployment:
             env=self.env,
             cwd=ROOT,
         )
+        if self.codec:
+            self.codec_process = subprocess.Popen(
+                [sys.executable, "-m", "partnerflow.codecserver"],
+                stdout=self.log_path.with_suffix(".codec.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+            )
+
+    async def codec_up(self) -> bool:
+        if not self.codec:
+            return True
+        try:
+            async with httpx.AsyncClient() as web:
+                return (await web.post(f"{self.codec}/decode", content='{"payloads": []}')).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def log(self) -> str:
         return self.log_path.read_text()
 
     def stop(self) -> int:
         assert self.process
+        if self.codec_process:
+            self.codec_process.terminate()
+            self.codec_process.wait(timeout=60)
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=60)
 
@@ -114,6 +147,16 @@ class Deployment:
 
     def tokens(self) -> list[str]:
         return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(str(m.get_payload()))]
+
+
+def payload_data(node: Any) -> list[bytes]:
+    """Every payload's data in a `temporal workflow show --output json` document, base64 undone."""
+    if isinstance(node, list):
+        return [d for item in node for d in payload_data(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [base64.b64decode(node["data"])] if isinstance(node.get("metadata"), dict) and "data" in node else []
+    return found + [d for value in node.values() for d in payload_data(value)]
 
 
 def relationships_on(env: WorkflowEnvironment) -> Relationships:

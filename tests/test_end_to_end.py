@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
 from partnerflow.states.models import Actor
-from partnerflow.testing import poll
-from tests.helpers import Deployment
+from partnerflow.testing import BIN, poll
+from tests.helpers import Deployment, payload_data
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,9 +34,11 @@ def walk_through() -> str:
 
 @pytest.fixture
 async def deployment(partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail: MailSink, tmp_path: Path) -> Any:
-    d = Deployment(partnerflow_dev_env.client.service_client.config.target_host, partnerflow_mail, tmp_path)
+    address = partnerflow_dev_env.client.service_client.config.target_host
+    d = Deployment(address, partnerflow_mail, tmp_path, sealed=True)  # as make run: sealed, with a codec server
     d.start()
     try:
+        await poll(d.codec_up, attempts=400)
 
         async def started() -> bool:
             return d.log().count('"worker.started"') == 2
@@ -45,8 +48,9 @@ async def deployment(partnerflow_dev_env: WorkflowEnvironment, partnerflow_mail:
         assert d.stop() == 0, "the worker must stop cleanly on SIGTERM"
         assert '"worker.stopped"' in d.log()
     finally:
-        if d.process and d.process.poll() is None:
-            d.process.kill()
+        for process in (d.process, d.codec_process):
+            if process and process.poll() is None:
+                process.kill()
 
 
 def _query(d: Deployment, wid: str) -> dict[str, Any]:
@@ -119,6 +123,18 @@ async def test_the_readme_walk_through_drives_a_whole_life(deployment: Deploymen
     # A used token is in history (the accepted update's input), never a live one.
     for token in tokens:
         assert history.stdout.count(token) <= 1
+    email = b"admin@contoso.example"
+    assert any(email in data for data in payload_data(json.loads(history.stdout))), "opened by the codec server"
+    show = [str(BIN / "temporal"), "workflow", "show", "--namespace", "relationships"]
+    without_codec = {k: v for k, v in deployment.env.items() if k != "TEMPORAL_CODEC_ENDPOINT"}
+    sealed = subprocess.run(
+        [*show, "--workflow-id", "relationship/p-100/contoso", "-o", "json"],
+        env=without_codec,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert not any(email in data or b"Contoso Ltd" in data for data in payload_data(json.loads(sealed.stdout)))
 
 
 async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployment: Deployment) -> None:

@@ -138,4 +138,5 @@ def test_the_readme_diagram_is_generated_from_the_table() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     found = re.search(r"```mermaid\n(.*?)```", readme, re.S)
     assert found, "README.md has no mermaid diagram"
-    assert found.group(1) == mermaid(RELATIONSHIP), "README diagram is stale: run `python -m states.diagram`"
+    stale = "README diagram is stale: run `python -m partnerflow.states.diagram`"
+    assert found.group(1) == mermaid(RELATIONSHIP), stale

@@ -190,7 +190,7 @@ def test_the_upgrade_links_indirect_resellers_customers_to_their_provider(empty_
 def test_the_command_migrates_the_configured_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`python -m runtime.migrate` without a URL migrates `records.url` and says so."""
+    """`python -m partnerflow.runtime.migrate` without a URL migrates `records.url` and says so."""
     monkeypatch.setenv("PARTNERFLOW_RECORDS__URL", f"sqlite:///{tmp_path / 'nested' / 'records.db'}")
     assert migrate.main([]) == 0
     assert capsys.readouterr().out.strip().endswith(f"upgraded empty database → {migrate.head()}")

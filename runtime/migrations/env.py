@@ -46,7 +46,7 @@ def run_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("no connection and no sqlalchemy.url: run `python -m runtime.migrate [URL]`")
+        raise RuntimeError("no connection and no sqlalchemy.url: run `python -m partnerflow.runtime.migrate [URL]`")
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
