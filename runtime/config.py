@@ -278,14 +278,34 @@ class EncryptionSettings(_Section):
             raise ConfigError(str(error)) from None
 
 
+class CodecAccessSettings(_Section):
+    """Who may open payloads: a bearer token (a JWT) from your identity provider, as the Web UI
+    passes the signed-in user's access token ("pass access token", to an HTTPS endpoint) and the
+    `temporal` CLI sends `--codec-auth`."""
+
+    issuer: str = Field(min_length=1)  # the token's iss
+    audience: str = Field(min_length=1)  # the token's aud
+    jwks_url: str | None = None  # the provider's public keys (fetched, cached) ...
+    jwks_file: str | None = None  # ... or a JSON Web Key Set on disk
+    # Claims a token must carry: equal, or (a list claim) containing the value, e.g. {groups: temporal-ops}.
+    required_claims: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> CodecAccessSettings:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of jwks_url and jwks_file")
+        return self
+
+
 class CodecServerSettings(_Section):
-    """The Web UI's codec server (`python -m partnerflow.codecserver`): it opens sealed payloads
-    for the people who can reach it; put it behind your single sign-on outside `make run`."""
+    """The Web UI's codec server (`python -m partnerflow.codecserver`): whoever it answers reads
+    personal data. Unset `access`, it answers anyone who reaches it (make run: 127.0.0.1 only)."""
 
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535)
     # The Web UI origins whose pages may call it (unset: the dev server's UI on temporal.ui_port).
     ui_origins: list[str] = []
+    access: CodecAccessSettings | None = None
 
 
 class LogSettings(_Section):

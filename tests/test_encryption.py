@@ -8,21 +8,25 @@ tests/test_make_run.py.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from smtplib import SMTPRecipientsRefused
 
 import httpx
 import pytest
 from google.protobuf import json_format
+from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.exceptions import ApplicationError
 
-from partnerflow.codecserver import create_app
+from partnerflow.codecserver import Access, create_app
 from partnerflow.runtime.codec import ENCODING, KEY_ID, CodecError, EncryptionCodec, Keyring, data_converter_for
-from partnerflow.runtime.config import ConfigError, load
+from partnerflow.runtime.config import CodecAccessSettings, ConfigError, load
 from partnerflow.runtime.converter import data_converter
+from partnerflow.runtime.keys import Signer, new_key_pair
 from partnerflow.states.models import StartRelationship
 from partnerflow.testing import start_input
 
@@ -177,3 +181,61 @@ async def test_the_codec_server_refuses_bad_requests_naming_the_rule(keyring: Ke
         huge = await codec.post("/decode", content=b"x" * (8 * 1024 * 1024 + 1))
         assert huge.status_code == 413
         assert (await codec.get("/decode")).status_code == 405
+
+
+# --- who may open: bearer tokens of the organisation's identity provider ------------------
+
+
+@pytest.fixture
+def operators(tmp_path: Path) -> tuple[Access, Signer, Signer]:
+    """The codec server believing one identity provider; a token of it and one of another."""
+    idp_key, idp_jwks = new_key_pair(tmp_path, "idp")
+    other_key, _ = new_key_pair(tmp_path, "other")
+    settings = CodecAccessSettings(
+        issuer="https://idp.example", audience="temporal-ui", jwks_file=str(idp_jwks), required_claims={"groups": "ops"}
+    )
+    access = Access.from_settings(settings, Path)
+    idp = Signer.from_file("https://idp.example", idp_key, audience="temporal-ui")
+    other = Signer.from_file("https://idp.example", other_key, audience="temporal-ui")
+    return access, idp, other
+
+
+async def test_with_access_set_only_an_operator_s_valid_token_opens_payloads(
+    keyring: Keyring, operators: tuple[Access, Signer, Signer]
+) -> None:
+    access, idp, other = operators
+    sealed = as_json(*(await EncryptionCodec(keyring).encode([plain(EMAIL)])))
+    ops = {"sub": "olga@partnerflow.example", "groups": ["staff", "ops"]}
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    wrong_audience = dataclasses.replace(idp, audience="another-app")
+    cases = [
+        (None, 401, "a bearer token from https://idp.example is required"),
+        ("Basic b2xnYTpwdw==", 401, "a bearer token"),
+        (other.sign(ops), 401, "not valid"),
+        (wrong_audience.sign(ops), 401, "not valid (InvalidAudienceError)"),
+        (idp.sign(ops, now=long_ago), 401, "not valid (ExpiredSignatureError)"),
+        (idp.sign({"sub": "sam@partnerflow.example", "groups": ["staff"]}), 403, "groups must include ops"),
+    ]
+    app = create_app(keyring, [UI], access)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec.test") as codec:
+        for token, status, rule in cases:
+            headers = {"Authorization": token if " " in (token or " ") else f"Bearer {token}"} if token else {}
+            refused = await codec.post("/decode", content=sealed, headers=headers)
+            assert (refused.status_code, rule in refused.json()["error"]) == (status, True), (token, refused.text)
+            assert EMAIL not in refused.text
+        opened = await codec.post("/decode", content=sealed, headers={"Authorization": f"Bearer {idp.sign(ops)}"})
+        assert (
+            opened.status_code == 200 and EMAIL.encode() in json_format.Parse(opened.text, Payloads()).payloads[0].data
+        )
+        # The UI's preflight carries no token: it is answered, and the POST then needs one.
+        ask = {"Origin": UI, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        assert (await codec.options("/decode", headers=ask)).status_code == 200
+
+
+def test_access_needs_one_key_source_and_a_readable_key_set(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="exactly one of jwks_url and jwks_file"):
+        CodecAccessSettings(issuer="i", audience="a")
+    (tmp_path / "bad.json").write_text("{}")
+    settings = CodecAccessSettings(issuer="i", audience="a", jwks_file=str(tmp_path / "bad.json"))
+    with pytest.raises(ConfigError, match=r"codec_server\.access\.jwks_file: not a readable JSON Web Key Set"):
+        Access.from_settings(settings, Path)
