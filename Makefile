@@ -30,11 +30,15 @@ run: $(STAMP)
 test: $(STAMP) lint browser postgres
 	$(PY) -m pytest
 
-# The browser tests drive Debian's chromium (Playwright cannot download its own here).
+# The browser tests drive Debian's chromium (Playwright cannot download its own here), with a
+# font for the Japanese page (its screenshots in docs/ are made by the same browser).
 browser:
 	@command -v chromium >/dev/null || { \
 		echo "installing chromium (Debian package) for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@fc-list 2>/dev/null | grep -qi -e wqy -e noto.*cjk || { \
+		echo "installing a CJK font (Debian package) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null; }
 
 # The records suite also runs on a real PostgreSQL (a throwaway cluster the tests start).
 postgres:

@@ -21,9 +21,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from partnerflow.activities.email import Letter, Mailer, message_id_for
+from partnerflow.activities.letters import write
 from partnerflow.activities.records import OutboxEntry, Records, utc_now
 from partnerflow.states import messages
-from partnerflow.states.declaration import LetterFacts, Lifecycle
+from partnerflow.states.declaration import Lifecycle
 from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.states.messages import Admission, Admit, Change, Counted, IssuedToken, ReadFact, SendLetter
 from partnerflow.states.names import ErrorType
@@ -120,29 +121,37 @@ class Capabilities:
         if sent and sent.status == "sent" and (sent.token_sha256 or not send.token):
             _log().info("email.already_sent", kind=send.letter, key=send.key)
             return IssuedToken(message_id=sent.message_id, token_sha256=sent.token_sha256)
-        facts = LetterFacts(
-            partner_name=send.partner_name, company=send.company, expires_at=send.expires_at, reason=send.reason
-        )
         digest: str | None = None
         message_id = message_id_for(send.key)
+        url = ""
         if send.token:
             # A pending row means an earlier attempt may or may not have delivered: the same
             # key makes the same token, so at worst the same message goes again.
             token = link_token(self._token_key, send.key)
             digest = token_hash(token)
-            facts = LetterFacts(**{**vars(facts), "link": link(self.link_base_url, lifecycle, send.workflow_id, token)})
+            url = link(self.link_base_url, lifecycle, send.workflow_id, token)
             # One Message-ID per token: a resent link is a new message.
             message_id = message_id_for(f"{send.key}/{digest}")
-        to = send.to
+        to, locale = send.to, send.locale
         if send.to_partner:
             self._same_cloud(send.cloud or "")
             partner = await asyncio.to_thread(self.records.partner, send.cloud or "", send.to_partner)
             if partner is None or not partner.contact_email:
                 _log().warning("email.no_contact", kind=send.letter, key=send.key, partner_id=send.to_partner)
                 return IssuedToken(message_id="")  # nobody to tell: `partnerflow partner add --contact-email`
-            to = partner.contact_email
-        subject, body = text(facts)
-        entry = await self._deliver(send, Letter(to=to, subject=subject, body=body), message_id, digest)
+            to, locale = partner.contact_email, partner.locale
+        written = write(
+            text,
+            partner_name=send.partner_name,
+            company=send.company,
+            expires_at=send.expires_at,
+            reason=send.reason,
+            link=url,
+            locale=locale,
+            country=send.country,
+        )
+        letter = Letter(to, written.subject, written.text, written.html, written.language)
+        entry = await self._deliver(send, letter, message_id, digest)
         return IssuedToken(message_id=entry.message_id, token_sha256=entry.token_sha256 or digest)
 
     async def _deliver(self, send: SendLetter, letter: Letter, message_id: str, digest: str | None) -> OutboxEntry:

@@ -2,8 +2,8 @@
 
 Delivery goes through the outbox: a pending row is written before the message
 leaves and marked sent after, so a retried activity finds it and sends nothing
-twice. Plain text only: names cannot smuggle markup, and header values with line
-breaks are refused by the `email` package itself.
+twice. A plain-text part and an HTML part made from it (activities/letters.py); header
+values with line breaks are refused by the `email` package itself.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Letter:
 
     to: str
     subject: str
-    body: str
+    body: str  # plain text, the part every client shows
+    html: str = ""  # the same letter as HTML (multipart/alternative), when there is one
+    language: str = "en"
 
 
 def message_id_for(key: str) -> str:
@@ -74,6 +76,9 @@ class Mailer:
         message["Date"] = format_datetime(utc_now())
         # 8bit keeps the link on one greppable line (no quoted-printable soft breaks).
         message.set_content(letter.body, cte="8bit")
+        if letter.html:
+            message.add_alternative(letter.html, subtype="html", cte="8bit")
+        message["Content-Language"] = letter.language  # after the parts: setting content clears Content-*
         return message
 
     async def send(self, message: EmailMessage, on_accepted: Callable[[], None] | None = None) -> None:

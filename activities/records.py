@@ -66,6 +66,7 @@ partners = sa.Table(
     sa.Column("indirect_provider_id", sa.String(100), nullable=True),
     sa.Column("contact_email", sa.String(254), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("locale", sa.String(16), nullable=True),  # the language of its notices
 )
 
 #: Assertions that started a lifecycle, by id: each starts one run, once.
@@ -367,6 +368,7 @@ class Records:
             kind=partner.kind.value,
             indirect_provider_id=partner.indirect_provider_id,
             contact_email=partner.contact_email,
+            locale=partner.locale,
             updated_at=now,
         )
         with self._tx() as conn:
@@ -552,6 +554,7 @@ def _partner(row: Any) -> Partner:
         kind=row["kind"],
         indirect_provider_id=row["indirect_provider_id"],
         contact_email=row["contact_email"],
+        locale=row["locale"],
     )
 
 

@@ -116,6 +116,8 @@ OPTION_FOR: Final[Mapping[str, str]] = {
     "customer.admin_email": "--admin-email",
     "admin_email": "--admin-email",
     "customer.country": "--country",
+    "customer.locale": "--locale",
+    "locale": "--locale",
     "referred_by": "--referred-by",
     "actor.user": f"--user or {ACTOR_ENV['user']}",
     "actor.role": f"--role or {ACTOR_ENV['role']}",
@@ -348,6 +350,8 @@ async def cmd_start(args: argparse.Namespace) -> int:
     """invite / refer."""
     referral = args.command == "refer"
     customer = {"id": args.customer, "company": args.company, "country": args.country}
+    if args.locale:
+        customer["locale"] = args.locale
     if not referral:
         customer["admin_email"] = args.admin_email
     body: dict[str, Any] = {
@@ -391,7 +395,13 @@ PARTNER_HEADER: Final = ("PARTNER ID", "NAME", "KIND", "PROVIDER", "CONTACT")
 def cmd_partner_add(args: argparse.Namespace) -> int:
     fields = {"id": args.partner, "name": args.name, "kind": args.kind}
     fields |= {
-        k: v for k, v in (("indirect_provider_id", args.provider_id), ("contact_email", args.contact_email)) if v
+        k: v
+        for k, v in (
+            ("indirect_provider_id", args.provider_id),
+            ("contact_email", args.contact_email),
+            ("locale", args.locale),
+        )
+        if v
     }
     entry = partners.partner(fields)
     with _records(_settings(args)) as records:
@@ -709,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "invite":  # a referral's: the referred partner gives it when it accepts
             sub.add_argument("--admin-email", required=True, help="the customer's global admin")
         sub.add_argument("--country", default="US", help="ISO country code (default: US)")
+        sub.add_argument("--locale", help="the admin's language, e.g. de or fr-CA (default: the country's)")
         if name == "refer":
             sub.add_argument("--referred-by", required=True, metavar="PARTNER_ID", help="the referring partner")
         sub.set_defaults(run=cmd_start)
@@ -744,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     adder.add_argument("--kind", choices=[k.value for k in PartnerKind], default=PartnerKind.DIRECT.value)
     adder.add_argument("--provider-id", help="its indirect provider (required for indirect_reseller)")
     adder.add_argument("--contact-email", help="where partner notices go (default: the user who sent the link)")
+    adder.add_argument("--locale", help="the language of its notices, e.g. de (default: English)")
     adder.set_defaults(run=cmd_partner_add)
     shower = actions.add_parser("show", help="one partner")
     shower.add_argument("partner", metavar="PARTNER_ID")

@@ -88,6 +88,16 @@ class MailSink:
         self.stop()
 
 
+def text_of(message: Message, subtype: str = "plain") -> str:
+    """A message's text part of `subtype` (`plain`, `html`), decoded; "" when it has none."""
+    for part in message.walk():
+        if part.get_content_type() == f"text/{subtype}":
+            payload = part.get_payload(decode=True)
+            charset = part.get_content_charset() or "utf-8"
+            return payload.decode(charset) if isinstance(payload, bytes) else str(payload)
+    return ""
+
+
 def read_maildir(maildir: Path) -> list[mailbox.MaildirMessage]:
     """Every message in the folder, oldest delivery first."""
     box = mailbox.Maildir(maildir, create=True)

@@ -19,7 +19,7 @@ from partnerflow.activities.records import Records
 from partnerflow.states.errors import describe
 from partnerflow.states.models import STRICT, Cloud, Partner
 
-COLUMNS: Final = ("id", "name", "kind", "indirect_provider_id", "contact_email")
+COLUMNS: Final = ("id", "name", "kind", "indirect_provider_id", "contact_email", "locale")
 
 
 class PartnerInvalid(ValueError):

@@ -50,7 +50,7 @@ from temporalio.testing import WorkflowEnvironment
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.runtime import search_attributes
 from partnerflow.runtime.converter import data_converter
 from partnerflow.runtime.keys import Signer, public_jwks
@@ -354,9 +354,7 @@ class Harness:
             link = re.compile(re.escape(urlencode({"relationship": relationship})) + r"&token=([A-Za-z0-9_-]+)")
         found: list[str] = []
         for message in self.sink.messages():
-            payload = message.get_payload(decode=True)
-            text = payload.decode() if isinstance(payload, bytes) else str(payload)
-            found += link.findall(text)
+            found += link.findall(text_of(message))
         return found
 
     def latest_token(self) -> str:

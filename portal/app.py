@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 import structlog
@@ -23,6 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from partnerflow.activities.i18n import NAMES, SUPPORTED, accepted, choose, of_country, translations, when
 from partnerflow.client import (
     GuardFailed,
     InvalidInput,
@@ -35,6 +37,7 @@ from partnerflow.client import (
 from partnerflow.portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenLimiter
 from partnerflow.runtime import tracing
 from partnerflow.runtime.config import PortalSettings
+from partnerflow.states.declaration import N_
 from partnerflow.states.errors import problems
 from partnerflow.states.models import (
     AcceptInvitation,
@@ -50,30 +53,47 @@ HERE = Path(__file__).resolve().parent
 _WORKFLOW_ID = re.compile(r"relationship/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
+# Every text the page shows: English msgids, in the reader's language at render time.
 NOT_VALID = (
-    "This invitation link is not valid",
-    "The link may be incomplete or mistyped. Ask your partner to send you a new invitation.",
+    N_("This invitation link is not valid"),
+    N_("The link may be incomplete or mistyped. Ask your partner to send you a new invitation."),
 )
+NO_LONGER_VALID = (N_("This invitation is no longer valid"), N_("Ask your partner for a new invitation."))
+TOO_MANY = (N_("Too many attempts"), N_("Wait a few minutes, then open the link from your email again."))
+FORM_EXPIRED = (N_("This form has expired"), N_("Open the link from your email again."))
+NOT_CONFIRMED = (
+    N_("We could not confirm your answer"),
+    N_(
+        "It may or may not have been saved. Open the link from your email again in a few"
+        " minutes: the page will show whether your answer was taken."
+    ),
+)
+BUSY = (N_("Please try again in a few minutes"), N_("The service is busy or down. Nothing was changed."))
+REFUSED = (N_("This request could not be completed"), N_("Nothing was changed. Ask your partner for help."))
+BROKEN = (N_("Something went wrong"), N_("Nothing was changed. Please try again later."))
+NOTHING_HERE = (N_("Nothing here"), N_("Open the invitation link from your email."))
+TICK_THE_BOX = N_("Tick the box to accept the customer agreement first.")
+PLEASE_CHECK = N_("Please check: {fields}.")
 SPENT: dict[InvitationStatus, tuple[str, str]] = {
     InvitationStatus.ACCEPTED: (
-        "This invitation has already been used",
-        "It was accepted: the reseller relationship is in place. Nothing more to do here.",
+        N_("This invitation has already been used"),
+        N_("It was accepted: the reseller relationship is in place. Nothing more to do here."),
     ),
     InvitationStatus.DECLINED: (
-        "This invitation has already been used",
-        "It was declined. If that was a mistake, ask your partner for a new invitation.",
+        N_("This invitation has already been used"),
+        N_("It was declined. If that was a mistake, ask your partner for a new invitation."),
     ),
     InvitationStatus.REPLACED: (
-        "This invitation is no longer valid",
-        "A newer invitation replaced it. Use the link in the latest email, or ask your partner for another.",
+        N_("This invitation is no longer valid"),
+        N_("A newer invitation replaced it. Use the link in the latest email, or ask your partner for another."),
     ),
     InvitationStatus.CANCELLED: (
-        "This invitation is no longer valid",
-        "Your partner cancelled it. Ask your partner for a new invitation if you still want one.",
+        N_("This invitation is no longer valid"),
+        N_("Your partner cancelled it. Ask your partner for a new invitation if you still want one."),
     ),
     InvitationStatus.EXPIRED: (
-        "This invitation has expired",
-        "Ask your partner to send you a new invitation.",
+        N_("This invitation has expired"),
+        N_("Ask your partner to send you a new invitation."),
     ),
 }
 
@@ -84,12 +104,31 @@ templates = jinja2.Environment(
 )
 
 
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+def reader(request: Request, view: InvitationView | None = None) -> str:
+    """The reader's language: their choice on the page (`lang`), the one the start gave, their
+    browser's (Accept-Language), their country's; else English."""
+    chosen = request.query_params.get("lang") or request.scope.get("state", {}).get("lang")
+    locale, country = (view.locale, view.country) if view else (None, None)
+    return choose(chosen, locale, accepted(request.headers.get("accept-language")), of_country(country))
 
 
-def problem(status: int, title: str, text: str) -> HTMLResponse:
-    return render("problem.html", status, title=title, text=text)
+def render(name: str, language: str, status: int = 200, **context: Any) -> HTMLResponse:
+    gettext = translations(language).gettext
+    context = {"languages": [], **context}
+    page = templates.get_template(name).render(language=language, _=gettext, **context)
+    return HTMLResponse(page, status_code=status, headers={"Content-Language": language, "Vary": "Accept-Language"})
+
+
+def problem(request: Request, status: int, texts: tuple[str, str]) -> HTMLResponse:
+    language = reader(request)
+    gettext = translations(language).gettext
+    return render("problem.html", language, status, title=gettext(texts[0]), text=gettext(texts[1]))
+
+
+def switch(request: Request) -> list[dict[str, str]]:
+    """The same page in each language: its own query, with `lang` set."""
+    query = {k: v for k, v in request.query_params.items() if k != "lang"}
+    return [{"code": code, "name": NAMES[code], "href": "?" + urlencode({**query, "lang": code})} for code in SUPPORTED]
 
 
 class Portal:
@@ -116,24 +155,43 @@ class Portal:
     async def _find(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
         client = self._client(request)
         if self.limiter.blocked(client):
-            return problem(429, "Too many attempts", "Wait a few minutes, then open the link from your email again.")
+            return problem(request, 429, TOO_MANY)
         if not _WORKFLOW_ID.fullmatch(wid) or not _TOKEN.fullmatch(token):
             self.limiter.miss(client)
-            return problem(404, *NOT_VALID)
+            return problem(request, 404, NOT_VALID)
         cloud, view = await self.relationships.find_invitation(wid, token)
         if cloud is not None and view.status is InvitationStatus.VALID:
             return cloud, view
         if view.status is InvitationStatus.UNKNOWN:
             self.limiter.miss(client)
-            return problem(404, *NOT_VALID)
-        return problem(410, *SPENT[view.status])
+            return problem(request, 404, NOT_VALID)
+        return problem(request, 410, SPENT[view.status])
 
     def _form(
-        self, request: Request, view: InvitationView, wid: str, token: str, status: int = 200, error: str = ""
+        self,
+        request: Request,
+        view: InvitationView,
+        wid: str,
+        token: str,
+        status: int = 200,
+        error: tuple[str, dict[str, str]] | None = None,
     ) -> Response:
         visitor = request.cookies.get(CSRF_COOKIE) or Csrf.new_visitor()
         csrf = self.csrf.token(visitor, wid)
-        response = render("invitation.html", status, view=view, relationship=wid, token=token, csrf=csrf, error=error)
+        language = reader(request, view)
+        gettext = translations(language).gettext
+        response = render(
+            "invitation.html",
+            language,
+            status,
+            view=view,
+            relationship=wid,
+            token=token,
+            csrf=csrf,
+            error=gettext(error[0]).format(**error[1]) if error else "",
+            expires=when(view.expires_at, language, view.country) if view.expires_at else "—",
+            languages=switch(request) if request.method == "GET" else [],
+        )
         response.set_cookie(
             CSRF_COOKIE,
             visitor,
@@ -156,9 +214,10 @@ class Portal:
     async def answer(self, request: Request) -> Response:
         form = await request.form()
         fields = {k: str(v) for k, v in form.items()}
+        request.scope.setdefault("state", {})["lang"] = fields.get("lang")  # the language it was shown in
         wid, token = fields.get("relationship", ""), fields.get("token", "")
         if not self.csrf.ok(request.cookies.get(CSRF_COOKIE), wid, fields.get("csrf")):
-            return problem(403, "This form has expired", "Open the link from your email again.")
+            return problem(request, 403, FORM_EXPIRED)
         found = await self._lookup(request, wid, token)
         if isinstance(found, HTMLResponse):
             return found
@@ -169,9 +228,7 @@ class Portal:
             admin = CustomerAdmin(user=name, email=view.admin_email or "")
             if accepting:
                 if fields.get("agreement") != "yes":
-                    return self._form(
-                        request, view, wid, token, 400, "Tick the box to accept the customer agreement first."
-                    )
+                    return self._form(request, view, wid, token, 400, (TICK_THE_BOX, {}))
                 accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
                 await self.relationships.accept_invitation(cloud, wid, accept)
             else:
@@ -180,12 +237,12 @@ class Portal:
                 await self.relationships.decline_invitation(cloud, wid, decline)
         except ValidationError as error:
             where = ", ".join(p["field"] for p in problems(error))
-            return self._form(request, view, wid, token, 400, f"Please check: {where}.")
+            return self._form(request, view, wid, token, 400, (PLEASE_CHECK, {"fields": where}))
         except (GuardFailed, TransitionNotAllowed, NotFound):
-            return problem(410, "This invitation is no longer valid", "Ask your partner for a new invitation.")
+            return problem(request, 410, NO_LONGER_VALID)
         except InvalidInput as error:
-            return self._form(request, view, wid, token, 400, error.message)
-        return render("done.html", view=view, accepted=accepting)
+            return self._form(request, view, wid, token, 400, (PLEASE_CHECK, {"fields": error.rule or "input"}))
+        return render("done.html", reader(request, view), view=view, accepted=accepting)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -217,29 +274,20 @@ def guarded(handler: Handler) -> Handler:
         except Unavailable as error:
             log.warning("portal.temporal_unavailable", cause=_cause(error))
             if request.method == "POST":  # sent, perhaps applied: only the workflow knows
-                return problem(
-                    503,
-                    "We could not confirm your answer",
-                    "It may or may not have been saved. Open the link from your email again in a few"
-                    " minutes: the page will show whether your answer was taken.",
-                )
-            return problem(
-                503, "Please try again in a few minutes", "The service is busy or down. Nothing was changed."
-            )
+                return problem(request, 503, NOT_CONFIRMED)
+            return problem(request, 503, BUSY)
         except RelationshipError as error:
             log.warning("portal.refused", error=error.type, rule=error.rule, cause=_cause(error))
-            return problem(
-                400, "This request could not be completed", "Nothing was changed. Ask your partner for help."
-            )
+            return problem(request, 400, REFUSED)
         except Exception as error:  # the page must never show a stack trace
             log.error("portal.error", error=type(error).__name__)  # no message: it could quote the input
-            return problem(500, "Something went wrong", "Nothing was changed. Please try again later.")
+            return problem(request, 500, BROKEN)
 
     return run
 
 
 async def _home(request: Request) -> Response:
-    return problem(404, "Nothing here", "Open the invitation link from your email.")
+    return problem(request, 404, NOTHING_HERE)
 
 
 def create_app(relationships: Relationships, settings: PortalSettings | None = None) -> Any:

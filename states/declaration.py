@@ -295,15 +295,24 @@ class Lifecycle:
         return self.workflow_id.format(partner_id=start.partner.id, customer_id=start.customer.id)
 
 
+def N_(message: str) -> str:
+    """Marks English text for the catalogs (activities/i18n.py extracts every `N_("...")`): a
+    letter's subject and body, a page's words. The reader gets it in their language."""
+    return message
+
+
 @dataclass(frozen=True)
 class LetterFacts:
-    """What a letter's text may use. Names come from the start input; `link` only for a token letter."""
+    """What a letter's text may use. Names come from the start input; `link` only for a token
+    letter; `expires` is `expires_at` as the reader writes it, `translate` their catalog."""
 
     partner_name: str
     company: str
     expires_at: datetime | None = None
     reason: str = ""
     link: str = ""
+    expires: str = ""
+    translate: Callable[[str], str] = str
 
 
 def _problems(lc: Lifecycle) -> Any:

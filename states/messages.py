@@ -47,6 +47,10 @@ class SendLetter(_Message):
     # to an indirect provider: its address is the registry's, and never enters the history).
     to_partner: str | None = None
     cloud: str | None = None
+    # The reader's language (a BCP 47 tag) and country (its date format's time zone); unset:
+    # from the country, else English. A notice to `to_partner` is in that partner's language.
+    locale: str | None = None
+    country: str | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -121,6 +121,9 @@ Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"), AfterValidator(_identifier)]
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_plain_text)]
 Reason = Annotated[str, Field(max_length=1000)]
+#: A BCP 47 language tag, e.g. `de` or `de-CH`: the reader's language (partnerflow writes en, de,
+#: fr, es and ja; any other reads English).
+LocaleTag = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
 Token = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -148,6 +151,7 @@ class Partner(_Model):
     kind: PartnerKind = PartnerKind.DIRECT
     indirect_provider_id: Identifier | None = None
     contact_email: Email | None = None  # where partner notices go; else the inviting user
+    locale: LocaleTag | None = None  # the language of its notices (unset: English)
 
     @model_validator(mode="after")
     def _provider_for_resellers(self, info: ValidationInfo) -> Partner:
@@ -166,6 +170,8 @@ class Customer(_Model):
     # Required to invite. A referral leaves it out: the referred partner decides it (accept_referral).
     admin_email: Email | None = None
     country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "US"
+    # The admin's language for the invitation, its reminders and the page (unset: the country's).
+    locale: LocaleTag | None = None
 
 
 class Timers(_Model):
@@ -374,3 +380,5 @@ class InvitationView(_Model):
     company: str | None = None
     admin_email: str | None = None
     expires_at: datetime | None = None
+    locale: str | None = None  # the start's, if it gave one (the page prefers the reader's choice)
+    country: str | None = None

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.runtime.keys import Signer, ensure_dev_keys
 from partnerflow.runtime.migrate import upgrade
 from partnerflow.states.models import Cloud, Partner
@@ -146,7 +146,7 @@ class Deployment:
         )
 
     def tokens(self) -> list[str]:
-        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(str(m.get_payload()))]
+        return [t for m in self.sink.messages() for t in TOKEN_IN_LINK.findall(text_of(m))]
 
 
 def payload_data(node: Any) -> list[bytes]:

@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright
 from temporalio.client import Client, WorkflowHandle
 
 from partnerflow.activities.records import Records
-from partnerflow.mailsink import read_maildir
+from partnerflow.mailsink import read_maildir, text_of
 from partnerflow.runtime.codec import data_converter_for
 from partnerflow.runtime.config import load
 from partnerflow.runtime.keys import Signer
@@ -139,7 +139,7 @@ async def test_run_serves_everything_and_keeps_state_across_restarts(runner: Run
     await poll(mailed)
 
     # The customer follows the link in the mail, ticks the agreement and accepts.
-    [link] = re.findall(r"http\S+token=\S+", read_maildir(runner.maildir)[0].get_payload())
+    [link] = re.findall(r"http\S+token=\S+", text_of(read_maildir(runner.maildir)[0]))
     token = parse_qs(urlsplit(link).query)["token"][0]
     assert link.startswith(runner.portal + "/invitation?")
     async with httpx.AsyncClient() as browser:

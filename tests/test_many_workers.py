@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.states.models import AcceptInvitation, Cloud, CustomerAdmin, StartRelationship
 from partnerflow.testing import client_for, poll, start_input
 from tests.helpers import Deployment
@@ -48,8 +48,8 @@ async def test_a_worker_killed_mid_run_leaves_every_relationship_complete(
 
         def token_for(start: StartRelationship) -> str:
             for message in partnerflow_mail.messages():
-                if start.workflow_id.replace("/", "%2F") in message.get_payload():
-                    return str(message.get_payload().split("token=")[1].split()[0])
+                if start.workflow_id.replace("/", "%2F") in text_of(message):
+                    return str(text_of(message).split("token=")[1].split()[0])
             raise AssertionError("no invitation")
 
         admin = CustomerAdmin(user="Alex", email="admin@contoso.example")

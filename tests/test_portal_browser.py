@@ -14,18 +14,20 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, async_playwright
 from temporalio.testing import WorkflowEnvironment
 
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.portal.app import create_app
 from partnerflow.testing import KIT_KEYS, Harness, client_for
 from partnerflow.worker import new_worker
@@ -93,7 +95,7 @@ async def tab(browser: Browser) -> AsyncIterator[Page]:
 async def invitation_link(site: Site, **overrides: Any) -> tuple[Any, str]:
     handle = await site.harness.start(**overrides)
     await site.harness.wait_for_state(handle, "invited")
-    [link] = re.findall(r"http\S+token=\S+", site.harness.mail()[-1].get_payload())
+    [link] = re.findall(r"http\S+token=\S+", text_of(site.harness.mail()[-1]))
     assert link.startswith(site.base_url)
     return handle, link
 
@@ -143,3 +145,102 @@ async def test_a_made_up_token_shows_the_not_valid_page(site: Site, tab: Page) -
     assert response and response.status == 404
     assert "not valid" in await tab.locator("#problem").inner_text()
     assert "Contoso" not in await tab.content()
+
+
+# --- the customer's language, accessibility, a phone --------------------------------------
+
+
+async def audit(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page (WCAG 2.1 AA rules and best practice)."""
+    results = await Axe().run(page)
+    return [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+async def test_a_german_invitation_from_the_mail_is_accepted_in_german_by_keyboard(
+    site: Site, browser: Browser
+) -> None:
+    handle, link = await invitation_link(site, customer={"country": "DE", "locale": "de"})
+    mail = site.harness.mail()[-1]
+    subject = str(make_header(decode_header(mail["Subject"])))
+    assert mail["Content-Language"] == "de" and subject == "Fabrikam lädt Contoso Ltd zu einer Reseller-Beziehung ein"
+    # The audit injects axe-core: bypass_csp lets the page's own policy stand for everything else.
+    context = await browser.new_context(locale="en-US", bypass_csp=True)  # an English browser, a German customer
+    tab = await context.new_page()
+    try:
+        # The HTML part, as a mail client shows it; its button opens the page.
+        await tab.set_content(text_of(mail, "html"))
+        await tab.get_by_role("link", name="Anfrage öffnen").click()
+        await tab.wait_for_url(link)  # the button is the link the text part carries
+        assert await tab.locator("html").get_attribute("lang") == "de"
+        assert "möchte der Reseller von Contoso Ltd werden" in await tab.locator("h1").inner_text()
+        assert re.fullmatch(
+            r"\d{1,2}\. \w+ \d{4}, \d{2}:\d{2}:\d{2} ME(S)?Z", await tab.locator("#expires").inner_text()
+        )
+        assert await audit(tab) == []
+
+        # Keyboard only: the languages, then the name, the agreement, Accept.
+        names = []
+        for _ in range(8):
+            await tab.keyboard.press("Tab")
+            names.append(await tab.evaluate("document.activeElement.id || document.activeElement.textContent"))
+        assert names == ["English", "Deutsch", "Français", "Español", "日本語", "admin_name", "agreement", "reason"]
+        await tab.locator("#admin_name").focus()
+        await tab.keyboard.type("Alex Wilber")
+        await tab.keyboard.press("Tab")
+        await tab.keyboard.press("Space")  # ticks the agreement: Accept is enabled and next
+        await tab.keyboard.press("Tab")
+        assert await tab.evaluate("document.activeElement.id") == "accept"
+        await tab.keyboard.press("Enter")
+        await tab.wait_for_selector("#outcome")
+        assert await tab.locator("#outcome").inner_text() == "Sie haben die Einladung angenommen"
+        assert await tab.locator("html").get_attribute("lang") == "de"
+        assert await audit(tab) == []
+    finally:
+        await context.close()
+    assert (await site.harness.view(handle)).state == "active"
+
+
+async def test_the_page_follows_the_browser_s_language_and_its_switch(site: Site, browser: Browser) -> None:
+    _, link = await invitation_link(site, customer={"country": "US"})  # no locale given
+    context = await browser.new_context(locale="fr-FR")
+    tab = await context.new_page()
+    try:
+        await tab.goto(link)
+        assert await tab.locator("html").get_attribute("lang") == "fr"
+        assert await tab.locator("#accept").inner_text() == "Accepter"
+        await tab.get_by_role("link", name="日本語").click()
+        await tab.wait_for_selector("html[lang=ja]")
+        assert await tab.locator("#accept").inner_text() == "承諾する"
+        assert await tab.locator("[aria-current=true]").inner_text() == "日本語"
+    finally:
+        await context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "de"])
+async def test_the_page_works_on_a_phone_and_on_a_desktop(site: Site, browser: Browser, language: str) -> None:
+    """No sideways scrolling at 390 px, no serious accessibility finding; `PARTNERFLOW_UPDATE_DOCS=1`
+    writes the screenshots in docs/."""
+    _, link = await invitation_link(site, customer={"locale": language, "country": {"en": "US", "de": "DE"}[language]})
+    for device, viewport in (("phone", {"width": 390, "height": 844}), ("desktop", {"width": 1280, "height": 900})):
+        context = await browser.new_context(viewport=viewport, bypass_csp=True, device_scale_factor=1)
+        tab = await context.new_page()
+        try:
+            await tab.goto(link)
+            assert await tab.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+            assert await audit(tab) == []
+            name = f"invitation-page-{language}-{device}.png"
+            shot = ROOT / "docs" / name if os.environ.get("PARTNERFLOW_UPDATE_DOCS") else site_shots(name)
+            await tab.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        finally:
+            await context.close()
+
+
+def site_shots(name: str) -> Path:
+    folder = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"partnerflow-shots-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

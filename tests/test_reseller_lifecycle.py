@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from partnerflow.mailsink import text_of
 from partnerflow.states.models import STRICT, Partner, PartnerKind
 from partnerflow.testing import ADMIN, Harness, actor
 
@@ -72,7 +73,7 @@ async def test_a_suspension_not_resumed_ends_by_itself_after_warning_both_sides(
     error = await refused(partnerflow, handle, "resume", {"actor": actor("sales_agent")})
     assert error.type == "PermissionDenied"
     assert subjects(partnerflow, ADMIN["email"])[-1] == "Fabrikam suspended its reseller relationship with Contoso Ltd"
-    letter = str(partnerflow.mail(ADMIN["email"])[-1].get_payload())
+    letter = text_of(partnerflow.mail(ADMIN["email"])[-1])
     assert "Reason given: non_payment" in letter
     ends = f"relationship ends on {view.suspension_ends_at:%Y-%m-%d %H:%M} UTC"  # its own date, not a link's
     assert ends in " ".join(letter.split())

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.states.declaration import Lifecycle
 from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.testing import (
@@ -114,8 +114,8 @@ async def test_the_declared_approval_runs_from_link_to_approval(
     handle = await _start(client, task_queue)
     [request] = partnerflow_mail.messages()
     assert request["Subject"] == "Fabrikam asks Contoso Ltd for approval"
-    assert "http://portal.test/approval?relationship=approval%2Fp-100%2F" in request.get_payload()
-    [token] = TOKEN_IN_LINK.findall(request.get_payload())
+    assert "http://portal.test/approval?relationship=approval%2Fp-100%2F" in text_of(request)
+    [token] = TOKEN_IN_LINK.findall(text_of(request))
 
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("approve", {"token": "wrong", "customer_admin": ADMIN, "accept_agreement": True})
@@ -148,6 +148,6 @@ async def test_the_declared_deadline_reminds_then_lapses(
     assert final.state == "lapsed"
     subjects = [m["Subject"] for m in partnerflow_mail.messages()]
     assert subjects.count("Still waiting: Fabrikam's request") == 2
-    [token] = TOKEN_IN_LINK.findall(partnerflow_mail.messages()[0].get_payload())
+    [token] = TOKEN_IN_LINK.findall(text_of(partnerflow_mail.messages()[0]))
     lookup = await handle.query("approval", {"token": token})
     assert lookup["status"] == "expired"

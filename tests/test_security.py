@@ -54,7 +54,7 @@ import partnerflow.activities.capabilities as relationship_activities
 from partnerflow.activities.capabilities import TOKEN_BYTES, Capabilities, link_token
 from partnerflow.activities.email import Letter, Mailer, SmtpSettings
 from partnerflow.activities.records import Records
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.runtime import logs
 from partnerflow.runtime.config import load
 from partnerflow.states.messages import SendLetter
@@ -124,7 +124,7 @@ async def test_tokens_are_made_from_at_least_128_bits_out_of_secrets(
             expires_at=datetime.now(UTC) + timedelta(days=30),
         )
         await ActivityEnvironment().run(acts.send_letter, invite)
-    tokens = [t for m in partnerflow_mail.messages() for t in TOKEN_IN_LINK.findall(m.get_payload())]
+    tokens = [t for m in partnerflow_mail.messages() for t in TOKEN_IN_LINK.findall(text_of(m))]
     assert tokens == [link_token(key, k) for k in keys], "each token is the HMAC of its invitation"
     assert len(set(tokens)) == 3
     for token in tokens:

@@ -27,7 +27,7 @@ from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records
 from partnerflow.client import Relationships
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.portal.app import create_app
 from partnerflow.runtime import tracing
 from partnerflow.runtime.converter import data_converter
@@ -92,7 +92,7 @@ async def test_one_trace_from_the_page_through_workflow_activities_smtp_and_sql(
     async with new_worker(client, activities, TASK_QUEUE):
         view = await relationships.start(StartRelationship.model_validate(body))
         [mail] = partnerflow_mail.messages()
-        link = re.search(r"http\S+token=\S+", str(mail.get_payload()))
+        link = re.search(r"http\S+token=\S+", text_of(mail))
         assert link and view.state == "invited"
         started = spans.get_finished_spans()
         page = create_app(relationships)

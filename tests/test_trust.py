@@ -215,7 +215,16 @@ def test_partners_are_added_shown_listed_and_imported(
     records_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, out, _ = _cli(
-        capsys, "partner", "add", "P-200", "--name", "Tailspin", "--contact-email", "n@tailspin.example"
+        capsys,
+        "partner",
+        "add",
+        "P-200",
+        "--name",
+        "Tailspin",
+        "--contact-email",
+        "n@tailspin.example",
+        "--locale",
+        "de",
     )
     assert code == 0 and "p-200 (public): added" in out  # ids are case-folded
     code, out, err = _cli(capsys, "partner", "add", "p-201", "--name", "Bad", "--contact-email", "list:@evil.example")
@@ -229,6 +238,7 @@ def test_partners_are_added_shown_listed_and_imported(
         "kind": "direct",
         "indirect_provider_id": None,
         "contact_email": "n@tailspin.example",
+        "locale": "de",
     }
     assert _cli(capsys, "partner", "show", "p-404")[0] == 5
 

@@ -108,6 +108,8 @@ def test_the_wheel_installs_everything_under_the_partnerflow_name(wheel: Path) -
         "partnerflow/activities/capabilities.py",
         "partnerflow/runtime/migrations/script.py.mako",
         "partnerflow/portal/templates/invitation.html",
+        "partnerflow/states/locales/de/LC_MESSAGES/partnerflow.po",
+        "partnerflow/activities/templates/letter.html",
     ):
         assert shipped in names, f"{shipped} is not in the wheel"
 

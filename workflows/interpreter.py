@@ -582,12 +582,20 @@ class Interpreter:
             token=send.token,
             to_partner=provider,
             cloud=s.cloud.value if provider else None,
+            **self._reader(send.to),
         )
         if not send.token:
             await self._call(SEND_NOTICE, letter, summary=f"{send.letter} email")
             return None
         assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
         return await self._call(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
+
+    def _reader(self, to: Recipient) -> dict[str, str | None]:
+        """The language a letter is written in: the customer's, or the partner's (the registry's)."""
+        s = self._start
+        if to is Recipient.CUSTOMER_ADMIN:
+            return {"locale": s.customer.locale, "country": s.customer.country}
+        return {"locale": s.partner.locale, "country": None}  # a provider's: looked up when sent
 
     async def _read_fact(self, fact: str) -> Counted:
         s = self._start
@@ -642,6 +650,8 @@ class Interpreter:
                 company=s.customer.company,
                 admin_email=self._to(Recipient.CUSTOMER_ADMIN),
                 expires_at=d.expires_at,
+                locale=s.customer.locale,
+                country=s.customer.country,
             )
         digest = token_hash(lookup.token)
         for spent, outcome in d.spent_tokens:
