@@ -58,6 +58,19 @@ async def submit(page: httpx.AsyncClient, link: str, action: str, **extra: str) 
     return await page.post(f"/invitation/{action}", data={**form_fields(shown.text), **extra})
 
 
+async def test_every_page_speaks_the_reader_s_language(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
+    """Errors too: the browser's language where the relationship says none, a switch honoured."""
+    _, link = await invited(partnerflow_live)
+    made_up = re.sub(r"token=[^&]+", "token=" + "Z" * 43, link)
+    german = await page.get(made_up, headers={"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"})
+    assert german.status_code == 404 and "Dieser Einladungslink ist nicht gültig" in german.text
+    assert '<html lang="de">' in german.text and german.headers["content-language"] == "de"
+    spanish = await page.get(link + "&lang=es", headers={"Accept-Language": "de"})
+    assert "solicita ser el revendedor de Contoso Ltd" in spanish.text and 'hreflang="ja"' in spanish.text
+    japanese = await page.get("/", headers={"Accept-Language": "ja"})
+    assert "ここには何もありません" in japanese.text
+
+
 async def test_the_link_shows_who_asks_for_what(partnerflow_live: Harness, page: httpx.AsyncClient) -> None:
     _, link = await invited(partnerflow_live)
     shown = await page.get(link)

@@ -481,7 +481,7 @@ async def test_the_invitation_query_shows_details_only_to_the_live_token(partner
     first = partnerflow.token()
     valid = await lookup(first)
     assert valid["status"] == "valid" and valid["company"] == "Contoso Ltd"
-    assert valid["admin_email"] == "admin@contoso.example" and valid["expires_at"]
+    assert valid["admin_email"] == "admin@contoso.example" and valid["expires_at"] and valid["country"] == "US"
     guess = await lookup("guessed-token")
     assert guess == {
         "status": "unknown",
@@ -489,6 +489,8 @@ async def test_the_invitation_query_shows_details_only_to_the_live_token(partner
         "company": None,
         "admin_email": None,
         "expires_at": None,
+        "locale": None,
+        "country": None,
     }
 
     await partnerflow.update(handle, "resend_invitation", {"actor": actor()})

@@ -7,12 +7,14 @@ SQLite; payloads as raw JSON, as any SDK would send them.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from partnerflow.activities.i18n import when
 from partnerflow.mailsink import text_of
 from partnerflow.states.models import STRICT, Partner, PartnerKind
 from partnerflow.testing import ADMIN, Harness, actor
@@ -43,7 +45,8 @@ async def refused(
 
 
 def subjects(harness: Harness, to: str) -> list[str]:
-    return [" ".join(str(m["Subject"]).split()) for m in harness.mail(to)]  # unfolded
+    """Each message's subject, decoded (RFC 2047) and unfolded."""
+    return [" ".join(str(make_header(decode_header(m["Subject"]))).split()) for m in harness.mail(to)]
 
 
 async def details(handle: Any) -> str:
@@ -75,8 +78,9 @@ async def test_a_suspension_not_resumed_ends_by_itself_after_warning_both_sides(
     assert subjects(partnerflow, ADMIN["email"])[-1] == "Fabrikam suspended its reseller relationship with Contoso Ltd"
     letter = text_of(partnerflow.mail(ADMIN["email"])[-1])
     assert "Reason given: non_payment" in letter
-    ends = f"relationship ends on {view.suspension_ends_at:%Y-%m-%d %H:%M} UTC"  # its own date, not a link's
-    assert ends in " ".join(letter.split())
+    assert view.suspension_ends_at
+    ends = f"relationship ends on {when(view.suspension_ends_at, 'en', 'US')}"  # its own date, not a link's
+    assert ends in letter.replace("\n", " ")
 
     await partnerflow.env.sleep(timedelta(days=90, hours=1))
     view = await partnerflow.wait_for_state(handle, "ended")
@@ -178,3 +182,34 @@ def test_only_an_indirect_reseller_names_a_provider() -> None:
     direct = {"id": "p-1", "name": "Fabrikam", "kind": "direct", "indirect_provider_id": "dist-1"}
     with pytest.raises(ValueError, match="indirect_provider_id is for an indirect_reseller only"):
         Partner.model_validate(direct, context=STRICT)
+
+
+async def test_each_reader_is_written_to_in_their_own_language(partnerflow: Harness) -> None:
+    """The customer's admin in their country's language; the reseller and its provider in the
+    languages the partner registry gives them."""
+    provider = Partner(
+        id="dist-3",
+        name="Northwind",
+        kind=PartnerKind.INDIRECT_PROVIDER,
+        contact_email="desk@northwind.example",
+        locale="ja",
+    )
+    partnerflow.records.put_partner("public", provider, now=datetime.now(UTC))
+    reseller = {
+        "id": "r-300",
+        "name": "Tailspin",
+        "kind": "indirect_reseller",
+        "indirect_provider_id": "dist-3",
+        "contact_email": "ops@tailspin.example",
+        "locale": "fr",
+    }
+    handle = await partnerflow.start(
+        partner=reseller, customer={"country": "DE"}, actor=actor(partner_id="r-300", user="sam@tailspin.example")
+    )
+    await partnerflow.wait_for_state(handle, "invited")
+    assert subjects(partnerflow, ADMIN["email"]) == ["Tailspin lädt Contoso Ltd zu einer Reseller-Beziehung ein"]
+    await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
+    assert subjects(partnerflow, "ops@tailspin.example") == ["Contoso Ltd a accepté votre relation de revendeur"]
+    assert subjects(partnerflow, "desk@northwind.example") == ["Contoso Ltd が Tailspin をリセラーとして承諾しました"]
+    [notice] = partnerflow.mail("desk@northwind.example")
+    assert notice["Content-Language"] == "ja" and "顧客一覧にも表示" in text_of(notice)
