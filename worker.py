@@ -38,6 +38,7 @@ from partnerflow.states.names import TASK_QUEUE
 from partnerflow.workflows.arguments import ArgumentsInterceptor
 from partnerflow.workflows.lifecycles import WORKFLOWS
 from partnerflow.workflows.proving import ProofInterceptor
+from partnerflow.workflows.webhook import WebhookWorkflow
 
 log = structlog.get_logger("partnerflow.worker")
 
@@ -83,7 +84,7 @@ def new_worker(
 ) -> Worker:
     """A worker for `workflows` (default: every declared lifecycle's) and the activities."""
     t = tuning or WorkerSettings()
-    classes = list(workflows or WORKFLOWS.values())
+    classes = list(workflows or [*WORKFLOWS.values(), WebhookWorkflow])
     options: dict[str, Any] = {
         name: value
         for name in (
@@ -98,7 +99,10 @@ def new_worker(
         task_queue=task_queue,
         workflows=classes,
         activities=activities.all(),
-        interceptors=[ArgumentsInterceptor(*classes), ProofInterceptor(activities.verifier)],
+        interceptors=[
+            ArgumentsInterceptor(*(c for c in classes if c is not WebhookWorkflow)),
+            ProofInterceptor(activities.verifier),
+        ],
         max_cached_workflows=t.max_cached_workflows,
         # SIGTERM lets in-flight activities (an email mid-send) finish first.
         graceful_shutdown_timeout=timedelta(seconds=t.graceful_shutdown_s),

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from partnerflow.activities.email import Letter, Mailer, message_id_for
 from partnerflow.activities.letters import write
 from partnerflow.activities.records import OutboxEntry, Records, utc_now
+from partnerflow.activities.webhooks import Deliveries
 from partnerflow.states import messages
 from partnerflow.states.declaration import Lifecycle
 from partnerflow.states.lifecycles import LIFECYCLES
@@ -96,6 +97,7 @@ class Capabilities:
         # Workers share the configured key; without one, this process makes its own (from
         # `secrets`), and only its own retries send the same token again.
         self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
+        self.deliveries = Deliveries(records, cloud)  # the webhooks' activities, over the same records
 
     def _same_cloud(self, cloud: str) -> None:
         if self.cloud is not None and cloud != self.cloud:
@@ -263,7 +265,7 @@ class Capabilities:
                 return await self.read_fact(read.model_copy(update={"fact": read.fact or fact}))
 
             found[name] = _named(name, count, ReadFact, Counted)
-        return list(found.values())
+        return [*found.values(), *self.deliveries.all()]
 
 
 def _named(name: str, fn: Callable[..., Any], arg: type, result: type) -> Callable[..., Any]:

@@ -137,6 +137,56 @@ subscriptions = sa.Table(
 )
 
 
+#: The event log: every change's event, written in the change's own transaction, so none is
+#: ever only in flight. `seq` is the consumers' cursor (partnerflow/events.py).
+event_log = sa.Table(
+    "event_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(250), nullable=False, unique=True),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("lifecycle", sa.String(32), nullable=False),
+    sa.Column("cloud", sa.String(16), nullable=False),
+    sa.Column("partner_id", sa.String(100), nullable=False),
+    sa.Column("provider_id", sa.String(100), nullable=True),  # an indirect reseller's provider sees it too
+    sa.Column("subject", sa.String(250), nullable=False),  # the lifecycle's workflow id
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+)
+sa.Index("ix_event_log_partner", event_log.c.cloud, event_log.c.partner_id, event_log.c.seq)
+sa.Index("ix_event_log_provider", event_log.c.cloud, event_log.c.provider_id, event_log.c.seq)
+
+#: Webhook subscriptions: a partner's receiver, the events it wants, the secrets it verifies with.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("webhook_id", sa.String(64), primary_key=True),
+    sa.Column("cloud", sa.String(16), nullable=False),
+    sa.Column("partner_id", sa.String(100), nullable=False, index=True),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("types", sa.JSON, nullable=False),  # patterns, e.g. ["reseller-relationship-*"]
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("previous_secret", sa.String(200), nullable=True),  # still signed with, during a rotation
+    sa.Column("after_seq", sa.BigInteger, nullable=False),  # it receives the events after this one
+    sa.Column("status", sa.String(16), nullable=False),  # subscribed | removed
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Each event's delivery to each webhook: delivered, or dead after the retry window (dead letters).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("webhook_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("event_id", sa.String(250), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.String(200), nullable=True),  # an HTTP status or an error's class, never a body
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lag_ms", sa.BigInteger, nullable=True),  # from the change to its delivery
+)
+
+
 class OutboxEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -207,7 +257,102 @@ class Records:
             if not inserted:
                 return False
             self._upsert_current(conn, change)
+            if change.event:
+                self._log_event(conn, change)
             return True
+
+    def _log_event(self, conn: Connection, change: Change) -> None:
+        """The change's event, from the row it left: what changed, who did it, and the record."""
+        table = metadata.tables[change.table]
+        row = conn.execute(sa.select(table).where(table.c.workflow_id == change.workflow_id)).mappings().one()
+        record = {k: _jsonable(v) for k, v in row.items() if k not in INTERNAL_COLUMNS}
+        provider = change.fields.get("indirect_provider_id")
+        conn.execute(
+            event_log.insert().values(
+                event_id=change.change_id,
+                type=change.event,
+                lifecycle=change.lifecycle,
+                cloud=change.cloud,
+                partner_id=change.partner_id,
+                provider_id=str(provider) if provider else None,
+                subject=change.workflow_id,
+                time=change.at,
+                data={
+                    "schema_version": EVENT_SCHEMA_VERSION,
+                    "lifecycle": change.lifecycle,
+                    "operation": change.operation,
+                    "before_state": change.from_state,
+                    "after_state": change.to_state,
+                    "actor": {"user": change.actor_user, "role": change.actor_role},
+                    "reason": change.reason,
+                    "sequence": int(row["version"]),
+                    "record": record,
+                },
+            )
+        )
+
+    # --- the event log and its webhooks --------------------------------------------------
+    def events_after(
+        self, cloud: str, partner_id: str, after: int = 0, limit: int = 100, upto: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A partner's events after the cursor `after`, oldest first (an indirect provider's
+        include its resellers'): the replay a consumer asks for, and a webhook's next batch."""
+        mine = (event_log.c.partner_id == partner_id) | (event_log.c.provider_id == partner_id)
+        query = sa.select(event_log).where((event_log.c.cloud == cloud) & mine & (event_log.c.seq > after))
+        if upto is not None:
+            query = query.where(event_log.c.seq <= upto)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(event_log.c.seq).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def last_event_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(event_log.c.seq), 0))).scalar_one())
+
+    def event(self, event_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(event_log).where(event_log.c.event_id == event_id)).mappings().first()
+        return dict(found) if found else None
+
+    def put_webhook(self, values: Mapping[str, Any]) -> None:
+        with self._tx() as conn:
+            conn.execute(self._insert(webhooks).values(**values))
+
+    def update_webhook(self, webhook_id: str, **values: Any) -> bool:
+        with self._tx() as conn:
+            return bool(
+                conn.execute(webhooks.update().where(webhooks.c.webhook_id == webhook_id).values(**values)).rowcount
+            )
+
+    def webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(webhooks).where(webhooks.c.webhook_id == webhook_id)).mappings().first()
+        return dict(found) if found else None
+
+    def webhooks_of(self, cloud: str, partner_id: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(webhooks).where((webhooks.c.cloud == cloud) & (webhooks.c.status == "subscribed"))
+        if partner_id is not None:
+            query = query.where(webhooks.c.partner_id == partner_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(webhooks.c.webhook_id)).mappings()]
+
+    def record_delivery(self, values: Mapping[str, Any]) -> None:
+        """Delivered or dead, once per webhook and event (a retried activity writes it again)."""
+        keys = [webhook_deliveries.c.webhook_id, webhook_deliveries.c.seq]
+        with self._tx() as conn:
+            conn.execute(
+                self._insert(webhook_deliveries)
+                .values(**values)
+                .on_conflict_do_update(index_elements=keys, set_=dict(values))
+            )
+
+    def deliveries(self, webhook_id: str, status: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        query = sa.select(webhook_deliveries).where(webhook_deliveries.c.webhook_id == webhook_id)
+        if status is not None:
+            query = query.where(webhook_deliveries.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(webhook_deliveries.c.seq).limit(limit)).mappings()
+            return [dict(r) for r in rows]
 
     def _upsert_current(self, conn: Connection, change: Change) -> None:
         """The lifecycle's current row, in its declared table. One statement, so two first
@@ -529,6 +674,13 @@ ERASED: Final = "[erased]"
 ERASE: Final = "EraseCustomerData"
 
 ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
+#: Bookkeeping columns an event's `record` leaves out.
+INTERNAL_COLUMNS: frozenset[str] = frozenset({"last_change_id"})
+EVENT_SCHEMA_VERSION = 1
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _engine(url: str, echo: bool) -> Engine:

@@ -52,6 +52,7 @@ from partnerflow.client import (
     Unavailable,
     translate,
 )
+from partnerflow.events import Events, EventsError
 from partnerflow.runtime.config import ConfigError, Settings, load
 from partnerflow.runtime.connection import connect
 from partnerflow.runtime.process import exit_without_teardown
@@ -610,6 +611,104 @@ async def cmd_erase(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+# --- events out ------------------------------------------------------------------------
+
+
+@contextmanager
+def _events(args: argparse.Namespace, clients: Mapping[Cloud, Any] | None = None) -> Iterator[Events]:
+    with _records(_settings(args)) as records:
+        yield Events(records, clients)
+
+
+async def _events_connected(args: argparse.Namespace) -> Mapping[Cloud, Any]:
+    return (await _connect(args, _settings(args))).clients
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    """The partner's events after the cursor, as CloudEvents, one JSON object per line."""
+    with _events(args) as events:
+        found, cursor = events.since(Cloud(args.cloud), args.partner, args.since, args.limit, args.type or ())
+    for event in found:
+        print(json.dumps(event, sort_keys=True))  # JSON escapes every control character
+    _err(f"next: --since {cursor}")
+    return Exit.OK
+
+
+async def cmd_events_subscribe(args: argparse.Namespace) -> int:
+    clients = await _events_connected(args)
+    settings = _settings(args)
+    with _events(args, clients) as events:
+        hook = await events.subscribe(
+            Cloud(args.cloud),
+            args.partner,
+            args.url,
+            args.type or (),
+            from_start=args.from_start,
+            retry_window=settings.events.retry_window,
+            max_interval=settings.events.max_interval,
+        )
+    if args.json:
+        _print_json(vars(hook))
+    else:
+        _out(f"{hook.webhook_id}: subscribed; events after #{hook.after} go to the receiver")
+        _out(f"secret (shown once; the receiver verifies each delivery with it): {hook.secret}")
+    return Exit.OK
+
+
+def cmd_events_webhooks(args: argparse.Namespace) -> int:
+    with _events(args) as events:
+        found = events.webhooks(Cloud(args.cloud), args.partner)
+    if args.json:
+        _print_json(found)
+    else:
+        rows = [(h["webhook_id"], h["partner_id"], h["url"], ",".join(h["types"]) or "*", h["rotating"]) for h in found]
+        _out(_table(rows, ("WEBHOOK", "PARTNER", "URL", "TYPES", "ROTATING")))
+    return Exit.OK
+
+
+def cmd_events_rotate(args: argparse.Namespace) -> int:
+    with _events(args) as events:
+        if args.finish:
+            events.finish_rotation(args.webhook)
+            _out(f"{args.webhook}: signed with the new secret only")
+            return Exit.OK
+        secret = events.rotate(args.webhook)
+    _out(f"{args.webhook}: new secret (both are signed with until --finish): {secret}")
+    return Exit.OK
+
+
+def cmd_events_unsubscribe(args: argparse.Namespace) -> int:
+    with _events(args) as events:
+        events.unsubscribe(args.webhook)
+    _out(f"{args.webhook}: removed (its deliveries stay on record)")
+    return Exit.OK
+
+
+def cmd_events_dead(args: argparse.Namespace) -> int:
+    with _events(args) as events:
+        found = events.dead_letters(args.webhook)
+    if args.json:
+        _print_json(found)
+    else:
+        rows = [(d["seq"], d["event_id"], d["attempts"], d["last_error"], _when(d["at"])) for d in found]
+        _out(_table(rows, ("SEQ", "EVENT", "ATTEMPTS", "LAST ERROR", "GIVEN UP")))
+    return Exit.OK
+
+
+async def cmd_events_redeliver(args: argparse.Namespace) -> int:
+    clients = await _events_connected(args)
+    with _events(args, clients) as events:
+        queued = await events.redeliver(args.webhook, args.event or ())
+    _out(f"{args.webhook}: {queued} events queued for delivery")
+    return Exit.OK
+
+
+def cmd_events_stats(args: argparse.Namespace) -> int:
+    with _events(args) as events:
+        _print_json(events.stats(args.webhook))
+    return Exit.OK
+
+
 async def cmd_import(args: argparse.Namespace) -> int:
     rows = importer.read_file(Path(args.file))
     actor = _actor(args, "any-partner")
@@ -815,6 +914,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--yes", action="store_true", help="it cannot be undone: say so")
     sub.set_defaults(run=cmd_erase)
 
+    events_parser = commands.add_parser("events", help="events out: the event log and webhooks")
+    hooks = events_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub = hooks.add_parser("list", help="a partner's events after a cursor, as CloudEvents (one JSON per line)")
+    sub.add_argument("--partner", required=True, metavar="PARTNER_ID")
+    sub.add_argument("--since", type=int, default=0, metavar="SEQ", help="the last event seen (default: 0, all)")
+    sub.add_argument("--limit", type=int, default=100)
+    sub.add_argument("--type", action="append", metavar="PATTERN", help="only these types, e.g. 'referral-*'")
+    sub.set_defaults(run=cmd_events_list)
+    sub = hooks.add_parser("subscribe", help="a webhook for a partner's events; prints its secret once")
+    sub.add_argument("partner", metavar="PARTNER_ID")
+    sub.add_argument("url", metavar="URL", help="https (http only to 127.0.0.1 / localhost)")
+    sub.add_argument("--type", action="append", metavar="PATTERN", help="only these types (default: all)")
+    sub.add_argument("--from-start", action="store_true", help="the whole log first (default: from now on)")
+    sub.set_defaults(run=cmd_events_subscribe)
+    sub = hooks.add_parser("webhooks", help="the active webhooks (never their secrets)")
+    sub.add_argument("--partner", metavar="PARTNER_ID")
+    sub.set_defaults(run=cmd_events_webhooks)
+    for name, about, run in (
+        ("rotate", "a new secret, both signed with until --finish", cmd_events_rotate),
+        ("unsubscribe", "remove a webhook", cmd_events_unsubscribe),
+        ("dead", "the dead letters: events given up on after the retry window", cmd_events_dead),
+        ("redeliver", "send events again (default: every dead letter)", cmd_events_redeliver),
+        ("stats", "delivered, dead, lag", cmd_events_stats),
+    ):
+        sub = hooks.add_parser(name, help=about)
+        sub.add_argument("webhook", metavar="WEBHOOK_ID")
+        if name == "rotate":
+            sub.add_argument("--finish", action="store_true", help="end the rotation: the new secret only")
+        if name == "redeliver":
+            sub.add_argument("event", nargs="*", metavar="EVENT_ID")
+        sub.set_defaults(run=run)
+
     sub = commands.add_parser("export", help="the customer list from the records database")
     sub.add_argument("--format", choices=("csv", "json"), default="csv")
     sub.add_argument("--partner", metavar="PARTNER_ID", help="only this partner's customers")
@@ -905,7 +1036,7 @@ def _main(argv: list[str]) -> int:
         return _fail_validation(as_json, error)
     except UsageError as error:
         return _fail(as_json, "UsageError", str(error), Exit.USAGE)
-    except (ConfigError, importer.ImportFileError, partners.PartnerInvalid) as error:
+    except (ConfigError, importer.ImportFileError, partners.PartnerInvalid, EventsError) as error:
         return _fail(as_json, type(error).__name__, str(error), Exit.USAGE)
     except RelationshipError as error:
         code = EXIT_CODES.get(type(error), Exit.ERROR)

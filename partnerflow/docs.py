@@ -78,7 +78,7 @@ def effect(e: Effect) -> str:
     if isinstance(e, VoidToken):
         return f"link void ({e.outcome.value})"
     if isinstance(e, Publish):
-        return f"event `{e.event}` (named: delivery comes with the events work)"
+        return f"event `{e.event}`" + (f" (`{e.indirect}` for an indirect reseller)" if e.indirect else "")
     raise TypeError(e)
 
 

@@ -45,7 +45,7 @@ class Inbox:
         for name in sorted(set(os.listdir(self.new)) - self._seen):
             self._seen.add(name)
             message = email.message_from_bytes((self.new / name).read_bytes(), policy=email.policy.default)
-            body = message.get_body()
+            body = message.get_body(preferencelist=("plain",))  # the link as the text part has it
             text = body.get_content() if body is not None else ""
             link = LINK.search(text)
             wid, token = (unquote(link[1]), link[2]) if link else (None, None)

@@ -308,6 +308,14 @@ class CodecServerSettings(_Section):
     access: CodecAccessSettings | None = None
 
 
+class EventsSettings(_Section):
+    """Webhook delivery: each event is retried this long (then a dead letter), waits growing to
+    `max_interval`. Partner Center gives up after 10 tries; three days outlast a long weekend."""
+
+    retry_window: timedelta = timedelta(days=3)
+    max_interval: timedelta = timedelta(hours=1)
+
+
 class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -329,6 +337,7 @@ class Settings(_Section):
     signer: SignerSettings = SignerSettings()
     encryption: EncryptionSettings = EncryptionSettings()
     codec_server: CodecServerSettings = CodecServerSettings()
+    events: EventsSettings = EventsSettings()
 
     def verifier(self) -> Verifier:
         return self.proof.verifier(self.resolve)

@@ -158,9 +158,15 @@ class VoidToken:
 
 @dataclass(frozen=True)
 class Publish:
-    """An event in the program's naming style (delivered by the events issue's relay)."""
+    """The change's event, named in the program's style; `indirect`: its name when the partner
+    is an indirect reseller (the program names those apart). Recorded with the change, in the
+    same transaction (the event log), and delivered to subscribers from there."""
 
     event: str
+    indirect: str | None = None
+
+    def name_for(self, partner_kind: str) -> str:
+        return self.indirect if self.indirect and partner_kind == "indirect_reseller" else self.event
 
 
 Effect = Send | Set | Take | Add | VoidToken | Publish
@@ -187,6 +193,9 @@ class Row:
 
     def sends(self) -> tuple[Send, ...]:
         return tuple(e for e in self.effects if isinstance(e, Send))
+
+    def publishes(self) -> Publish | None:
+        return next((e for e in self.effects if isinstance(e, Publish)), None)
 
 
 @dataclass(frozen=True)
@@ -319,6 +328,9 @@ def _problems(lc: Lifecycle) -> Any:
     """Every way a declaration contradicts itself, as sentences (empty when it is sound)."""
     known = set(lc.states)
     for row in lc.rows:
+        events = sum(isinstance(e, Publish) for e in row.effects)
+        if events != 1:
+            yield f"{row.trigger}: publishes {events} events (every change has one)"
         for state in (*row.sources, row.dest):
             if state not in known:
                 yield f"{row.trigger}: unknown state {state}"

@@ -8,7 +8,7 @@ change fails at both call sites under mypy, not in a test run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -97,6 +97,8 @@ class Change(Audited):
     workflow_id: str
     company: str
     fields: dict[str, bool | int | str | None] = {}
+    lifecycle: str = "relationship"
+    event: str | None = None  # its event's type, recorded in the event log with it (none: before events)
 
 
 class ReadFact(_Message):
@@ -147,11 +149,64 @@ class Admission(_Message):
 # (a patch adds two events to every history), and an activity it scheduled before a deploy
 # finds a worker.
 
+
 #: A letter without a link (a notice, a reminder): answers its Message-ID.
+class WebhookStart(_Message):
+    """A webhook's delivery workflow: its events after `after`, in order, each retried for
+    `retry_window` (then a dead letter), waits growing to `max_interval`."""
+
+    webhook_id: str
+    cloud: str
+    partner_id: str
+    after: int = 0
+    retry_window: timedelta = timedelta(days=3)
+    max_interval: timedelta = timedelta(hours=1)
+
+
+class NextEvents(_Message):
+    webhook_id: str
+    after: int
+    wait_s: float = 60.0  # answers at once when there are events, else after this long
+
+
+class EventRef(_Message):
+    """An event by its place in the log: its data stays in the records, out of the history."""
+
+    seq: int
+    event_id: str
+    type: str
+
+
+class EventBatch(_Message):
+    events: list[EventRef] = []
+    last_seq: int  # the cursor after this batch (events the webhook does not want included)
+    removed: bool = False  # the webhook was removed: its workflow ends
+
+
+class Deliver(_Message):
+    webhook_id: str
+    seq: int
+    event_id: str
+
+
+class DeadLetter(_Message):
+    webhook_id: str
+    seq: int
+    event_id: str
+    attempts: int
+    error: str  # the last failure's kind, never a body
+
+
 SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
 #: A start's admission: the partner registry's facts and the proof of its actor, recorded once.
 ADMIT: Capability[Admit, Admission] = Capability("admit_start", Admit, Admission)
+
+
+#: Webhook delivery (workflows/webhook.py): the next events, one delivery, a dead letter.
+NEXT_EVENTS: Capability[NextEvents, EventBatch] = Capability("next_events", NextEvents, EventBatch)
+DELIVER_EVENT: Capability[Deliver, int] = Capability("deliver_event", Deliver, int)
+DEAD_LETTER: Capability[DeadLetter, bool] = Capability("dead_letter", DeadLetter, bool)
 
 
 def send_link(token_query: str) -> Capability[SendLetter, IssuedToken]:

@@ -37,5 +37,10 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "Cloud": "Keyword",
     "InvitationExpiresAt": "Datetime",  # the latest invitation's deadline: "about to lapse"
     "StateChangedAt": "Datetime",  # when the state last changed: "ended this month"
+    "DeliveryState": "Keyword",  # a webhook's: idle | delivering (since StateChangedAt)
 }
 PARTNER_ID, CUSTOMER_ID, CLOUD, STATE_CHANGED_AT = "PartnerId", "CustomerId", "Cloud", "StateChangedAt"
+DELIVERY_STATE = "DeliveryState"
+#: A webhook's delivery workflow: its type, and its id (`webhook/<webhook id>`).
+WEBHOOK_TYPE = "Webhook"
+WEBHOOK_ID = "webhook/{webhook_id}"

@@ -19,7 +19,18 @@ from partnerflow.activities.capabilities import Capabilities, link_token
 from partnerflow.activities.email import Letter, Mailer, SmtpSettings
 from partnerflow.activities.records import Records, outbox
 from partnerflow.mailsink import MailSink, text_of
-from partnerflow.states.messages import ADMIT, Change, Counted, ReadFact, SendLetter, read_fact, send_link
+from partnerflow.states.messages import (
+    ADMIT,
+    DEAD_LETTER,
+    DELIVER_EVENT,
+    NEXT_EVENTS,
+    Change,
+    Counted,
+    ReadFact,
+    SendLetter,
+    read_fact,
+    send_link,
+)
 from partnerflow.states.tokens import token_hash
 from partnerflow.testing import LINK_BASE, TOKEN_IN_LINK, free_port
 
@@ -226,6 +237,9 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
         ADMIT.name,
         send_link("invitation").name,
         read_fact("active_subscriptions").name,
+        NEXT_EVENTS.name,
+        DELIVER_EVENT.name,
+        DEAD_LETTER.name,
     } == set(by_name)
     old_invitation = {
         "key": "relationship/p-1/c-1/run/1/invitation",

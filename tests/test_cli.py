@@ -425,3 +425,34 @@ async def test_the_cli_finds_temporal_as_the_temporal_cli_does(
     monkeypatch.setenv("TEMPORAL_PROFILE", "nowhere")  # a profile the file lacks: named, changes nothing
     code = await asyncio.to_thread(main, ["list", "--limit", "1"])
     assert code == 2 and "Profile 'nowhere' not found" in capsys.readouterr().err
+
+
+async def test_the_events_commands_list_subscribe_and_show_webhooks(
+    cli: Cli, partnerflow_live_contract_queue: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`partnerflow events`: the log from a cursor, a webhook's secret once, never again."""
+    monkeypatch.setenv(ACTOR_ENV["user"], "sam@fabrikam.example")
+    monkeypatch.setenv(ACTOR_ENV["role"], "sales_agent")
+    partner, customer = await new_partner(cli), new_id("c")
+    assert (await cli(*invite_args(partner, customer))).code == 0
+    listed = await cli("events", "list", "--partner", partner)
+    assert listed.code == 0, listed.err
+    [event] = [json.loads(line) for line in listed.out.splitlines()]
+    assert event["type"] == "reseller-relationship-invitation-created" and event["subject"].endswith(customer)
+    assert f"next: --since {event['partnerflowseq']}" in listed.err
+    later = await cli("events", "list", "--partner", partner, "--since", str(event["partnerflowseq"]))
+    assert later.code == 0 and later.out == ""
+
+    subscribed = await cli("--json", "events", "subscribe", partner, "http://127.0.0.1:9/hook", "--type", "referral-*")
+    assert subscribed.code == 0, subscribed.err
+    hook = json.loads(subscribed.out)
+    assert hook["secret"].startswith("whsec_") and hook["after"] >= event["partnerflowseq"]
+    shown = await cli("--json", "events", "webhooks", "--partner", partner)
+    [webhook] = json.loads(shown.out)
+    assert webhook["webhook_id"] == hook["webhook_id"] and webhook["types"] == ["referral-*"]
+    assert hook["secret"] not in shown.out
+    refused = await cli("events", "subscribe", partner, "http://hooks.example.com/x")
+    assert refused.code == 2 and "url: must be https" in refused.err
+    assert (await cli("events", "unsubscribe", hook["webhook_id"])).code == 0
+    gone = await cli("events", "dead", hook["webhook_id"])
+    assert gone.code == 2 and f"no active webhook {hook['webhook_id']}" in gone.err

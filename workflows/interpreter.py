@@ -500,6 +500,8 @@ class Interpreter:
                 **{k: v for k, v in fields.items() if k not in lc.flags},
                 **{name: read(s) for name, read in lc.from_start.items()},
             },
+            lifecycle=lc.name,
+            event=published.name_for(s.partner.kind.value) if (published := row.publishes()) else None,
         )
         await self._call(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}", local=True)
         # The change is recorded: make it the workflow's truth.

@@ -19,6 +19,7 @@ from partnerflow.states.declaration import (
     LetterFacts,
     Lifecycle,
     PartnerStaff,
+    Publish,
     Recipient,
     Row,
     Send,
@@ -61,10 +62,10 @@ def _approved(f: LetterFacts) -> tuple[str, str]:
 
 # fmt: off
 ROWS = (
-    Row("request", (),            "requested", "CreateApprovalRequest", STAFF,                 (),             (Send("approval", Recipient.CUSTOMER_ADMIN, token=True),)),
-    Row("approve", ("requested",), "approved", "ApproveRequest",        CustomerAdmin("token"), (LIVE, AGREED), (VoidToken(InvitationStatus.ACCEPTED), Add("approvals"), Set("note", "approved by link"), Send("approved", Recipient.PARTNER_CONTACT))),
-    Row("lapse",   ("requested",), "lapsed",   "LapseRequest",          Timer(),                (),             (VoidToken(InvitationStatus.EXPIRED),)),
-    Row("revoke",  ("approved",),  "revoked",  "RevokeApproval",        STAFF,                  (),             (Set("note", "revoked"),)),
+    Row("request", (),            "requested", "CreateApprovalRequest", STAFF,                 (),             (Send("approval", Recipient.CUSTOMER_ADMIN, token=True), Publish("approval-requested"))),
+    Row("approve", ("requested",), "approved", "ApproveRequest",        CustomerAdmin("token"), (LIVE, AGREED), (VoidToken(InvitationStatus.ACCEPTED), Add("approvals"), Set("note", "approved by link"), Send("approved", Recipient.PARTNER_CONTACT), Publish("approval-approved"))),
+    Row("lapse",   ("requested",), "lapsed",   "LapseRequest",          Timer(),                (),             (VoidToken(InvitationStatus.EXPIRED), Publish("approval-lapsed"))),
+    Row("revoke",  ("approved",),  "revoked",  "RevokeApproval",        STAFF,                  (),             (Set("note", "revoked"), Publish("approval-revoked"))),
 )
 # fmt: on
 
