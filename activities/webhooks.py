@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,26 @@ async def _pause() -> None:
     activity.heartbeat()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(activity.wait_for_worker_shutdown(), POLL_S)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(every_s: float = 1.0) -> AsyncIterator[None]:
+    """Heartbeats while a POST is under way: a killed worker's delivery is retried within
+    seconds (the heartbeat timeout), a slow receiver's is not mistaken for one."""
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every_s)
+
+    beating = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        beating.cancel()
 
 
 def _attempt() -> int:
@@ -127,7 +147,8 @@ class Deliveries:
             "webhook-signature": signatures(secrets, row["event_id"], now, body),
         }
         try:
-            answer = await self.client.post(hook["url"], content=body.encode(), headers=headers)
+            async with _heartbeating():
+                answer = await self.client.post(hook["url"], content=body.encode(), headers=headers)
         except httpx.HTTPError as error:
             self._count("partnerflow_webhook_failures", "Webhook attempts that failed", kind=type(error).__name__)
             raise ApplicationError(

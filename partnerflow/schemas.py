@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from temporalio.workflow import _Definition
 
 from partnerflow.states.declaration import Lifecycle
+from partnerflow.states.events import CloudEvent
 from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.workflows.lifecycles import WORKFLOWS
 
@@ -82,6 +83,7 @@ def generate() -> dict[str, str]:
     for i, lifecycle in enumerate(LIFECYCLES.values()):
         prefix = "" if i == 0 else f"{lifecycle.name}/"
         files |= {prefix + name: text for name, text in _lifecycle_files(lifecycle).items()}
+    files["event.json"] = _schema(CloudEvent, "validation", "an event (CloudEvents 1.0), delivered and replayed")
     return files
 
 

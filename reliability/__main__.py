@@ -19,7 +19,16 @@ from reliability.verify import verify
 
 RESULTS = Path(__file__).with_name("results.json")
 #: The figures that must be zero (or, for expected_state_ok, equal to relationships).
-MUST_BE_ZERO = ("duplicate_emails", "missing_emails", "audit_mismatches", "records_mismatches", "failed_workflows")
+MUST_BE_ZERO = (
+    "duplicate_emails",
+    "missing_emails",
+    "audit_mismatches",
+    "records_mismatches",
+    "failed_workflows",
+    "events_lost",
+    "events_out_of_order",
+    "events_badly_signed",
+)
 
 
 async def run(plan: Plan, work: Path) -> dict[str, Any]:
@@ -51,6 +60,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kill-every", type=float, nargs=2, default=d.kill_every_s, metavar=("MIN_S", "MAX_S"))
     p.add_argument("--smtp-down", type=float, default=d.smtp_down_s, help="seconds the SMTP server is down")
     p.add_argument("--db-down", type=float, default=d.db_down_s, help="seconds the records database is down")
+    p.add_argument(
+        "--receiver-down", type=float, default=d.receiver_down_s, help="seconds the webhook receiver is down"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, mail, databases)")
@@ -65,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kill_every_s=tuple(args.kill_every),
         smtp_down_s=args.smtp_down,
         db_down_s=args.db_down,
+        receiver_down_s=args.receiver_down,
         seed=args.seed,
     )
     work = Path(tempfile.mkdtemp(prefix="partnerflow-chaos-"))

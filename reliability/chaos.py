@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ from temporalio.service import RPCError
 
 from partnerflow.activities.records import Records
 from partnerflow.client import Relationships, Unavailable
+from partnerflow.events import Events, Subscribed
 from partnerflow.mailsink import MailSink
 from partnerflow.pgcluster import ThrowawayPostgres
 from partnerflow.runtime import search_attributes
@@ -58,6 +60,7 @@ from partnerflow.states.models import (
 from partnerflow.states.names import NAMESPACES
 from partnerflow.testing import ADMIN, BIN, actor, free_port, register_partners, start_input
 from reliability.inbox import Inbox
+from reliability.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTNER = "p-chaos"
@@ -77,6 +80,8 @@ class Plan:
     db_outage_at: float = 0.70
     db_down_s: float = 30.0
     page_kill_every_s: tuple[float, float] = (5.0, 15.0)
+    receiver_outage_at: float = 0.55  # the partner's webhook receiver goes down ...
+    receiver_down_s: float = 60.0  # ... for this long
     restart_during_verify: bool = True  # the awkward moment: the server goes away mid-verification
     patience_s: float = 600.0  # how long a call is repeated before it is a finding (NoAnswer)
     seed: int = 7
@@ -101,6 +106,7 @@ class Tally:
     page_retries: int = 0  # a page answer not had (down, restarting, Temporal away): asked again
     server_restarts: int = 0
     smtp_outages: list[float] = field(default_factory=list)
+    receiver_outages: list[float] = field(default_factory=list)
     db_outages: list[float] = field(default_factory=list)
     steps_done: int = 0
     transient_retries: int = 0
@@ -250,6 +256,9 @@ class Chaos:
         # The customers' mail system: like Exchange or Gmail, it keeps one copy per Message-ID.
         self.sink = MailSink(work / "mail", port=free_port(), fold_redeliveries=True)
         self.inbox = Inbox(work / "mail")
+        # The partner's webhook receiver: every event of the run is delivered to it (events out).
+        self.receiver = Receiver(free_port())
+        self.webhook: Subscribed | None = None
         self.worker: WorkerProcess | None = None
         self.page: PageProcess | None = None
         self.client: Client | None = None
@@ -282,12 +291,23 @@ class Chaos:
             self.client = await Client.connect(
                 self.server.address, namespace=NAMESPACES[Cloud.PUBLIC], data_converter=data_converter_for(keyring)
             )
+            await self.receiver.start()
+            records = Records(self.postgres.url)
+            try:  # the whole log, waits capped low so a receiver back after its outage is soon served
+                events = Events(records, {Cloud.PUBLIC: self.client})
+                self.webhook = await events.subscribe(
+                    Cloud.PUBLIC, PARTNER, self.receiver.url, from_start=True, max_interval=timedelta(seconds=5)
+                )
+            finally:
+                records.dispose()
             yield self
         finally:
             if self.page:
                 self.page.stop()
             if self.worker:
                 self.worker.stop()
+            with contextlib.suppress(Exception):
+                await self.receiver.stop()
             self.server.stop()
             with contextlib.suppress(Exception):
                 self.sink.stop()
@@ -323,6 +343,7 @@ class Chaos:
             asyncio.create_task(self.at(plan.server_restart_at, self.restart_server)),
             asyncio.create_task(self.at(plan.smtp_outage_at, self.smtp_outage)),
             asyncio.create_task(self.at(plan.db_outage_at, self.db_outage)),
+            asyncio.create_task(self.at(plan.receiver_outage_at, self.receiver_outage)),
         ]
         async with self.inbox.watching():
             try:
@@ -509,6 +530,13 @@ class Chaos:
         await asyncio.sleep(self.plan.smtp_down_s)
         self.sink.start()
         self.tally.smtp_outages.append(time.monotonic() - began)
+
+    async def receiver_outage(self) -> None:
+        began = time.monotonic()
+        await self.receiver.stop()
+        await asyncio.sleep(self.plan.receiver_down_s)
+        await self.receiver.start()
+        self.tally.receiver_outages.append(time.monotonic() - began)
 
     async def db_outage(self) -> None:
         began = time.monotonic()

@@ -4,10 +4,12 @@ record exactly once? The expectations come from the lifecycle table, not from th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from typing import Any
 
+from standardwebhooks import Webhook
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
@@ -48,6 +50,39 @@ async def settled(chaos: Chaos, handle: WorkflowHandle[Any, Any], within_s: floa
         if not described.raw_description.pending_activities:
             return
         await asyncio.sleep(0.5)
+
+
+async def all_delivered(chaos: Chaos, logged: set[str]) -> set[str]:
+    """The events the receiver has, once it has every logged one, or patience runs out."""
+    deadline = time.monotonic() + chaos.plan.patience_s
+    while True:
+        have = set(chaos.receiver.unique())
+        if logged <= have or time.monotonic() > deadline:
+            return have
+        await asyncio.sleep(1.0)
+
+
+def event_figures(chaos: Chaos, logged: list[dict[str, Any]], delivered: set[str]) -> dict[str, int]:
+    """Lost: logged, never received. Out of order: a relationship's events first received in
+    another order than the log's. Redelivered: the same event id received again. Badly signed:
+    a body the `standardwebhooks` package refuses with the webhook's secret."""
+    assert chaos.webhook is not None
+    seq = {e["event_id"]: e["seq"] for e in logged}
+    order: dict[str, list[int]] = {}
+    for event in chaos.receiver.unique().values():
+        order.setdefault(event["subject"], []).append(seq.get(event["id"], -1))
+    badly_signed = 0
+    for headers, body in chaos.receiver.got:
+        try:
+            Webhook(chaos.webhook.secret).verify(body, headers)
+        except Exception:
+            badly_signed += 1
+    return {
+        "events_lost": len(set(seq) - delivered),
+        "events_out_of_order": sum(1 for seqs in order.values() for a, b in itertools.pairwise(seqs) if b < a),
+        "events_redelivered": len(chaos.receiver.got) - len(chaos.receiver.unique()),
+        "events_badly_signed": badly_signed,
+    }
 
 
 async def verify(chaos: Chaos) -> dict[str, Any]:
@@ -98,8 +133,11 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
         failed = await chaos.patiently(client.count_workflows, "ExecutionStatus = 'Failed'")
         if restart is not None:
             await restart
+        logged = records.events_after("public", PARTNER, 0, limit=10**6)
+        delivered = await all_delivered(chaos, {e["event_id"] for e in logged})
     finally:
         records.dispose()
+    events = event_figures(chaos, logged, delivered)
 
     # The mailbox as it is once every life has settled: an email a retry delivered while the
     # verification ran counts (a run once called two such emails missing).
@@ -125,6 +163,7 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
         # the server's "250 OK" and the outbox noting it. This test mailbox folds them; a real
         # mailbox that does not dedupe by Message-ID shows the customer two copies.
         "smtp_redeliveries": chaos.sink.redeliveries(),
+        **events,
         "detail": {
             "expected_state": final,
             "expected_audit": operations,
@@ -142,6 +181,9 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
             "page_starts": t.page_starts,
             "page_retries": t.page_retries,
             "smtp_outage_s": [round(s, 1) for s in t.smtp_outages],
+            "receiver_outage_s": [round(s, 1) for s in t.receiver_outages],
+            "events_logged": len(logged),
+            "events_delivered": len(chaos.receiver.got),
             "db_outage_s": [round(s, 1) for s in t.db_outages],
             "transient_retries": t.transient_retries,
             "seconds": round(t.seconds, 1),

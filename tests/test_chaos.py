@@ -23,6 +23,7 @@ async def test_every_life_completes_exactly_once_under_faults(tmp_path: Path) ->
         page_kill_every_s=(2.0, 5.0),
         smtp_down_s=8.0,
         db_down_s=5.0,
+        receiver_down_s=8.0,
         restart_during_verify=True,
         seed=11,
     )
@@ -45,3 +46,7 @@ async def test_every_life_completes_exactly_once_under_faults(tmp_path: Path) ->
     assert detail["emails_without_outbox_row"] == 0 and detail["tokens_in_more_than_one_email"] == 0
     assert results["smtp_redeliveries"] <= tally.worker_kills
     assert detail["tokens_mailed"] == 2 * plan.relationships  # the invitation and the reinstatement's
+    # Events out: every change's event reached the partner's receiver (down for a while), in
+    # each relationship's order, signed; a repeat is only ever the same event id again.
+    assert detail["receiver_outage_s"] and detail["events_logged"] == 6 * plan.relationships
+    assert (results["events_lost"], results["events_out_of_order"], results["events_badly_signed"]) == (0, 0, 0)

@@ -4,27 +4,21 @@ in order, patiently, with dead letters and redelivery."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from cloudevents.v1.http import from_json
 from standardwebhooks import Webhook
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from partnerflow.events import Events, EventsError
+from partnerflow.states.events import CloudEvent
 from partnerflow.states.models import Cloud
 from partnerflow.testing import ADMIN, Harness, actor, poll
+from reliability.receiver import Receiver, free_port
 
 ADMIN_AGENT = actor("admin_agent", user="ada@fabrikam.example")
 LIFE = [
@@ -70,6 +64,8 @@ async def test_every_change_is_logged_in_order_and_replays_from_a_cursor(partner
     assert data["record"]["state"] == "active" and data["record"]["company"] == "Contoso Ltd"
     assert [e["data"]["sequence"] for e in mine] == [1, 2, 3, 4], "the relationship's audit sequence"
     assert len({e["id"] for e in mine}) == 4 and cursor == mine[-1]["partnerflowseq"]
+    for event in everything:
+        CloudEvent.model_validate(event)  # the published schema (schemas/event.json)
     for token in partnerflow.tokens():
         assert token not in json.dumps(everything), "no token in any event"
     # A consumer that saw the second event asks for what came after it.
@@ -101,58 +97,9 @@ async def test_an_indirect_reseller_s_events_are_named_apart_and_its_provider_se
 # --- webhooks, to a real receiver ----------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    """An HTTP receiver on a real port: what it got, and how it answers."""
-
-    port: int
-    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    failing: int = 0  # answer 500 to this many more requests (-1: to every one)
-    delay_s: float = 0.0
-    server: uvicorn.Server | None = None
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/partnerflow"
-
-    async def handle(self, request: Request) -> Response:
-        body = await request.body()
-        await asyncio.sleep(self.delay_s)
-        if self.failing:
-            self.failing -= 1 if self.failing > 0 else 0
-            return Response("busy", status_code=500)
-        self.got.append((dict(request.headers), body))
-        return Response(status_code=204)
-
-    async def start(self) -> None:
-        app = Starlette(routes=[Route("/hooks/partnerflow", self.handle, methods=["POST"])])
-        sock = socket.create_server(("127.0.0.1", self.port))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
-
-    async def stop(self) -> None:
-        if self.server and self.task:
-            self.server.should_exit = True
-            await self.task
-
-    def events(self, secret: str, *more: str) -> list[dict[str, Any]]:
-        """Every delivery, verified with each secret given (all must verify), in arrival order."""
-        found = []
-        for headers, body in self.got:
-            for key in (secret, *more):
-                Webhook(key).verify(body, headers)  # raises unless signed with it
-            assert headers["webhook-id"] == json.loads(body)["id"]
-            found.append(json.loads(body))
-        return found
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    r = Receiver(port)
+    r = Receiver(free_port())
     await r.start()
     yield r
     await r.stop()

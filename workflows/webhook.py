@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from partnerflow.states.names import CLOUD, DELIVERY_STATE, PARTNER_ID, STATE_CHANGED_AT, WEBHOOK_TYPE
 
 WAIT = timedelta(seconds=90)  # a `next_events` long poll, with room
-HEARTBEAT = timedelta(seconds=20)
+HEARTBEAT = timedelta(seconds=5)  # a killed worker's activity is tried again this soon
 QUICK = timedelta(seconds=30)
 MAX_REDELIVERIES = 1000
 
@@ -100,6 +100,7 @@ class WebhookWorkflow:
                 result_type=DELIVER_EVENT.result,
                 schedule_to_close_timeout=start.retry_window,
                 start_to_close_timeout=QUICK,
+                heartbeat_timeout=HEARTBEAT,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     backoff_coefficient=2.0,
