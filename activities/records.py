@@ -482,6 +482,7 @@ class Records:
                 .values(actor_user=ERASED, reason="")
             ).rowcount
             mail = conn.execute(outbox.update().where(emails).values(recipient=ERASED, subject=ERASED)).rowcount
+            logged = self._erase_events(conn, cloud, wid)
             conn.execute(
                 self._insert(audit)
                 .values(
@@ -501,7 +502,20 @@ class Records:
                 )
                 .on_conflict_do_nothing()
             )
-        return {"customers": listed, "audit": trail, "outbox": mail}
+        return {"customers": listed, "audit": trail, "outbox": mail, "event_log": logged}
+
+    def _erase_events(self, conn: Connection, cloud: str, wid: str) -> int:
+        """The relationship's events keep what happened; who acted, why, and the names go."""
+        rows = conn.execute(
+            sa.select(event_log.c.seq, event_log.c.data).where(
+                (event_log.c.cloud == cloud) & (event_log.c.subject == wid)
+            )
+        ).all()
+        for seq, data in rows:
+            record = {**data.get("record", {}), "company": ERASED, "admin_email": None}
+            erased = {**data, "actor": {**data.get("actor", {}), "user": ERASED}, "reason": "", "record": record}
+            conn.execute(event_log.update().where(event_log.c.seq == seq).values(data=erased))
+        return len(rows)
 
     # --- the partner registry ----------------------------------------------------------
     def put_partner(self, cloud: str, partner: Partner, *, now: datetime) -> bool:

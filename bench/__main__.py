@@ -35,9 +35,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from bench import proc
-from bench.driver import Inbox, run_lifecycles, start_many, workflow_id
+from bench.driver import PARTNER, Inbox, run_lifecycles, start_many, workflow_id
 from bench.profile import Profile
+from partnerflow.activities.records import Records
+from partnerflow.events import Events
 from partnerflow.runtime import search_attributes
+from partnerflow.runtime.converter import data_converter
+from partnerflow.states.models import Cloud
+from reliability.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -235,6 +240,51 @@ class Bench:
             events=await history_events(self.client, ids),
             worker_exit=worker.exit(),
         )
+
+    async def with_subscriber(self, without: Run) -> dict[str, Any]:
+        """partnerflow again, with one webhook taking every event (a receiver in this process):
+        what publishing costs a lifecycle (beside `without`, the same round's run with none), and
+        how many events a second one webhook delivers."""
+        name, task_queue = "partnerflow-events", "bench-partnerflow-events"
+        ids = [f"pe-{i:05d}" for i in range(self.args.n)]
+        receiver = Receiver(free_port())
+        await receiver.start()
+        typed = Client(self.client.service_client, namespace=NAMESPACE, data_converter=data_converter)
+        try:
+            async with worker_process(
+                "partnerflow", self.address, task_queue, self.work, self.smtp_port, name
+            ) as worker:
+                records = Records(f"sqlite:///{self.work / (name + '.db')}")
+                try:
+                    await Events(records, {Cloud.PUBLIC: typed}).subscribe(
+                        Cloud.PUBLIC, PARTNER, receiver.url, task_queue=task_queue
+                    )
+                    cpu0 = proc.cpu_seconds(worker.pid)
+                    done = await run_lifecycles(self.client, task_queue, ids, self.inbox, self.args.concurrency)
+                    logged = records.last_event_seq()
+                    deadline = time.monotonic() + 600
+                    while len(receiver.unique()) < logged and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)
+                    cpu1 = proc.cpu_seconds(worker.pid)
+                finally:
+                    records.dispose()
+        finally:
+            await receiver.stop()
+            self.inbox.forget()
+        arrived = receiver.arrivals
+        with_cpu_ms = (cpu1 - cpu0) / len(ids) * 1000
+        return {
+            "lifecycles": len(ids),
+            "events": logged,
+            "events_delivered": len(receiver.unique()),
+            "events_per_lifecycle": logged / len(ids),
+            "lifecycles_per_s": len(ids) / done.seconds,
+            "ratio_vs_without": (len(ids) / done.seconds) / without.lifecycles_per_s,
+            "worker_cpu_ms_per_lifecycle": with_cpu_ms,
+            "publish_cpu_ms_per_lifecycle": with_cpu_ms - without.worker_cpu_s / without.n * 1000,
+            "events_delivered_per_s": logged / max(arrived[-1] - arrived[0], 1e-9) if len(arrived) > 1 else None,
+            "accept_p99_ms": percentile(done.accept_ms, 99),
+        }
 
     async def open_rss(self, variant: str = "partnerflow") -> dict[str, float]:
         """The variant's worker memory with `--open` relationships started by the driver, waiting in `invited`."""
@@ -438,6 +488,13 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"ratio_vs_handwritten {results['ratio_vs_handwritten']:.3f}")
     lines.append(f"ratio_vs_floor       {results['ratio_vs_floor']:.3f}")
+    if results.get("events_out"):
+        e = results["events_out"]
+        lines.append(
+            f"events out           {e['events_per_lifecycle']:.0f} events/lifecycle, publishing"
+            f" {e['publish_cpu_ms_per_lifecycle']:.1f} ms CPU/lifecycle, {e['ratio_vs_without']:.2f} of the rate"
+            f" without, {e['events_delivered_per_s'] or 0:.0f} events/s delivered to one webhook"
+        )
     if results.get("rss_mb_10k_open") is not None:
         lines.append(
             f"rss_mb_10k_open      {results['rss_mb_10k_open']:.0f} MB ({results['open']['relationships']} open)"
@@ -497,6 +554,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     results: dict[str, Any] = {v: summarize([r for r in runs if r.variant == v]) for v in VARIANTS}
                     results["ratio_vs_handwritten"] = paired_ratio(runs, "partnerflow", "handwritten")
                     results["ratio_vs_floor"] = paired_ratio(runs, "partnerflow", "floor")
+                    last_pf = [r for r in runs if r.variant == "partnerflow"][-1]
+                    results["events_out"] = await b.with_subscriber(last_pf)
                     imported, opened = await b.import_and_open()
                     results["rss_mb_10k_open"] = opened["rss_mb"] if opened else None
                     results["import_rows_per_s"] = imported["rows_per_s"] if imported else None

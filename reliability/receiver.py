@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class Receiver:
 
     port: int
     got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each delivery taken
     failing: int = 0  # answer 500 to this many more requests (-1: to every one)
     delay_s: float = 0.0
     server: uvicorn.Server | None = None
@@ -40,6 +42,7 @@ class Receiver:
             self.failing -= 1 if self.failing > 0 else 0
             return Response("busy", status_code=500)
         self.got.append((dict(request.headers), body))
+        self.arrivals.append(time.monotonic())
         return Response(status_code=204)
 
     async def start(self) -> None:

@@ -78,6 +78,9 @@ async def test_an_ended_relationship_is_erased_and_only_its_facts_stay(
     assert [r["actor_role"] for r in trail[:3]] == ["sales_agent", "customer_admin", "sales_agent"]
     text = h.records.engine.connect().exec_driver_sql("select * from outbox").fetchall()
     assert not [r for r in text if "erasable" in str(r).lower()], "no address or name left in the outbox"
+    events = [e for e in h.records.events_after("public", "p-100", 0, 1000) if e["subject"] == handle.id]
+    assert [e["type"] for e in events][-1] == "reseller-relationship-ended", "what happened stays in the event log"
+    assert "erasable" not in str(events).lower() and {e["data"]["actor"]["user"] for e in events} == {ERASED}
     assert len(h.mail()) == mails_before - len(ours)
     assert not [m for m in h.mail() if "Erasable" in str(m["Subject"]) or "erasable" in str(m["To"])]
     assert (await other.describe()).id == other.id  # the other relationship lives on

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import html
 import io
 import logging
 import random
@@ -407,6 +408,7 @@ ALLOWED_HEADERS = {
     "mime-version",
     "content-type",
     "content-transfer-encoding",
+    "content-language",
     "x-peer",  # added by the sink
     "x-mailfrom",
     "x-rcptto",
@@ -424,16 +426,32 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def body(message: EmailMessage, subtype: str = "plain") -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    return str(part.get_content())
+
+
+def seen(text: str) -> str:
+    """As a reader sees it: the word joiners that keep a name from becoming a link are invisible."""
+    return text.replace("\u2060", "")
+
+
 def assert_plain_and_closed(message: EmailMessage, recipient: str, shown: list[str]) -> None:
-    """Only partnerflow's headers, once each; one recipient; plain text; names shown literally."""
+    """Only partnerflow's headers, once each; one recipient; a text part and an HTML part and
+    nothing else; names shown literally in the text, escaped in the HTML, never as markup."""
     names = [k.lower() for k in message]
     assert set(names) <= ALLOWED_HEADERS, f"extra headers: {set(names) - ALLOWED_HEADERS}"
     assert len(names) == len(set(names)), f"a header appears twice: {names}"
     assert message["To"] == recipient and message["X-RcptTo"] == recipient, "one recipient, the intended one"
-    assert not message.is_multipart() and message.get_content_type() == "text/plain"
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     for text in shown:
-        assert one_line(text) in one_line(str(message["Subject"])), f"the subject does not show {text!r} literally"
-        assert text in message.get_content(), f"the body does not show {text!r} literally"
+        subject = seen(one_line(str(message["Subject"])))
+        assert one_line(text) in subject, f"the subject does not show {text!r} literally"
+        assert text in seen(body(message)), f"the text part does not show {text!r} literally"
+        assert text in html.unescape(seen(body(message, "html"))), f"the HTML part does not show {text!r}"
+        assert "<script" not in body(message, "html") and "<a href='http" not in body(message, "html")
 
 
 def encoded_word(raw: str, q: bool = False) -> str:
@@ -485,8 +503,10 @@ async def test_hostile_names_cannot_inject_headers_or_markup(partnerflow: Harnes
     partner = name if where == "partner.name" else "Fabrikam"
     [invitation] = received(partnerflow.sink.maildir)
     assert_plain_and_closed(invitation, "admin@contoso.example", [name])
-    assert invitation.get_content().count("token=") == 1
-    assert one_line(str(invitation["Subject"])) == one_line(f"{partner} invites {company} to a reseller relationship")
+    assert body(invitation).count("token=") == 1
+    assert seen(one_line(str(invitation["Subject"]))) == one_line(
+        f"{partner} invites {company} to a reseller relationship"
+    )
 
     await partnerflow.update(handle, "accept_invitation", accept(partnerflow.token()))
     _, notice = received(partnerflow.sink.maildir)
@@ -510,7 +530,7 @@ async def test_a_reason_cannot_smuggle_smtp_commands(partnerflow: Harness) -> No
     ]
     ended = messages[-1]
     assert_plain_and_closed(ended, "admin@contoso.example", [])
-    assert "MAIL FROM:<evil@x.example>" in ended.get_content() and "smuggled" in ended.get_content()
+    assert "MAIL FROM:<evil@x.example>" in seen(body(ended)) and "smuggled" in body(ended)
     assert all(m["Subject"] != "smuggled" for m in messages)
 
 
