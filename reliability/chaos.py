@@ -298,6 +298,7 @@ class Chaos:
                 self.webhook = await events.subscribe(
                     Cloud.PUBLIC, PARTNER, self.receiver.url, from_start=True, max_interval=timedelta(seconds=5)
                 )
+                self.receiver.secret = self.webhook.secret
             finally:
                 records.dispose()
             yield self

@@ -26,6 +26,8 @@ class Receiver:
     port: int
     got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each delivery taken
+    secret: str | None = None  # given: each delivery is verified as it arrives (the timestamp is fresh then)
+    badly_signed: int = 0
     failing: int = 0  # answer 500 to this many more requests (-1: to every one)
     delay_s: float = 0.0
     server: uvicorn.Server | None = None
@@ -41,6 +43,11 @@ class Receiver:
         if self.failing:
             self.failing -= 1 if self.failing > 0 else 0
             return Response("busy", status_code=500)
+        if self.secret is not None:
+            try:
+                Webhook(self.secret).verify(body, dict(request.headers))
+            except Exception:  # the package's refusal: a signature, an id or a timestamp wrong
+                self.badly_signed += 1
         self.got.append((dict(request.headers), body))
         self.arrivals.append(time.monotonic())
         return Response(status_code=204)

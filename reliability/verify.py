@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from typing import Any
 
-from standardwebhooks import Webhook
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
@@ -65,23 +64,17 @@ async def all_delivered(chaos: Chaos, logged: set[str]) -> set[str]:
 def event_figures(chaos: Chaos, logged: list[dict[str, Any]], delivered: set[str]) -> dict[str, int]:
     """Lost: logged, never received. Out of order: a relationship's events first received in
     another order than the log's. Redelivered: the same event id received again. Badly signed:
-    a body the `standardwebhooks` package refuses with the webhook's secret."""
+    a delivery the `standardwebhooks` package refused with the webhook's secret when it came."""
     assert chaos.webhook is not None
     seq = {e["event_id"]: e["seq"] for e in logged}
     order: dict[str, list[int]] = {}
     for event in chaos.receiver.unique().values():
         order.setdefault(event["subject"], []).append(seq.get(event["id"], -1))
-    badly_signed = 0
-    for headers, body in chaos.receiver.got:
-        try:
-            Webhook(chaos.webhook.secret).verify(body, headers)
-        except Exception:
-            badly_signed += 1
     return {
         "events_lost": len(set(seq) - delivered),
         "events_out_of_order": sum(1 for seqs in order.values() for a, b in itertools.pairwise(seqs) if b < a),
         "events_redelivered": len(chaos.receiver.got) - len(chaos.receiver.unique()),
-        "events_badly_signed": badly_signed,
+        "events_badly_signed": chaos.receiver.badly_signed,  # checked on arrival, as a receiver would
     }
 
 
