@@ -356,6 +356,7 @@ async def _import_with_cli(address: str, csv_file: Path, report: Path, work: Pat
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARTNERFLOW_")}
     env["PARTNERFLOW_LOG__FORMAT"] = "json"
+    env["PARTNERFLOW_ENCRYPTION__KEYS_FILE"] = ""  # plain, as the bench's workers are (no keyring)
     began = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
