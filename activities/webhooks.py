@@ -114,10 +114,10 @@ class Deliveries:
     async def next_events(self, ask: NextEvents) -> EventBatch:
         """The webhook's next events after the cursor; waits up to `wait_s` for one (heartbeating)."""
         deadline = time.monotonic() + ask.wait_s
+        hook = await asyncio.to_thread(self._hook, ask.webhook_id)  # once a call: a removal is seen by the next
+        if hook is None or hook["status"] != "subscribed":
+            return EventBatch(last_seq=ask.after, removed=True)
         while True:
-            hook = await asyncio.to_thread(self._hook, ask.webhook_id)
-            if hook is None or hook["status"] != "subscribed":
-                return EventBatch(last_seq=ask.after, removed=True)
             rows = await asyncio.to_thread(
                 self.records.events_after, hook["cloud"], hook["partner_id"], ask.after, BATCH
             )
@@ -159,20 +159,7 @@ class Deliveries:
             raise ApplicationError(f"receiver answered {answer.status_code}", _attempt(), type="ReceiverRefused")
         at = utc_now()
         lag_ms = int((at - row["time"].replace(tzinfo=row["time"].tzinfo or UTC)).total_seconds() * 1000)
-        attempts = activity.info().attempt if activity.in_activity() else 1
-        await asyncio.to_thread(
-            self.records.record_delivery,
-            dict(
-                webhook_id=deliver.webhook_id,
-                seq=deliver.seq,
-                event_id=deliver.event_id,
-                status="delivered",
-                attempts=attempts,
-                last_error=None,
-                at=at,
-                lag_ms=lag_ms,
-            ),
-        )
+        await self._record(deliver, "delivered", _attempt(), at, lag_ms=lag_ms)
         self._count("partnerflow_webhook_deliveries", "Events delivered to webhooks", kind=row["type"])
         if activity.in_activity():
             activity.metric_meter().create_histogram(
@@ -184,22 +171,25 @@ class Deliveries:
     @activity.defn(name=messages.DEAD_LETTER.name)
     async def dead_letter(self, dead: DeadLetter) -> bool:
         """The retry window is over: the event waits in the dead letters for ops to redeliver."""
-        await asyncio.to_thread(
-            self.records.record_delivery,
-            dict(
-                webhook_id=dead.webhook_id,
-                seq=dead.seq,
-                event_id=dead.event_id,
-                status="dead",
-                attempts=dead.attempts,
-                last_error=dead.error[:200],
-                at=utc_now(),
-                lag_ms=None,
-            ),
-        )
+        await self._record(dead, "dead", dead.attempts, utc_now(), error=dead.error[:200])
         self._count("partnerflow_webhook_dead_letters", "Events given up on after the retry window")
         _log().warning("webhook.dead_letter", webhook_id=dead.webhook_id, seq=dead.seq, error=dead.error[:200])
         return True
+
+    async def _record(
+        self,
+        of: Deliver | DeadLetter,
+        status: str,
+        attempts: int,
+        at: datetime,
+        *,
+        error: str | None = None,
+        lag_ms: int | None = None,
+    ) -> None:
+        """An event's outcome for its webhook, once (a retried activity writes the same row)."""
+        row = dict(webhook_id=of.webhook_id, seq=of.seq, event_id=of.event_id, status=status, attempts=attempts)
+        row |= dict(last_error=error, at=at, lag_ms=lag_ms)
+        await asyncio.to_thread(self.records.record_delivery, row)
 
     def _count(self, name: str, about: str, **labels: str) -> None:
         if activity.in_activity():

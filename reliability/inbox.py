@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from partnerflow.mailsink import text_of
+
 LINK = re.compile(r"[?&]relationship=([^&\s]+)&token=([A-Za-z0-9_-]+)")
 
 
@@ -45,8 +47,7 @@ class Inbox:
         for name in sorted(set(os.listdir(self.new)) - self._seen):
             self._seen.add(name)
             message = email.message_from_bytes((self.new / name).read_bytes(), policy=email.policy.default)
-            body = message.get_body(preferencelist=("plain",))  # the link as the text part has it
-            text = body.get_content() if body is not None else ""
+            text = text_of(message)  # the link as the text part has it
             link = LINK.search(text)
             wid, token = (unquote(link[1]), link[2]) if link else (None, None)
             self.delivered.append(
