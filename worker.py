@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer
@@ -41,6 +42,14 @@ from partnerflow.workflows.proving import ProofInterceptor
 from partnerflow.workflows.webhook import WebhookWorkflow
 
 log = structlog.get_logger("partnerflow.worker")
+
+#: Passed through to the workflow sandbox, never imported again inside it. cryptography's Rust
+#: core imports Python modules lazily, on first use in the process: `cryptography.exceptions` for
+#: the first bad signature, the OpenSSL backend for the first ECDSA check. In an update validator
+#: (`states/proof.py`) that import went through the sandbox, which re-ran the Rust extension: a
+#: SystemError, which aborted the whole process (a bad signature: the Rust side panics) or
+#: refused a genuine ES256 proof.
+SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt")
 
 
 def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
@@ -99,6 +108,7 @@ def new_worker(
         task_queue=task_queue,
         workflows=classes,
         activities=activities.all(),
+        workflow_runner=SandboxedWorkflowRunner(restrictions=SANDBOX),
         interceptors=[
             ArgumentsInterceptor(*(c for c in classes if c is not WebhookWorkflow)),
             ProofInterceptor(activities.verifier),
