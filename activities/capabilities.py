@@ -27,7 +27,17 @@ from partnerflow.activities.webhooks import Deliveries
 from partnerflow.states import messages
 from partnerflow.states.declaration import Lifecycle
 from partnerflow.states.lifecycles import LIFECYCLES
-from partnerflow.states.messages import Admission, Admit, Change, Counted, IssuedToken, ReadFact, SendLetter
+from partnerflow.states.messages import (
+    Admission,
+    Admit,
+    Change,
+    Counted,
+    Found,
+    IssuedToken,
+    ReadFact,
+    Related,
+    SendLetter,
+)
 from partnerflow.states.names import ErrorType
 from partnerflow.states.proof import Expected, Proven, Verifier
 from partnerflow.states.tokens import token_hash
@@ -201,6 +211,24 @@ class Capabilities:
         )
         return recorded
 
+    @activity.defn(name=messages.RELATED.name)
+    async def related_workflows(self, related: Related) -> Found:
+        """The open lifecycles a cascade reaches (the declaration names which lifecycle)."""
+        self._same_cloud(related.cloud)
+        lifecycle = self.lifecycles.get(related.lifecycle)
+        if lifecycle is None:
+            raise _invalid(f"lifecycle: {related.lifecycle} is not declared")
+        prefix = lifecycle.workflow_id.split("{")[0]
+        found = await asyncio.to_thread(
+            self.records.open_lifecycles,
+            related.cloud,
+            related.partner_id,
+            related.customer_id,
+            prefix,
+            {str(s) for s in lifecycle.final},
+        )
+        return Found(workflow_ids=found)
+
     @activity.defn(name=messages.ADMIT.name)
     async def admit_start(self, admit: Admit) -> Admission:
         """A start's partner facts from the registry (the referrer too must be in it), and its
@@ -253,6 +281,7 @@ class Capabilities:
             messages.SEND_NOTICE.name: self.send_notice,
             messages.RECORD_CHANGE.name: self.record_change,
             messages.ADMIT.name: self.admit_start,
+            messages.RELATED.name: self.related_workflows,
         }
         for lifecycle in self.lifecycles.values():
             if lifecycle.token_query:

@@ -52,6 +52,7 @@ customers = _current_rows(
     # Two-tier: an indirect reseller's provider, whose customer list shows the customer too.
     sa.Column("indirect_provider_id", sa.String(100), nullable=True),
     sa.Column("suspension_reason", sa.String(32), nullable=True),  # while suspended
+    sa.Column("admin_request", sa.String(64), nullable=True),  # a delegated admin request the invitation carried
 )
 sa.Index("ix_customers_provider", customers.c.cloud, customers.c.indirect_provider_id)
 
@@ -577,7 +578,11 @@ class Records:
     # --- facts a guard may need -------------------------------------------------------
     def facts(self) -> dict[str, Callable[[str, str, str], Counted]]:
         """The named counts a guard may need, each about one customer (the billing feed's)."""
-        return {"active_subscriptions": self.active_subscriptions}
+        return {
+            "active_subscriptions": self.active_subscriptions,
+            "reseller_ended": self.reseller_ended,
+            "invitation_answer": self.invitation_answer,
+        }
 
     def fact(self, name: str, cloud: str, partner_id: str, customer_id: str) -> Counted:
         """A named fact about one customer; unknown names are refused."""
@@ -618,6 +623,49 @@ class Records:
                     set_=values,
                 )
             )
+
+    def reseller_ended(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
+        """1 when the partner's reseller relationship with the customer has ended, else 0: what a
+        cascade from it must find true before it ends anything else (a signal proves nothing)."""
+        with self.engine.connect() as conn:
+            state = conn.execute(
+                sa.select(customers.c.state).where(
+                    (customers.c.cloud == cloud)
+                    & (customers.c.partner_id == partner_id)
+                    & (customers.c.customer_id == customer_id)
+                )
+            ).scalar()
+        return Counted(count=int(state == State.ENDED))
+
+    def invitation_answer(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
+        """How the customer answered the reseller invitation: 1 accepted (active since), 2 declined,
+        0 not (yet); `detail` names the delegated admin request the invitation carried."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(customers.c.state, customers.c.admin_request).where(
+                    (customers.c.cloud == cloud)
+                    & (customers.c.partner_id == partner_id)
+                    & (customers.c.customer_id == customer_id)
+                )
+            ).first()
+        if found is None or not found.admin_request:
+            return Counted(count=0)
+        answer = {State.ACTIVE: 1, State.SUSPENDED: 1, State.DECLINED: 2}.get(State(found.state), 0)
+        return Counted(count=answer, detail={found.admin_request: 1})
+
+    def open_lifecycles(self, cloud: str, partner_id: str, customer_id: str, prefix: str, final: set[str]) -> list[str]:
+        """Workflow ids (starting with `prefix`) of a customer's lifecycles kept in `entities`,
+        not in a `final` state."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(entities.c.workflow_id, entities.c.state).where(
+                    (entities.c.cloud == cloud)
+                    & (entities.c.partner_id == partner_id)
+                    & (entities.c.customer_id == customer_id)
+                    & entities.c.workflow_id.startswith(prefix, autoescape=True)
+                )
+            ).all()
+        return sorted(wid for wid, state in rows if state not in final)
 
     def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
         with self.engine.connect() as conn:

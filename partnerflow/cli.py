@@ -26,7 +26,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -55,14 +55,19 @@ from partnerflow.client import (
 from partnerflow.events import Events, EventsError
 from partnerflow.runtime.config import ConfigError, Settings, load
 from partnerflow.runtime.connection import connect
+from partnerflow.runtime.keys import Signer
 from partnerflow.runtime.process import exit_without_teardown
-from partnerflow.states.declaration import PartnerStaff
+from partnerflow.states.declaration import CustomerAdmin, PartnerStaff
+from partnerflow.states.delegated_admin import DELEGATED_ADMIN
+from partnerflow.states.delegated_admin_models import DelegatedAdminView, StartDelegatedAdmin
 from partnerflow.states.errors import problems
 from partnerflow.states.inert import csv_cell, terminal
 from partnerflow.states.models import (
     STRICT,
     Actor,
+    AdminRole,
     Cloud,
+    Email,
     Identifier,
     Origin,
     Partner,
@@ -97,6 +102,14 @@ EXIT_CODES: Final[Mapping[type[RelationshipError], int]] = {
     Unavailable: Exit.UNAVAILABLE,
 }
 
+GDAP_OPTIONS: Final[Mapping[str, str]] = {
+    "request_id": "REQUEST_ID",
+    "display_name": "--display-name",
+    "duration": "--duration",
+    "roles": "--admin-role",
+    "auto_extend": "--auto-extend",
+}
+
 ACTOR_ENV: Final[Mapping[str, str]] = {
     "user": "PARTNERFLOW_ACTOR_USER",
     "role": "PARTNERFLOW_ACTOR_ROLE",
@@ -124,6 +137,7 @@ OPTION_FOR: Final[Mapping[str, str]] = {
     "actor.role": f"--role or {ACTOR_ENV['role']}",
     "actor.partner_id": f"--partner-id or {ACTOR_ENV['partner_id']}",
     "reason": "--reason",
+    **GDAP_OPTIONS,
 }
 
 #: The partner-side updates, from the lifecycle's declaration: CLI command name → trigger.
@@ -131,6 +145,13 @@ UPDATES: Final[Mapping[str, str]] = {
     RELATIONSHIP.commands[trigger].cli: trigger
     for trigger in RELATIONSHIP.updates
     if isinstance(RELATIONSHIP.by(trigger), PartnerStaff)
+}
+
+#: The delegated admin updates partner staff send: `partnerflow gdap <name>` → trigger.
+GDAP_UPDATES: Final[Mapping[str, str]] = {
+    DELEGATED_ADMIN.commands[trigger].cli: trigger
+    for trigger in DELEGATED_ADMIN.updates
+    if isinstance(DELEGATED_ADMIN.by(trigger), PartnerStaff)
 }
 
 STATE_KEY: Final = importer.STATE_KEY
@@ -169,6 +190,10 @@ class _PartnerId(BaseModel):
 
 class _Ids(_PartnerId):
     customer_id: Identifier
+
+
+class _CustomerAdmin(BaseModel):
+    email: Email
 
 
 # --- output ----------------------------------------------------------------------
@@ -386,6 +411,149 @@ async def cmd_update(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+# --- delegated admin relationships (GDAP) -------------------------------------------
+
+
+def _gdap_id(args: argparse.Namespace) -> str:
+    partner_id, customer_id = _ids(args)
+    return DELEGATED_ADMIN.workflow_id.format(partner_id=partner_id, customer_id=customer_id, request_id=args.request)
+
+
+def _print_gdap(args: argparse.Namespace, view: DelegatedAdminView) -> None:
+    if args.json:
+        _print_json(view.model_dump(mode="json"))
+        return
+    last = view.audit[-1] if view.audit else None
+    detail = f" ({last.operation} by {last.actor_user})" if last else ""
+    wid = DELEGATED_ADMIN.workflow_id.format(**view.model_dump(include={"partner_id", "customer_id", "request_id"}))
+    _out(f"{terminal(wid)}: {view.state}{detail}")
+
+
+async def cmd_gdap_create(args: argparse.Namespace) -> int:
+    customer = {"id": args.customer, "company": args.company, "country": args.country, "admin_email": args.admin_email}
+    if args.locale:
+        customer["locale"] = args.locale
+    body: dict[str, Any] = {
+        "cloud": args.cloud,
+        "partner": {"id": args.partner},
+        "customer": customer,
+        "actor": _actor(args, args.partner),
+        "request_id": args.request,
+        "display_name": args.display_name,
+        "duration": args.duration,
+        "roles": args.roles or [],
+        "auto_extend": args.auto_extend,
+    }
+    start = StartDelegatedAdmin.model_validate(body, context=STRICT)
+    client = await _connect(args, _settings(args), sign=True)
+    view: DelegatedAdminView = await client.begin(start)
+    if args.lock:
+        view = await client.update(Cloud(args.cloud), _gdap_id(args), "lock_for_approval", _partner_command(args))
+    _print_gdap(args, view)
+    return Exit.OK
+
+
+def _partner_command(args: argparse.Namespace) -> BaseModel:
+    model = DELEGATED_ADMIN.commands["lock_for_approval"].payload
+    return model.model_validate({"actor": _actor(args, _ids(args)[0])}, context=STRICT)
+
+
+async def cmd_gdap_update(args: argparse.Namespace) -> int:
+    """roles, lock, terminate: from the declaration's partner-side commands."""
+    partner_id, _ = _ids(args)
+    name = GDAP_UPDATES[args.action]
+    model = DELEGATED_ADMIN.commands[name].payload
+    payload: dict[str, Any] = {"actor": _actor(args, partner_id)}
+    payload |= {field: getattr(args, field) for field in model.model_fields if field not in ("actor", "proof")}
+    command = model.model_validate(payload, context=STRICT)
+    client = await _connect(args, _settings(args), sign=True)
+    _print_gdap(args, await client.update(Cloud(args.cloud), _gdap_id(args), name, command))
+    return Exit.OK
+
+
+async def cmd_gdap_reissue(args: argparse.Namespace) -> int:
+    partner_id, _ = _ids(args)
+    actor = Actor.model_validate(_actor(args, partner_id), context=STRICT)
+    client = await _connect(args, _settings(args), sign=True)
+    _print_gdap(args, await client.reissue(Cloud(args.cloud), _gdap_id(args), args.as_request, actor))
+    return Exit.OK
+
+
+async def cmd_gdap_show(args: argparse.Namespace) -> int:
+    client = await _connect(args, _settings(args))
+    view: DelegatedAdminView = await client.view(Cloud(args.cloud), _gdap_id(args))
+    if args.json:
+        _print_json(view.model_dump(mode="json"))
+        return Exit.OK
+    facts = [
+        ("relationship", _gdap_id(args)),
+        ("display name", view.display_name),
+        ("partner", f"{view.partner_id} ({view.partner_name})"),
+        ("customer", f"{view.customer_id} ({view.company})"),
+        ("state", view.state),
+        ("roles", ", ".join(view.roles)),
+        ("duration", f"{view.duration.days} days"),
+        ("auto-extend", f"{view.auto_extend.days} days" if view.auto_extend else "off"),
+        ("ends", _when(view.ends_at) if view.ends_at else "-"),
+        ("approval by", _when(view.approval_expires_at) if view.approval_expires_at else "-"),
+    ]
+    width = max(len(name) for name, _ in facts)
+    for name, value in facts:
+        _out(f"{name.ljust(width)}  {terminal(value)}")
+    _out()
+    rows = [
+        (a.seq, _when(a.at), a.operation, a.from_state or "-", a.to_state, f"{a.actor_user} ({a.actor_role})", a.reason)
+        for a in view.audit
+    ]
+    _out(_table(rows, ("SEQ", "AT", "OPERATION", "FROM", "TO", "ACTOR", "REASON")))
+    return Exit.OK
+
+
+def gdap_query(state: str | None = None, partner: str | None = None, ends_within_days: int | None = None) -> str:
+    """The visibility query for `gdap list`: by state, partner, and "ends within N days"."""
+    clauses = [f"WorkflowType = {_quote('type', DELEGATED_ADMIN.workflow_type)}"]
+    if state is not None:
+        clauses.append(f"{DELEGATED_ADMIN.state_attribute} = {_quote('state', state)}")
+    if partner is not None:
+        clauses.append(f"{PARTNER_ID} = {_quote('partner', partner)}")
+    if ends_within_days is not None:
+        [(attribute, _)] = DELEGATED_ADMIN.moment_attributes.items()
+        until = (datetime.now(UTC) + timedelta(days=ends_within_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        clauses.append(f"{attribute} < '{until}'")
+        clauses.append(f"{DELEGATED_ADMIN.state_attribute} IN ('active', 'expiring')")
+    return " AND ".join(clauses)
+
+
+async def cmd_gdap_list(args: argparse.Namespace) -> int:
+    query = gdap_query(args.state, args.partner.lower() if args.partner else None, args.ends_within)
+    client = await _connect(args, _settings(args))
+    ends_key = SearchAttributeKey.for_datetime(next(iter(DELEGATED_ADMIN.moment_attributes)))
+    state_key = SearchAttributeKey.for_keyword(DELEGATED_ADMIN.state_attribute)
+    found: list[dict[str, Any]] = []
+    try:
+        async for execution in client.clients[Cloud(args.cloud)].list_workflows(query, limit=args.limit):
+            attributes = execution.typed_search_attributes
+            ends = attributes.get(ends_key)
+            found.append(
+                {
+                    "workflow_id": execution.id,
+                    "state": attributes.get(state_key),
+                    "status": _status(execution.status),
+                    "ends_at": ends.isoformat() if ends else None,
+                }
+            )
+    except RPCError as error:
+        raise _from_rpc(error) from error
+    except RuntimeError as error:
+        raise Unavailable(f"Temporal is unavailable: {error}") from error
+    if args.json:
+        _print_json(found)
+    else:
+        rows = [(terminal(f["workflow_id"]), f["state"] or "-", f["status"], f["ends_at"] or "-") for f in found]
+        _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS", "ENDS")))
+    return Exit.OK
+
+
 def _partner_line(p: Partner) -> tuple[str, ...]:
     return (p.id, p.name or "", p.kind.value, p.indirect_provider_id or "-", p.contact_email or "-")
 
@@ -452,15 +620,26 @@ def cmd_sign(args: argparse.Namespace) -> int:
     """One assertion for one request, for a script that drives partnerflow with another tool
     (the `temporal` CLI, another SDK): its `proof` field. Made with the configured signer."""
     partner_id, customer_id = _ids(args)
-    lifecycle_actions = {row.trigger for row in RELATIONSHIP.rows if isinstance(row.by, PartnerStaff)}
+    lifecycle = DELEGATED_ADMIN if args.request else RELATIONSHIP
+    wid = _gdap_id(args) if args.request else workflow_id(partner_id, customer_id)
+    kind = CustomerAdmin if args.customer_admin else PartnerStaff
+    lifecycle_actions = {row.trigger for row in lifecycle.rows if isinstance(row.by, kind)}
     if args.action not in lifecycle_actions:
         raise UsageError(f"ACTION must be one of {', '.join(sorted(lifecycle_actions))}")
+    if args.customer_admin:
+        settings = _settings(args)
+        key = settings.resolve(args.portal_key)
+        portal = Signer.from_file(args.portal_issuer, key, audience=settings.proof.audience)
+        admin = _CustomerAdmin.model_validate({"email": args.customer_admin}, context=STRICT).email
+        proof = portal.for_customer(args.action, wid, customer_id, admin)
+        _print_json({"proof": proof}) if args.json else _out(proof)
+        return Exit.OK
     default_partner = args.referred_by if args.action == "refer" and args.referred_by else partner_id
     actor = Actor.model_validate(_actor(args, default_partner), context=STRICT)
     signer = _settings(args).signer_for_cli()
     if signer is None:
         raise ConfigError("signer: set signer.issuer and signer.key_file (PARTNERFLOW_SIGNER__*)")
-    proof = signer.for_actor(args.action, workflow_id(partner_id, customer_id), actor)
+    proof = signer.for_actor(args.action, wid, actor)
     _print_json({"proof": proof}) if args.json else _out(proof)
     return Exit.OK
 
@@ -846,6 +1025,8 @@ def build_parser() -> argparse.ArgumentParser:
                 )
         sub.set_defaults(run=cmd_update)
 
+    _gdap_parsers(commands, actor, relationship)
+
     sub = commands.add_parser("partner", help="the partner registry: every partner fact comes from it")
     actions = sub.add_subparsers(dest="action", metavar="ACTION", required=True)
     adder = actions.add_parser("add", help="add a partner, or change one")
@@ -874,9 +1055,18 @@ def build_parser() -> argparse.ArgumentParser:
         " for one request within a minute: the `proof` field of a start or update sent with the `temporal`"
         " CLI or another SDK (SECURITY.md).",
     )
-    sub.add_argument("action", metavar="ACTION", help="a start (invite, refer) or a partner update")
+    sub.add_argument("action", metavar="ACTION", help="a start (invite, refer, create) or a partner update")
     relationship(sub)
     sub.add_argument("--referred-by", metavar="PARTNER_ID", help="refer: the referring partner (the actor's)")
+    sub.add_argument("--request", metavar="REQUEST_ID", help="a delegated admin relationship's (gdap) request id")
+    sub.add_argument(
+        "--customer-admin",
+        metavar="EMAIL",
+        help="a customer portal's assertion for this admin of the customer (e.g. terminate_by_customer),"
+        " signed with --portal-key (development: make run's customer-portal key)",
+    )
+    sub.add_argument("--portal-key", default=".dev/keys/customer-portal.pem", metavar="PEM", help="(%(default)s)")
+    sub.add_argument("--portal-issuer", default="customer-portal", metavar="NAME", help="(%(default)s)")
     sub.set_defaults(run=cmd_sign)
 
     sub = commands.add_parser("show", help="the state and the latest changes of one relationship")
@@ -985,6 +1175,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- main ------------------------------------------------------------------------
+
+
+def _gdap_parsers(commands: Any, actor: argparse.ArgumentParser, relationship: Callable[[Any], None]) -> None:
+    """`partnerflow gdap …`: delegated admin relationships (the declaration's partner commands)."""
+    gdap = commands.add_parser("gdap", help="delegated admin relationships (GDAP): admin roles in a customer's tenant")
+    actions = gdap.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def one(sub: argparse.ArgumentParser) -> None:
+        relationship(sub)
+        sub.add_argument("request", metavar="REQUEST_ID", help="the request's id (lowercase, digits, dashes)")
+
+    roles = {"choices": [r.value for r in AdminRole], "action": "append", "dest": "roles", "metavar": "ROLE"}
+    sub = actions.add_parser("create", parents=[actor], help="ask a customer for admin roles (state: created)")
+    one(sub)
+    sub.add_argument("--company", required=True, help="the customer's company name")
+    sub.add_argument("--admin-email", required=True, help="the customer's global admin (the approval link)")
+    sub.add_argument("--display-name", required=True, help="up to 50 characters, shown to the customer")
+    sub.add_argument("--duration", default="P730D", help="ISO 8601, P1D to P2Y (default: P730D)")
+    sub.add_argument("--admin-role", required=True, help="an Entra role asked for (repeat for several)", **roles)
+    sub.add_argument("--auto-extend", default="PT0S", choices=["PT0S", "P180D"], help="(default: PT0S, off)")
+    sub.add_argument("--country", default="US", help="ISO country code (default: US)")
+    sub.add_argument("--locale", help="the admin's language (default: the country's)")
+    sub.add_argument("--lock", action="store_true", help="and lock it for approval at once (mails the link)")
+    sub.set_defaults(run=cmd_gdap_create)
+    for name, trigger in GDAP_UPDATES.items():
+        command = DELEGATED_ADMIN.commands[trigger]
+        sub = actions.add_parser(name, parents=[actor], help=command.about, description=command.about)
+        one(sub)
+        for field in command.payload.model_fields:
+            if field == "roles":
+                sub.add_argument("--admin-role", required=True, help="the roles (repeat for several)", **roles)
+            elif field == "reason":
+                sub.add_argument("--reason", default="")
+            elif field not in ("actor", "proof"):
+                sub.add_argument(f"--{field.replace('_', '-')}", dest=field, required=True)
+        sub.set_defaults(run=cmd_gdap_update)
+    sub = actions.add_parser(
+        "reissue", parents=[actor], help="ask again from the same roles (an expired one cannot be restored)"
+    )
+    one(sub)
+    sub.add_argument("--as", dest="as_request", required=True, metavar="NEW_REQUEST_ID", help="the new request's id")
+    sub.set_defaults(run=cmd_gdap_reissue)
+    sub = actions.add_parser("show", help="one delegated admin relationship: roles, term, audit")
+    one(sub)
+    sub.set_defaults(run=cmd_gdap_show)
+    sub = actions.add_parser("list", help="delegated admin relationships (Temporal visibility)")
+    sub.add_argument("--state", choices=list(DELEGATED_ADMIN.states))
+    sub.add_argument("--partner", metavar="PARTNER_ID")
+    sub.add_argument("--ends-within", type=_positive, metavar="DAYS", help="active ones ending within DAYS days")
+    sub.add_argument("--limit", type=_positive, default=1000, help="at most this many (default: 1000)")
+    sub.set_defaults(run=cmd_gdap_list)
 
 
 def _wants_json(argv: Sequence[str]) -> bool:

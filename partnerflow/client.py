@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
@@ -30,8 +30,13 @@ from partnerflow.runtime.codec import Keyring, data_converter_for
 from partnerflow.runtime.config import Settings
 from partnerflow.runtime.connection import connect
 from partnerflow.runtime.keys import Signer
+from partnerflow.states import policy
+from partnerflow.states.declaration import Lifecycle
+from partnerflow.states.delegated_admin import DELEGATED_ADMIN
+from partnerflow.states.delegated_admin_models import DelegatedAdminView, StartDelegatedAdmin
 from partnerflow.states.errors import describe
 from partnerflow.states.inert import markdown
+from partnerflow.states.lifecycles import by_start_model, by_workflow_id
 from partnerflow.states.models import (
     STRICT,
     AcceptInvitation,
@@ -41,6 +46,7 @@ from partnerflow.states.models import (
     InvitationLookup,
     InvitationStatus,
     InvitationView,
+    PartnerCommand,
     RelationshipView,
     StartRelationship,
     Timers,
@@ -144,12 +150,15 @@ def translate(error: BaseException) -> RelationshipError:
     raise error
 
 
-def _checked(start: StartRelationship) -> StartRelationship:
+S = TypeVar("S", bound=BaseModel)
+
+
+def _checked(start: S) -> S:
     """Validated again: a model built with `model_construct` or `model_copy(update=...)` skipped
     its validators, and a refused start would otherwise come back as a closed workflow."""
     try:
         body = start.model_dump(mode="json", warnings=False, exclude_unset=True)
-        return StartRelationship.model_validate(body, context=STRICT)
+        return type(start).model_validate(body, context=STRICT)
     except ValidationError as error:
         raise InvalidInput(describe(error), None) from None
 
@@ -214,8 +223,43 @@ class Relationships:
         """Invite or refer, idempotently: an open relationship with the same id is reused.
 
         Update-with-start answers once the start's change (records, email) is made,
-        or with the reason the start was refused.
+        or with the reason the start was refused. An invitation that carries a delegated admin
+        request (`delegated_admin`) starts that request first, waiting for the invitation's answer.
         """
+        start = self._prepared(start)
+        if start.delegated_admin is not None:
+            await self._carry(start)
+        view: RelationshipView = await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING)
+        return view
+
+    async def _carry(self, start: StartRelationship) -> DelegatedAdminView:
+        """The delegated admin request an invitation carries: its own workflow, begun before the
+        invitation is mailed (so no answer can come first), in `approvalPending` with no link of
+        its own; the invitation's answer approves or declines it. Its actor needs the rights to
+        ask for admin roles: refused here, before anything starts, when it has not."""
+        assert start.delegated_admin is not None
+        body = {
+            **start.delegated_admin.model_dump(mode="json"),
+            "cloud": start.cloud.value,
+            "partner": {"id": start.partner.id},
+            "customer": start.customer.model_dump(mode="json", exclude_none=True),
+            "actor": start.actor.model_dump(mode="json"),
+            "with_invitation": True,
+        }
+        try:
+            carried = StartDelegatedAdmin.model_validate(body, context=STRICT)
+        except ValidationError as error:
+            raise InvalidInput(f"delegated_admin: {describe(error)}", "input") from None
+        lifecycle = by_start_model(StartDelegatedAdmin)
+        denial = policy.check(lifecycle, lifecycle.begin(carried), actor=carried.actor, start=carried)
+        if denial:
+            raise PermissionDenied(f"delegated_admin: {denial.message}", denial.rule)
+        view: DelegatedAdminView = await self.begin(carried)
+        return view
+
+    async def begin(self, start: BaseModel) -> Any:
+        """Start any declared lifecycle (by its start model), as `start` starts a relationship:
+        idempotent, answered once the start's change is made. Returns its view."""
         return await self._start(self._prepared(start), WorkflowIDConflictPolicy.USE_EXISTING)
 
     async def start_reporting(self, start: StartRelationship) -> tuple[RelationshipView, bool]:
@@ -229,33 +273,38 @@ class Relationships:
         second start began a new one: True is never said twice for one run).
         """
         start = self._prepared(start)
+        if start.delegated_admin is not None:
+            await self._carry(start)
         try:
             return await self._start(start, WorkflowIDConflictPolicy.FAIL), True
         except WorkflowAlreadyStartedError:
             return await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING), False
 
-    def _prepared(self, start: StartRelationship) -> StartRelationship:
+    def _prepared(self, start: S) -> S:
         start = _checked(start)
-        if "timers" not in start.model_fields_set and self.default_timers is not None:
-            start = start.model_copy(update={"timers": self.default_timers})
-        if self.signer is not None and start.proof is None:
-            action = RELATIONSHIP.begin(start)
-            start = start.model_copy(update={"proof": self.signer.for_actor(action, start.workflow_id, start.actor)})
+        lifecycle = by_start_model(type(start))
+        timers = self.default_timers if lifecycle is RELATIONSHIP else None  # temporal-dev.yml's are the relationship's
+        if "timers" not in start.model_fields_set and timers is not None:
+            start = start.model_copy(update={"timers": timers})
+        if self.signer is not None and getattr(start, "proof", None) is None:
+            action, wid = lifecycle.begin(start), lifecycle.workflow_id_for(start)
+            start = start.model_copy(update={"proof": self.signer.for_actor(action, wid, start.actor)})  # type: ignore[attr-defined]
         return start
 
-    async def _start(self, start: StartRelationship, policy: WorkflowIDConflictPolicy) -> RelationshipView:
+    async def _start(self, start: Any, policy: WorkflowIDConflictPolicy) -> Any:
         """One update-with-start; a WorkflowAlreadyStartedError (policy FAIL only) is raised as is."""
+        lifecycle = by_start_model(type(start))
         operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            RELATIONSHIP.workflow_type,
+            lifecycle.workflow_type,
             start,
-            id=start.workflow_id,
+            id=lifecycle.workflow_id_for(start),
             task_queue=TASK_QUEUE,
             id_conflict_policy=policy,
-            static_summary=markdown(RELATIONSHIP.summary(start)),  # names shown as typed, never as links
+            static_summary=markdown(lifecycle.summary(start)),  # names shown as typed, never as links
         )
         try:
-            view: RelationshipView = await self.clients[start.cloud].execute_update_with_start_workflow(
-                "started", start_workflow_operation=operation, result_type=RelationshipView
+            view = await self.clients[start.cloud].execute_update_with_start_workflow(
+                "started", start_workflow_operation=operation, result_type=lifecycle.view_model
             )
             return view
         except WorkflowAlreadyStartedError:
@@ -274,14 +323,50 @@ class Relationships:
         except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, RuntimeError) as error:
             raise translate(error) from error
 
-    async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> RelationshipView:
+    async def start_input(self, cloud: Cloud, wid: str) -> dict[str, Any]:
+        """The start input of a lifecycle's latest run (open or closed), as its history holds it."""
+        try:
+            async for event in self._handle(cloud, wid).fetch_history_events():
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [body] = await self.clients[cloud].data_converter.decode(payloads, [dict])
+                return dict(body)
+        except (RPCError, RuntimeError) as error:
+            raise translate(error) from error
+        raise NotFound(f"{wid}: no history", None)
+
+    async def reissue(
+        self, cloud: Cloud, wid: str, request_id: str, actor: Actor, proof: str | None = None
+    ) -> DelegatedAdminView:
+        """A delegated admin relationship asked for again from the same role template (its display
+        name, roles, duration and auto-extension), under `request_id`, and locked for approval at
+        once: the customer's admin gets a new approval link. The old one may be in any state."""
+        old = StartDelegatedAdmin.model_validate(await self.start_input(cloud, wid))
+        start = old.model_copy(update={"request_id": request_id, "actor": actor, "proof": proof, "continued": None})
+        await self.begin(StartDelegatedAdmin.model_validate(start.model_dump(mode="json", exclude_none=True)))
+        new_wid = DELEGATED_ADMIN.workflow_id_for(start)
+        view: DelegatedAdminView = await self.update(cloud, new_wid, "lock_for_approval", PartnerCommand(actor=actor))
+        return view
+
+    async def view(self, cloud: Cloud, wid: str) -> Any:
+        """Any lifecycle's view, by its workflow id (a `RelationshipView` for a relationship)."""
+        lifecycle = _lifecycle(wid)
+        try:
+            return await self._handle(cloud, wid).query(
+                "state", result_type=lifecycle.view_model, rpc_timeout=self.rpc_timeout
+            )
+        except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, RuntimeError) as error:
+            raise translate(error) from error
+
+    async def update(self, cloud: Cloud, wid: str, name: str, command: BaseModel) -> Any:
         """Send one update of the declaration; returns the new view or raises a RelationshipError.
+        The lifecycle is the workflow id's (a relationship's view for a relationship).
 
         `name` must be a declared update and `command` must read as its declared payload: a
         wrong pair is refused here, before anything is sent."""
-        declared = RELATIONSHIP.commands.get(name)
-        if declared is None or name not in RELATIONSHIP.updates:
-            raise InvalidInput(f"update: {name} is not an update of {RELATIONSHIP.workflow_type}", "update")
+        lifecycle = _lifecycle(wid)
+        declared = lifecycle.commands.get(name)
+        if declared is None or name not in lifecycle.updates:
+            raise InvalidInput(f"update: {name} is not an update of {lifecycle.workflow_type}", "update")
         try:
             command = declared.payload.model_validate(command.model_dump(mode="json", warnings=False), context=STRICT)
         except ValidationError as error:
@@ -292,10 +377,7 @@ class Relationships:
         try:
             # No RPC deadline: an update is awaited until the workflow has made the change
             # (activities wait out outages; a crashed worker's task moves to another one).
-            view: RelationshipView = await self._handle(cloud, wid).execute_update(
-                name, command, result_type=RelationshipView
-            )
-            return view
+            return await self._handle(cloud, wid).execute_update(name, command, result_type=lifecycle.view_model)
         except WorkflowUpdateRPCTimeoutOrCancelledError as error:
             raise Unavailable("the update was sent but its outcome is unknown: read the state") from error
         except (RPCError, WorkflowUpdateFailedError, RuntimeError) as error:
@@ -309,10 +391,13 @@ class Relationships:
     async def find_invitation(self, wid: str, token: str) -> tuple[Cloud | None, InvitationView]:
         """Which cloud holds the relationship this token belongs to, and what its holder may see."""
         unknown = InvitationView(status=InvitationStatus.UNKNOWN)
+        lifecycle = by_workflow_id(wid)
+        if lifecycle is None or lifecycle.token_query is None:
+            return None, unknown
         for cloud in self.clients:
             try:
                 view = await self._handle(cloud, wid).query(
-                    "invitation",
+                    lifecycle.token_query,
                     InvitationLookup(token=token),
                     result_type=InvitationView,
                     rpc_timeout=self.rpc_timeout,
@@ -327,7 +412,16 @@ class Relationships:
         return None, unknown
 
     async def accept_invitation(self, cloud: Cloud, wid: str, command: AcceptInvitation) -> RelationshipView:
-        return await self.update(cloud, wid, "accept_invitation", command)
+        view: RelationshipView = await self.update(cloud, wid, "accept_invitation", command)
+        return view
 
     async def decline_invitation(self, cloud: Cloud, wid: str, command: DeclineInvitation) -> RelationshipView:
-        return await self.update(cloud, wid, "decline_invitation", command)
+        view: RelationshipView = await self.update(cloud, wid, "decline_invitation", command)
+        return view
+
+
+def _lifecycle(wid: str) -> Lifecycle:
+    found = by_workflow_id(wid)
+    if found is None:
+        raise InvalidInput(f"workflow_id: {wid} is no lifecycle's (e.g. {RELATIONSHIP.workflow_id})", "workflow_id")
+    return found

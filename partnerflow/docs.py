@@ -21,16 +21,21 @@ from partnerflow.states.declaration import (
     WHOSE,
     Add,
     By,
+    Cascade,
     CustomerAdmin,
     Deadline,
     Effect,
+    Keep,
     Lifecycle,
+    Mark,
     PartnerStaff,
     Publish,
     Send,
     Set,
     Take,
     Timer,
+    Until,
+    Upstream,
     VoidToken,
 )
 from partnerflow.states.diagram import mermaid
@@ -51,6 +56,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def who(by: By) -> str:
     if isinstance(by, Timer):
         return "partnerflow's timer"
+    if isinstance(by, Upstream):
+        return "partnerflow, told by a related lifecycle's change"
     if isinstance(by, CustomerAdmin):
         return (
             "the customer's global admin ("
@@ -73,10 +80,21 @@ def effect(e: Effect) -> str:
         return f"`{e.field}` = {e.value}"
     if isinstance(e, Take):
         return f"`{e.field}` = the caller's `{e.path}`"
+    if isinstance(e, Keep):
+        took = ", ".join(f"`{name}`" for name, _ in e.take)
+        return f"`{e.field}`[the caller's `{e.key}`] = {took}" + (f", status {e.status}" if e.status else "")
+    if isinstance(e, Mark):
+        among = f" ({', '.join(e.among)})" if e.among else ""
+        return f"every `{e.field}` entry{among}: status {e.status}"
+    if isinstance(e, Until):
+        return f"`{e.field}` = " + (f"`{e.since}`" if e.since else "now") + f" + the start's `{e.after}`"
     if isinstance(e, Add):
         return f"`{e.field}` + {e.amount}" + (f" if `{e.if_set}`" if e.if_set else "")
     if isinstance(e, VoidToken):
         return f"link void ({e.outcome.value})"
+    if isinstance(e, Cascade):
+        where = f" if `{e.if_set}`" if e.if_set else ""
+        return f"every open {e.lifecycle} of the customer: `{e.trigger}`{where}"
     if isinstance(e, Publish):
         return f"event `{e.event}`" + (f" (`{e.indirect}` for an indirect reseller)" if e.indirect else "")
     raise TypeError(e)
@@ -110,7 +128,9 @@ def deadlines(lc: Lifecycle) -> str:
     def line(d: Deadline) -> list[str]:
         letters = ", ".join(f"`{r.letter}`" for r in d.letters())
         reminders = f"`timers.{d.reminders}` before, letters {letters}" if letters else "–"
-        return [d.state, f"`timers.{d.after}`", f"`{d.fires}`", reminders]
+        lead = f" less `timers.{d.lead}`" if d.lead else ""
+        lasts = f"`timers.{d.after}`" if d.after else f"until `{d.until}`{lead}"
+        return [d.state, lasts, f"`{d.fires}`", reminders]
 
     return _table(["state", "lasts at most", "then", "reminders"], [line(d) for d in lc.deadlines])
 

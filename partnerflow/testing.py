@@ -54,12 +54,14 @@ from partnerflow.mailsink import MailSink, text_of
 from partnerflow.runtime import search_attributes
 from partnerflow.runtime.converter import data_converter
 from partnerflow.runtime.keys import Signer, public_jwks
-from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
-from partnerflow.states.models import STRICT, Actor, Cloud, Partner, RelationshipView, StartRelationship, State, Timers
+from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer, Upstream
+from partnerflow.states.lifecycles import LIFECYCLES, by_workflow_id
+from partnerflow.states.models import STRICT, Actor, Cloud, Partner, RelationshipView, State
 from partnerflow.states.names import NAMESPACES
 from partnerflow.states.proof import Issuer, Verifier, key_set
 from partnerflow.states.relationship import RELATIONSHIP
 from partnerflow.worker import new_worker
+from partnerflow.workflows.timers import deadline_at
 
 BIN = Path(sys.executable).parent
 LINK_BASE = "http://portal.test"
@@ -161,7 +163,7 @@ def sign_start(body: dict[str, Any], lifecycle: Lifecycle = RELATIONSHIP) -> dic
     """`body` with an assertion for its actor, as a calling service would mint it (left as it is
     when it does not read as a start: a test of bad input)."""
     try:
-        start = StartRelationship.model_validate(body)
+        start: Any = lifecycle.start_model.model_validate(body)
     except ValueError:
         return body
     proof = KIT_KEYS.partners.for_actor(lifecycle.begin(start), lifecycle.workflow_id_for(start), start.actor)
@@ -217,9 +219,11 @@ async def poll(check: Callable[[], Awaitable[Any]], attempts: int = 200) -> Any:
 
 
 def path_to(target: str, lifecycle: Lifecycle = RELATIONSHIP) -> tuple[Row, list[Row]]:
-    """The start row and the shortest row sequence reaching `target`, from the declaration."""
+    """The start row and the shortest row sequence reaching `target`, from the declaration: by
+    the starts the kit knows how to make (`START_OVERRIDES`), its callers' updates and its timers
+    (a cascade is no step of its own: another lifecycle's change makes it)."""
     best: tuple[Row, list[Row]] | None = None
-    for start in lifecycle.starts:
+    for start in (s for s in lifecycle.starts if s.trigger in START_OVERRIDES):
         seen, frontier = {start.dest}, [(start.dest, list[Row]())]
         while frontier:
             state, steps = frontier.pop(0)
@@ -228,7 +232,7 @@ def path_to(target: str, lifecycle: Lifecycle = RELATIONSHIP) -> tuple[Row, list
                     best = (start, steps)
                 break
             for row in lifecycle.rows:
-                if state in row.sources and row.dest not in seen:
+                if state in row.sources and row.dest not in seen and not isinstance(row.by, Upstream):
                     seen.add(row.dest)
                     frontier.append((row.dest, [*steps, row]))
     if best is None:
@@ -245,7 +249,46 @@ START_OVERRIDES: dict[str, dict[str, Any]] = {
         "referred_by": "dist-1",
         "actor": {"user": "d@dist.example", "role": "sales_agent", "partner_id": "dist-1"},
     },
+    # A delegated admin request (the relationship's `origin` is ignored by its start model).
+    "create": {
+        "request_id": "helpdesk",
+        "display_name": "Helpdesk",
+        "duration": "P730D",
+        "roles": ["Helpdesk Administrator", "License Administrator"],
+        "actor": {"user": "gia@fabrikam.example", "role": "admin_agent", "partner_id": "p-100"},
+        # Its steps (approved → activating → active, and termination's) take a minute here, not
+        # none: a test sees each state, and no update races the workflow's completion (which
+        # the time-skipping server cannot take: its clock stays locked).
+        "timers": {"step": "PT1M"},
+    },
 }
+
+
+def lifecycle_of(workflow_id: str) -> Lifecycle:
+    found = by_workflow_id(workflow_id)
+    assert found is not None, f"{workflow_id} is no lifecycle's workflow id"
+    return found
+
+
+def workflow_id_of(lifecycle: Lifecycle, body: dict[str, Any]) -> str:
+    """The workflow id a raw start input asks for (read leniently: a test may send bad input)."""
+    own = {k: v for k, v in body.items() if isinstance(v, str)}
+    return lifecycle.workflow_id.format(**own, partner_id=body["partner"]["id"], customer_id=body["customer"]["id"])
+
+
+def ids_of(workflow_id: str) -> tuple[str, str]:
+    """(partner id, customer id) of any lifecycle's workflow id."""
+    partner_id, customer_id = workflow_id.split("/")[1:3]
+    return partner_id, customer_id
+
+
+@dataclass
+class _Deadline:
+    """What `deadline_at` reads of a workflow's data, rebuilt from outside it."""
+
+    state: str
+    fields: dict[str, Any]
+    entered_at: datetime
 
 
 @dataclass
@@ -260,43 +303,85 @@ class Harness:
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
     async def start(
-        self, body: dict[str, Any] | None = None, *, prove: bool = True, register: bool = True, **overrides: Any
+        self,
+        body: dict[str, Any] | None = None,
+        *,
+        prove: bool = True,
+        register: bool = True,
+        lifecycle: Lifecycle = RELATIONSHIP,
+        **overrides: Any,
     ) -> WorkflowHandle[Any, Any]:
-        """Start a relationship from raw JSON (`start_input(**overrides)` by default), its actor
-        proven and its partners registered unless told otherwise."""
+        """Start a lifecycle (a relationship unless told) from raw JSON (`start_input(**overrides)`
+        by default), its actor proven and its partners registered unless told otherwise."""
         body = body or start_input(**overrides)
         if register:
             register_partners(self.records, body)
         if prove and "proof" not in body:
-            body = sign_start(body)
-        wid = RELATIONSHIP.workflow_id.format(partner_id=body["partner"]["id"], customer_id=body["customer"]["id"])
+            body = sign_start(body, lifecycle)
         handle = await self.client.start_workflow(
-            RELATIONSHIP.workflow_type, body, id=wid, task_queue=self.task_queue, result_type=RelationshipView
+            lifecycle.workflow_type,
+            body,
+            id=workflow_id_of(lifecycle, body),
+            task_queue=self.task_queue,
+            result_type=lifecycle.view_model,
         )
         self.handles.append(handle)
         return handle
 
-    async def bring_to(self, state: str | State, **overrides: Any) -> WorkflowHandle[Any, Any]:
-        """A relationship in `state`, by the shortest path the declaration allows."""
-        first, steps = path_to(str(state))
+    async def bring_to(
+        self, state: str | State, *, lifecycle: Lifecycle = RELATIONSHIP, **overrides: Any
+    ) -> WorkflowHandle[Any, Any]:
+        """A lifecycle (a relationship unless told) in `state`, by the shortest path its declaration allows."""
+        first, steps = path_to(str(state), lifecycle)
         for key, value in START_OVERRIDES[first.trigger].items():
             overrides.setdefault(key, value)
-        handle = await self.start(**overrides)
+        handle = await self.start(lifecycle=lifecycle, **overrides)
         await self.wait_for_state(handle, first.dest)
-        timers = Timers.model_validate(start_input(**overrides).get("timers") or {})
-        partner_id, customer_id = handle.id.split("/")[1:]
-        for row in steps:
-            deadline = RELATIONSHIP.deadline_in(row.sources[0]) if isinstance(row.by, Timer) else None
-            if deadline:
-                await self.env.sleep(getattr(timers, deadline.after) + timedelta(hours=1))
+        partner_id, customer_id = ids_of(handle.id)
+        path = [first.dest, *(row.dest for row in steps)]
+        for i, row in enumerate(steps):
+            if (await self.view(handle)).state in path[i + 1 :]:
+                continue  # its timers already moved it on (steps that take no time)
+            if isinstance(row.by, Timer):
+                # Just past the deadline: a next state's deadline may follow a minute later.
+                await self.env.sleep(await self._until(handle, lifecycle) + timedelta(seconds=1))
             else:
                 await self.update(handle, row.trigger, self.payload(row.trigger, customer_id, partner_id))
+            await self._moved_on(handle, path[i])
         await self.wait_for_state(handle, str(state))
         return handle
 
+    async def _moved_on(self, handle: WorkflowHandle[Any, Any], state: str) -> None:
+        async def moved() -> bool:
+            return (await self.view(handle)).state != state
+
+        await poll(moved)
+
+    async def _until(self, handle: WorkflowHandle[Any, Any], lifecycle: Lifecycle) -> timedelta:
+        """How long until the current state's deadline, by the declaration's own arithmetic."""
+        row = self.records.current(lifecycle.table, handle.id) or {}
+        own = row.get("fields", {}) if lifecycle.table == "entities" else {k: row.get(k) for k in lifecycle.fields}
+        view = await self.view(handle)
+        start: Any = lifecycle.start_model.model_validate(await self.start_input_of(handle))
+        entered = view.audit[-1].at
+        data = _Deadline(state=view.state, fields=own, entered_at=entered)
+        end = deadline_at(lifecycle, data, start.timers)  # type: ignore[arg-type]
+        assert end is not None, f"{view.state} has no deadline"
+        return max(end - await self.env.get_current_time(), timedelta(0))
+
+    async def start_input_of(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+        """The start input as its history holds it (decoded by this client's converter)."""
+        async for event in handle.fetch_history_events():
+            attrs = event.workflow_execution_started_event_attributes
+            [body] = await self.client.data_converter.decode(attrs.input.payloads, [dict])
+            return dict(body)
+        raise AssertionError("no history")
+
     def payload(self, trigger: str, customer_id: str, partner_id: str = "p-100") -> dict[str, Any]:
-        """A payload that the policy and the guards accept for `trigger`, from its row and command."""
-        by, model = RELATIONSHIP.by(trigger), RELATIONSHIP.commands[trigger].payload
+        """A payload that the policy and the guards accept for `trigger`, from its row and command
+        (the lifecycle is the one whose update it is; a field's example where it declares one)."""
+        lifecycle = next(lc for lc in LIFECYCLES.values() if trigger in lc.commands)
+        by, model = lifecycle.by(trigger), lifecycle.commands[trigger].payload
         body: dict[str, Any] = {}
         if isinstance(by, PartnerStaff):
             role = "global_admin" if "global_admin" in by.roles else sorted(by.roles)[0].value
@@ -315,6 +400,8 @@ class Harness:
                 body[name] = "test kit"
             elif name == "admin_email":
                 body[name] = ADMIN["email"]
+            elif info.examples and name not in body:
+                body[name] = info.examples[0]
         return body
 
     async def wait_for_state(self, handle: WorkflowHandle[Any, Any], state: str | None = None) -> RelationshipView:
@@ -330,7 +417,8 @@ class Harness:
         return result
 
     async def view(self, handle: WorkflowHandle[Any, Any]) -> RelationshipView:
-        result: RelationshipView = await handle.query("state", result_type=RelationshipView)
+        """The lifecycle's view (a `RelationshipView` for a relationship)."""
+        result: RelationshipView = await handle.query("state", result_type=lifecycle_of(handle.id).view_model)
         return result
 
     async def update(
@@ -340,7 +428,8 @@ class Harness:
         unless `prove` is False or it carries a proof)."""
         if prove and "proof" not in payload:
             payload = sign_update(payload, name, handle.id)
-        result: RelationshipView = await handle.execute_update(name, payload, result_type=RelationshipView)
+        view_model = lifecycle_of(handle.id).view_model
+        result: RelationshipView = await handle.execute_update(name, payload, result_type=view_model)
         return result
 
     def mail(self, to: str | None = None) -> list[Any]:

@@ -1,8 +1,10 @@
-"""The acceptance page: the customer's global admin reads the request and accepts or declines.
+"""The customer's pages: the global admin reads a request and answers it. The invitation page
+accepts or declines a reseller relationship; the approval page approves or declines the admin
+roles of a delegated admin relationship.
 
-It keeps no state: every answer comes from the relationship's workflow through
-the same typed client backend services use. The plain token is only ever in the
-link, the form and the update it sends.
+They keep no state: every answer comes from the lifecycle's workflow through the same typed
+client backend services use. The plain token is only ever in the link, the form and the
+update it sends.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import urlencode
 
 import jinja2
 import structlog
+from babel.dates import format_timedelta
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,9 +41,13 @@ from partnerflow.portal.security import CSRF_COOKIE, Csrf, Hardened, WrongTokenL
 from partnerflow.runtime import tracing
 from partnerflow.runtime.config import PortalSettings
 from partnerflow.states.declaration import N_
+from partnerflow.states.delegated_admin import DELEGATED_ADMIN, ROLE_WORDS
+from partnerflow.states.delegated_admin_models import ApproveRequest, DeclineRequest, DelegatedAdminView
 from partnerflow.states.errors import problems
+from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.states.models import (
     AcceptInvitation,
+    AdminRole,
     Cloud,
     CustomerAdmin,
     DeclineInvitation,
@@ -50,7 +57,14 @@ from partnerflow.states.models import (
 
 log = structlog.get_logger("partnerflow.portal")
 HERE = Path(__file__).resolve().parent
-_WORKFLOW_ID = re.compile(r"relationship/[A-Za-z0-9][A-Za-z0-9._-]{0,99}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}"
+#: By page (a lifecycle's token query): the workflow ids it serves, its declared id format with
+#: each `{id}` an identifier.
+_WORKFLOW_ID = {
+    lc.token_query: re.compile(re.sub(r"\\{\w+\\}", lambda _: _ID, re.escape(lc.workflow_id)))
+    for lc in LIFECYCLES.values()
+    if lc.token_query
+}
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
 # Every text the page shows: English msgids, in the reader's language at render time.
@@ -74,6 +88,28 @@ BROKEN = (N_("Something went wrong"), N_("Nothing was changed. Please try again 
 NOTHING_HERE = (N_("Nothing here"), N_("Open the invitation link from your email."))
 TICK_THE_BOX = N_("Tick the box to accept the customer agreement first.")
 PLEASE_CHECK = N_("Please check: {fields}.")
+# The approval page's own words where the invitation's would not fit.
+APPROVAL_NOT_VALID = (
+    N_("This approval link is not valid"),
+    N_("The link may be incomplete or mistyped. Ask your partner to send you a new request."),
+)
+APPROVAL_NO_LONGER_VALID = (N_("This request is no longer valid"), N_("Ask your partner for a new request."))
+APPROVAL_SPENT: dict[InvitationStatus, tuple[str, str]] = {
+    InvitationStatus.ACCEPTED: (
+        N_("This request has already been answered"),
+        N_("It was approved: the partner has the roles it asked for. Nothing more to do here."),
+    ),
+    InvitationStatus.DECLINED: (
+        N_("This request has already been answered"),
+        N_("It was declined. If that was a mistake, ask your partner for a new request."),
+    ),
+    InvitationStatus.REPLACED: (N_("This request is no longer valid"), N_("Ask your partner for a new request.")),
+    InvitationStatus.CANCELLED: (
+        N_("This request is no longer valid"),
+        N_("Your partner withdrew it. Ask your partner for a new request if you still want one."),
+    ),
+    InvitationStatus.EXPIRED: (N_("This request has expired"), N_("Ask your partner to send you a new request.")),
+}
 SPENT: dict[InvitationStatus, tuple[str, str]] = {
     InvitationStatus.ACCEPTED: (
         N_("This invitation has already been used"),
@@ -144,28 +180,34 @@ class Portal:
         """The real client, as the hardening middleware found it (proxies only if configured)."""
         return str(request.scope.get("state", {}).get("client", "-"))
 
-    async def _lookup(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
-        """The live invitation, or the page that explains why there is none; every outcome
-        takes at least `min_answer_ms`, so timing does not tell a known relationship apart."""
+    async def _lookup(
+        self, request: Request, wid: str, token: str, page: str = "invitation"
+    ) -> tuple[Cloud, InvitationView] | HTMLResponse:
+        """The live invitation (or approval request: `page`), or the page that explains why there
+        is none; every outcome takes at least `min_answer_ms`, so timing does not tell a known
+        relationship apart."""
         began = time.monotonic()
-        found = await self._find(request, wid, token)
+        found = await self._find(request, wid, token, page)
         await asyncio.sleep(max(0.0, self.settings.min_answer_ms / 1000 - (time.monotonic() - began)))
         return found
 
-    async def _find(self, request: Request, wid: str, token: str) -> tuple[Cloud, InvitationView] | HTMLResponse:
+    async def _find(
+        self, request: Request, wid: str, token: str, page: str
+    ) -> tuple[Cloud, InvitationView] | HTMLResponse:
         client = self._client(request)
+        not_valid, spent = (NOT_VALID, SPENT) if page == "invitation" else (APPROVAL_NOT_VALID, APPROVAL_SPENT)
         if self.limiter.blocked(client):
             return problem(request, 429, TOO_MANY)
-        if not _WORKFLOW_ID.fullmatch(wid) or not _TOKEN.fullmatch(token):
+        if not _WORKFLOW_ID[page].fullmatch(wid) or not _TOKEN.fullmatch(token):
             self.limiter.miss(client)
-            return problem(request, 404, NOT_VALID)
+            return problem(request, 404, not_valid)
         cloud, view = await self.relationships.find_invitation(wid, token)
         if cloud is not None and view.status is InvitationStatus.VALID:
             return cloud, view
         if view.status is InvitationStatus.UNKNOWN:
             self.limiter.miss(client)
-            return problem(request, 404, NOT_VALID)
-        return problem(request, 410, SPENT[view.status])
+            return problem(request, 404, not_valid)
+        return problem(request, 410, spent[view.status])
 
     def _form(
         self,
@@ -175,15 +217,20 @@ class Portal:
         token: str,
         status: int = 200,
         error: tuple[str, dict[str, str]] | None = None,
+        page: str = "invitation",
+        **details: Any,
     ) -> Response:
         visitor = request.cookies.get(CSRF_COOKIE) or Csrf.new_visitor()
         csrf = self.csrf.token(visitor, wid)
         language = reader(request, view)
         gettext = translations(language).gettext
+        if page == "invitation":
+            details.setdefault("carried", None)
         response = render(
-            "invitation.html",
+            f"{page}.html",
             language,
             status,
+            **details,
             view=view,
             relationship=wid,
             token=token,
@@ -198,18 +245,57 @@ class Portal:
             httponly=True,
             samesite="strict",
             secure=self.settings.secure_cookies,
-            path="/invitation",
+            path=f"/{page}",
         )
         return response
 
     # --- routes ------------------------------------------------------------------
+    async def _carried(self, request: Request, cloud: Cloud, wid: str, view: InvitationView) -> Any:
+        """The delegated admin request the invitation carries, while it waits for this answer:
+        its roles in plain words (the reader's language), else None."""
+        relationship = await self.relationships.view(cloud, wid)
+        if not relationship.admin_request:
+            return None
+        partner_id, customer_id = wid.split("/")[1:3]
+        carried_id = DELEGATED_ADMIN.workflow_id.format(
+            partner_id=partner_id, customer_id=customer_id, request_id=relationship.admin_request
+        )
+        try:
+            request_view: DelegatedAdminView = await self.relationships.view(cloud, carried_id)
+        except NotFound:
+            return None
+        if request_view.state != "approvalPending":
+            return None
+        language = reader(request, view)
+        gettext = translations(language).gettext
+        return {
+            "view": request_view,
+            "roles": [(role, gettext(ROLE_WORDS[AdminRole(role)])) for role in request_view.roles],
+            "days": format_timedelta(request_view.duration, threshold=10_000, granularity="day", locale=language),
+            "renews": bool(request_view.auto_extend),
+        }
+
+    async def _again(
+        self,
+        request: Request,
+        cloud: Cloud,
+        view: InvitationView,
+        wid: str,
+        token: str,
+        error: tuple[str, dict[str, str]],
+    ) -> Response:
+        """The invitation page once more (400), saying what to fix."""
+        carried = await self._carried(request, cloud, wid, view)
+        return self._form(request, view, wid, token, 400, error, carried=carried)
+
     async def show(self, request: Request) -> Response:
         wid = request.query_params.get("relationship", "")
         token = request.query_params.get("token", "")
         found = await self._lookup(request, wid, token)
         if isinstance(found, HTMLResponse):
             return found
-        return self._form(request, found[1], wid, token)
+        carried = await self._carried(request, found[0], wid, found[1])
+        return self._form(request, found[1], wid, token, carried=carried)
 
     async def answer(self, request: Request) -> Response:
         form = await request.form()
@@ -223,12 +309,13 @@ class Portal:
             return found
         cloud, view = found
         accepting = request.url.path.endswith("/accept")
+        carried = await self._carried(request, cloud, wid, view)  # answered with the invitation
         name = fields.get("admin_name", "").strip() or (view.admin_email or "")
         try:
             admin = CustomerAdmin(user=name, email=view.admin_email or "")
             if accepting:
                 if fields.get("agreement") != "yes":
-                    return self._form(request, view, wid, token, 400, (TICK_THE_BOX, {}))
+                    return await self._again(request, cloud, view, wid, token, (TICK_THE_BOX, {}))
                 accept = AcceptInvitation(token=token, customer_admin=admin, accept_agreement=True)
                 await self.relationships.accept_invitation(cloud, wid, accept)
             else:
@@ -237,12 +324,85 @@ class Portal:
                 await self.relationships.decline_invitation(cloud, wid, decline)
         except ValidationError as error:
             where = ", ".join(p["field"] for p in problems(error))
-            return self._form(request, view, wid, token, 400, (PLEASE_CHECK, {"fields": where}))
+            return await self._again(request, cloud, view, wid, token, (PLEASE_CHECK, {"fields": where}))
         except (GuardFailed, TransitionNotAllowed, NotFound):
             return problem(request, 410, NO_LONGER_VALID)
         except InvalidInput as error:
-            return self._form(request, view, wid, token, 400, (PLEASE_CHECK, {"fields": error.rule or "input"}))
-        return render("done.html", reader(request, view), view=view, accepted=accepting)
+            named = {"fields": error.rule or "input"}
+            return await self._again(request, cloud, view, wid, token, (PLEASE_CHECK, named))
+        language = reader(request, view)
+        return render("done.html", language, view=view, accepted=accepting, carried=carried)
+
+    # --- the approval page (a delegated admin relationship) -------------------------
+    async def _approval_form(
+        self,
+        request: Request,
+        found: tuple[Cloud, InvitationView],
+        wid: str,
+        token: str,
+        status: int = 200,
+        error: tuple[str, dict[str, str]] | None = None,
+    ) -> Response:
+        """The request in plain words: the roles (each explained), how long, whether it renews
+        itself. Read from the workflow's view once the token has proven the reader."""
+        cloud, view = found
+        request_view: DelegatedAdminView = await self.relationships.view(cloud, wid)
+        language = reader(request, view)
+        gettext = translations(language).gettext
+        roles = [(role, gettext(ROLE_WORDS[AdminRole(role)])) for role in request_view.roles]
+        return self._form(
+            request,
+            view,
+            wid,
+            token,
+            status,
+            error,
+            page="approval",
+            request_view=request_view,
+            roles=roles,
+            # In days, as the reader counts them ("730 Tage"): Babel's words, no catalog needed.
+            days=format_timedelta(request_view.duration, threshold=10_000, granularity="day", locale=language),
+            renews=bool(request_view.auto_extend),
+        )
+
+    async def show_approval(self, request: Request) -> Response:
+        wid = request.query_params.get("relationship", "")
+        token = request.query_params.get("token", "")
+        found = await self._lookup(request, wid, token, "approval")
+        if isinstance(found, HTMLResponse):
+            return found
+        return await self._approval_form(request, found, wid, token)
+
+    async def answer_approval(self, request: Request) -> Response:
+        form = await request.form()
+        fields = {k: str(v) for k, v in form.items()}
+        request.scope.setdefault("state", {})["lang"] = fields.get("lang")
+        wid, token = fields.get("relationship", ""), fields.get("token", "")
+        if not self.csrf.ok(request.cookies.get(CSRF_COOKIE), wid, fields.get("csrf")):
+            return problem(request, 403, FORM_EXPIRED)
+        found = await self._lookup(request, wid, token, "approval")
+        if isinstance(found, HTMLResponse):
+            return found
+        cloud, view = found
+        approving = request.url.path.endswith("/approve")
+        name = fields.get("admin_name", "").strip() or (view.admin_email or "")
+        try:
+            admin = CustomerAdmin(user=name, email=view.admin_email or "")
+            if approving:
+                approve = ApproveRequest(token=token, customer_admin=admin)
+                await self.relationships.update(cloud, wid, "approve", approve)
+            else:
+                decline = DeclineRequest(token=token, customer_admin=admin, reason=fields.get("reason", ""))
+                await self.relationships.update(cloud, wid, "decline", decline)
+        except ValidationError as error:
+            where = ", ".join(p["field"] for p in problems(error))
+            return await self._approval_form(request, found, wid, token, 400, (PLEASE_CHECK, {"fields": where}))
+        except (GuardFailed, TransitionNotAllowed, NotFound):
+            return problem(request, 410, APPROVAL_NO_LONGER_VALID)
+        except InvalidInput as error:
+            fields_named = {"fields": error.rule or "input"}
+            return await self._approval_form(request, found, wid, token, 400, (PLEASE_CHECK, fields_named))
+        return render("approval_done.html", reader(request, view), view=view, approved=approving)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -298,6 +458,9 @@ def create_app(relationships: Relationships, settings: PortalSettings | None = N
             Route("/invitation", guarded(portal.show), methods=["GET"]),
             Route("/invitation/accept", guarded(portal.answer), methods=["POST"]),
             Route("/invitation/decline", guarded(portal.answer), methods=["POST"]),
+            Route("/approval", guarded(portal.show_approval), methods=["GET"]),
+            Route("/approval/approve", guarded(portal.answer_approval), methods=["POST"]),
+            Route("/approval/decline", guarded(portal.answer_approval), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
     )

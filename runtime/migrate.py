@@ -38,6 +38,7 @@ LATER_COLUMNS = frozenset(
         ("customers", "admin_email"),
         ("customers", "indirect_provider_id"),
         ("customers", "suspension_reason"),
+        ("customers", "admin_request"),
         ("subscriptions", "detail"),
     }
 )

@@ -15,7 +15,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
+from pydantic_core import to_jsonable_python
 
 from partnerflow.states.models import Cloud, InvitationStatus, PartnerKind, Role
 
@@ -63,7 +64,13 @@ class Timer:
     """partnerflow itself, when a deadline passes: never a caller."""
 
 
-By = PartnerStaff | CustomerAdmin | Timer
+@dataclass(frozen=True)
+class Upstream:
+    """partnerflow itself, when a change of another lifecycle of the same partner and customer
+    says so (its row's `Cascade`): never a caller."""
+
+
+By = PartnerStaff | CustomerAdmin | Timer | Upstream
 
 # --- guards ---------------------------------------------------------------------------
 
@@ -137,7 +144,60 @@ class Take:
     def value(self, command: Any) -> Any:
         for name in self.path.split("."):
             command = getattr(command, name, None)
-        return command
+        return to_jsonable_python(command)  # a record holds JSON: enums and tuples as such
+
+
+@dataclass(frozen=True)
+class Until:
+    """A record field takes a moment (ISO 8601): the length at `after` in the start input
+    (dotted) past the change's time, or past the moment already in `since` (a field), so a
+    term renewed late still ends where it would have."""
+
+    field: str
+    after: str
+    since: str | None = None
+
+    def moment(self, start: Any, fields: Mapping[str, Any], now: datetime) -> str:
+        length: Any = start
+        for name in self.after.split("."):
+            length = getattr(length, name)
+        base = fields.get(self.since) if self.since else None
+        moment: datetime = (datetime.fromisoformat(base) if isinstance(base, str) else now) + length
+        return moment.isoformat()
+
+
+@dataclass(frozen=True)
+class Keep:
+    """A map field (one entry per key) keeps an entry: its key at `key` in the command, its
+    attributes at the command paths `take` names, and `status`. What a lifecycle holds several
+    of (a partner group's access), each with a status of its own."""
+
+    field: str
+    key: str
+    take: tuple[tuple[str, str], ...] = ()  # (attribute, command path)
+    status: str | None = None
+
+    def entry(self, command: Any, current: Any) -> tuple[str, dict[str, Any]]:
+        found = dict(current.get(str(Take(self.field, self.key).value(command)), {})) if current else {}
+        found |= {name: Take(self.field, path).value(command) for name, path in self.take}
+        if self.status is not None:
+            found["status"] = self.status
+        return str(Take(self.field, self.key).value(command)), found
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Every entry of a map field whose status is one of `among` (any, if empty) takes `status`."""
+
+    field: str
+    status: str
+    among: tuple[str, ...] = ()
+
+    def applied(self, current: Any) -> dict[str, Any]:
+        return {
+            key: {**entry, "status": self.status} if not self.among or entry.get("status") in self.among else entry
+            for key, entry in (current or {}).items()
+        }
 
 
 @dataclass(frozen=True)
@@ -169,7 +229,19 @@ class Publish:
         return self.indirect if self.indirect and partner_kind == "indirect_reseller" else self.event
 
 
-Effect = Send | Set | Take | Add | VoidToken | Publish
+@dataclass(frozen=True)
+class Cascade:
+    """Once the change is recorded, every open `lifecycle` of the same cloud, partner and customer
+    is told to fire `trigger` (an `Upstream` row there; ignored where its state allows none).
+    `since`: the `workflow.patched` id under which it was added (older histories replay)."""
+
+    lifecycle: str
+    trigger: str
+    since: str | None = None
+    if_set: str | None = None  # only where this record field is set
+
+
+Effect = Send | Set | Take | Until | Keep | Mark | Add | VoidToken | Publish | Cascade
 
 # --- rows, commands, deadlines, the lifecycle ----------------------------------------
 
@@ -210,15 +282,19 @@ class Command:
 
 @dataclass(frozen=True)
 class Deadline:
-    """A state that lasts at most the start input's `timers.<after>`, then `fires` (a Timer row).
+    """A state that lasts at most the start input's `timers.<after>`, then `fires` (a Timer row);
+    or that ends `timers.<lead>` (if given) before the moment a record field holds (`until`,
+    written by an `Until` effect): a term that outlives the state it began in.
 
     Reminders go out `timers.<reminders>` before the end (never late: one whose moment
     passed during an outage is skipped). The clock starts each time a row enters the state.
     """
 
     state: str
-    after: str
-    fires: str
+    after: str | None = None
+    fires: str = ""
+    until: str | None = None
+    lead: str | None = None
     reminders: str | None = None
     reminder: Send | tuple[Send, ...] | None = None  # one letter each time, or several (to several people)
 
@@ -250,7 +326,7 @@ class Lifecycle:
     rows: tuple[Row, ...]
     commands: Mapping[str, Command]
     deadlines: tuple[Deadline, ...]
-    fields: Mapping[str, bool | int | str | None]  # record fields and their first values
+    fields: Mapping[str, JsonValue]  # record fields and their first values
     flags: Mapping[str, bool | int | str]  # the workflow's own fields, never recorded
     start_model: type[BaseModel]
     view_model: type[BaseModel]
@@ -264,6 +340,8 @@ class Lifecycle:
     # workflow: a run continued from before such a column existed records it all the same.
     from_start: Mapping[str, Callable[[Any], str | None]] = field(default_factory=dict)
     token_expiry_attribute: str | None = None  # the Datetime one that holds the latest link's deadline
+    # Datetime search attributes kept equal to a record field's moment (an `Until` field).
+    moment_attributes: Mapping[str, str] = field(default_factory=dict)
     token_query: str | None = None  # the query a link's page asks with its token
     table: str = "entities"  # where the records keep the lifecycle's current row
     letters: Mapping[str, Callable[[LetterFacts], tuple[str, str]]] = field(default_factory=dict)
@@ -288,7 +366,9 @@ class Lifecycle:
     @property
     def updates(self) -> tuple[str, ...]:
         """Triggers a caller may send (the Temporal updates), in table order."""
-        return tuple(dict.fromkeys(r.trigger for r in self.rows if not r.is_start and not isinstance(r.by, Timer)))
+        return tuple(
+            dict.fromkeys(r.trigger for r in self.rows if not r.is_start and not isinstance(r.by, Timer | Upstream))
+        )
 
     @property
     def starts(self) -> tuple[Row, ...]:
@@ -301,7 +381,10 @@ class Lifecycle:
         return {g.name: g for r in self.rows for g in (*r.guards, *((r.unchanged_if,) if r.unchanged_if else ()))}
 
     def workflow_id_for(self, start: Any) -> str:
-        return self.workflow_id.format(partner_id=start.partner.id, customer_id=start.customer.id)
+        """`workflow_id` filled in from the start input: the partner's and customer's ids, and
+        any top-level text field of the start (a lifecycle with several per customer names one)."""
+        own = {name: value for name, value in start if isinstance(value, str)}
+        return self.workflow_id.format(**own, partner_id=start.partner.id, customer_id=start.customer.id)
 
 
 def N_(message: str) -> str:
@@ -337,23 +420,31 @@ def _problems(lc: Lifecycle) -> Any:
         for effect in row.effects:
             if isinstance(effect, Send) and effect.letter not in lc.letters:
                 yield f"{row.trigger}: no text for letter {effect.letter}"
-            if isinstance(effect, Set | Take | Add) and effect.field not in {**lc.fields, **lc.flags}:
-                yield f"{row.trigger}: unknown field {effect.field}"
-            if isinstance(effect, Send) and effect.token and not lc.deadline_in(row.dest):
-                yield f"{row.trigger}: a link letter needs a deadline on {row.dest} (the link's expiry)"
+            written = effect.field if isinstance(effect, Set | Take | Until | Keep | Mark | Add) else None
+            if written is not None and written not in {**lc.fields, **lc.flags}:
+                yield f"{row.trigger}: unknown field {written}"
+            if isinstance(effect, Send) and effect.token and not getattr(lc.deadline_in(row.dest), "after", None):
+                yield f"{row.trigger}: a link letter needs a deadline (`after`) on {row.dest} (the link's expiry)"
             if isinstance(effect, Send) and effect.token and not lc.token_query:
                 yield f"{row.trigger}: a link letter needs a page (token_query) to link to"
-        if not row.is_start and not isinstance(row.by, Timer) and row.trigger not in lc.commands:
+        if not row.is_start and not isinstance(row.by, Timer | Upstream) and row.trigger not in lc.commands:
             yield f"{row.trigger}: no command declares its payload"
         if {type(r.by) for r in lc.rows_for(row.trigger)} != {type(row.by)}:
             yield f"{row.trigger}: its rows disagree on who may fire it"
     for deadline in lc.deadlines:
+        if (deadline.after is None) == (deadline.until is None):
+            yield f"deadline of {deadline.state}: give `after` or `until`, not both"
+        if deadline.until and deadline.until not in lc.fields:
+            yield f"deadline of {deadline.state}: unknown field {deadline.until}"
         fired = lc.rows_for(deadline.fires)
         if not fired or not all(isinstance(r.by, Timer) and deadline.state in r.sources for r in fired):
             yield f"deadline of {deadline.state}: {deadline.fires} must be a Timer row leaving it"
         for reminder in deadline.letters():
             if reminder.letter not in lc.letters:
                 yield f"deadline of {deadline.state}: no text for letter {reminder.letter}"
+    for name in lc.moment_attributes.values():
+        if name not in lc.fields:
+            yield f"moment_attributes: unknown field {name}"
     for name in lc.web_ui_codes:
         if name not in lc.fields:
             yield f"web_ui_codes: unknown field {name}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from partnerflow.states.declaration import Lifecycle, Timer
+from partnerflow.states.declaration import Lifecycle, Timer, Upstream
 from partnerflow.states.lifecycles import LIFECYCLES
 
 
@@ -16,6 +16,7 @@ def mermaid(lifecycle: Lifecycle) -> str:
     for row in lifecycle.rows:
         for source in row.sources:
             label = f"{row.trigger} (timer)" if isinstance(row.by, Timer) else row.trigger
+            label += " (cascade)" if isinstance(row.by, Upstream) else ""
             edge = (source, row.dest, label)
             if edge not in seen:
                 seen.add(edge)

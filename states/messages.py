@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, JsonValue, model_validator
 
 from partnerflow.states.models import Partner
 
@@ -96,7 +96,7 @@ class Change(Audited):
     customer_id: str
     workflow_id: str
     company: str
-    fields: dict[str, bool | int | str | None] = {}
+    fields: dict[str, JsonValue] = {}
     lifecycle: str = "relationship"
     event: str | None = None  # its event's type, recorded in the event log with it (none: before events)
 
@@ -197,8 +197,24 @@ class DeadLetter(_Message):
     error: str  # the last failure's kind, never a body
 
 
+class Related(_Message):
+    """Which open lifecycles of `lifecycle` a cascade reaches: the same cloud, partner and customer."""
+
+    lifecycle: str
+    cloud: str
+    partner_id: str
+    customer_id: str
+
+
+class Found(_Message):
+    workflow_ids: list[str] = []
+
+
 SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
+RELATED: Capability[Related, Found] = Capability("related_workflows", Related, Found)
+#: The signal a cascade sends: the trigger (an `Upstream` row) to fire.
+CASCADE_SIGNAL = "cascade"
 #: A start's admission: the partner registry's facts and the proof of its actor, recorded once.
 ADMIT: Capability[Admit, Admission] = Capability("admit_start", Admit, Admission)
 

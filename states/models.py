@@ -197,6 +197,85 @@ class Timers(_Model):
         return self
 
 
+# --- delegated admin requests (their lifecycle: states/delegated_admin.py) ----------------
+
+#: The program's bounds on a relationship's duration, and its only auto-extension.
+SHORTEST, LONGEST = timedelta(days=1), timedelta(days=730)
+AUTO_EXTENSION = timedelta(days=180)
+
+
+class AdminRole(StrEnum):
+    """The Microsoft Entra built-in roles a partner may ask for, by the names the admin center shows."""
+
+    GLOBAL_ADMINISTRATOR = "Global Administrator"
+    GLOBAL_READER = "Global Reader"
+    USER_ADMINISTRATOR = "User Administrator"
+    HELPDESK_ADMINISTRATOR = "Helpdesk Administrator"
+    LICENSE_ADMINISTRATOR = "License Administrator"
+    BILLING_ADMINISTRATOR = "Billing Administrator"
+    EXCHANGE_ADMINISTRATOR = "Exchange Administrator"
+    SHAREPOINT_ADMINISTRATOR = "SharePoint Administrator"
+    TEAMS_ADMINISTRATOR = "Teams Administrator"
+    SECURITY_ADMINISTRATOR = "Security Administrator"
+    SECURITY_READER = "Security Reader"
+    SERVICE_SUPPORT_ADMINISTRATOR = "Service Support Administrator"
+    DIRECTORY_READERS = "Directory Readers"
+
+
+def _unique(roles: tuple[AdminRole, ...]) -> tuple[AdminRole, ...]:
+    if len(set(roles)) != len(roles):
+        raise ValueError("each role may be named once")
+    return roles
+
+
+Roles = Annotated[
+    tuple[AdminRole, ...],
+    Field(min_length=1, max_length=len(AdminRole), examples=[["Helpdesk Administrator"]]),
+    AfterValidator(_unique),
+]
+RequestId = Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")]
+DisplayName = Annotated[Name, Field(max_length=50)]
+GroupId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", examples=["helpdesk-agents"])]
+
+
+def _auto_extension(value: timedelta) -> timedelta:
+    if value not in (timedelta(0), AUTO_EXTENSION):
+        raise ValueError("must be PT0S (off) or P180D")
+    return value
+
+
+AutoExtend = Annotated[timedelta, AfterValidator(_auto_extension)]
+
+
+def refuses_auto_extension(roles: tuple[AdminRole, ...] | list[str]) -> bool:
+    """The program's rule: a relationship with Global Administrator never extends itself."""
+    return AdminRole.GLOBAL_ADMINISTRATOR in roles
+
+
+class AdminRequest(_Model):
+    """What a partner asks a customer for admin roles with: a display name, a duration, the roles
+    and whether it renews itself. A reseller invitation may carry one (`delegated_admin`)."""
+
+    request_id: RequestId  # the caller's name for it, unique per partner and customer: part of its workflow id
+    display_name: DisplayName
+    duration: timedelta  # ISO 8601, P1D to P2Y
+    roles: Roles
+    auto_extend: AutoExtend = timedelta(0)  # PT0S or P180D
+
+    @field_validator("duration")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if not SHORTEST <= value <= LONGEST:
+            raise ValueError("must be between P1D and P2Y (730 days)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_self_extending_global_admin(self) -> AdminRequest:
+        if self.auto_extend and refuses_auto_extension(self.roles):
+            raise ValueError("auto_extend must be PT0S when roles include Global Administrator")
+        return self
+
+
 class StartRelationship(_Model):
     """The workflow's start input: invite a customer, or record a referral."""
 
@@ -208,6 +287,8 @@ class StartRelationship(_Model):
     referred_by: Identifier | None = None
     proof: Proof | None = None  # a signed assertion that the actor may start it (SECURITY.md)
     timers: Timers = Timers()
+    # An invitation may carry a delegated admin request: the customer accepts both in one visit.
+    delegated_admin: AdminRequest | None = None
     # The state a continued run (continue-as-new) carries on. Internal: not in the
     # published schema, and refused unless the run really is a continuation.
     continued: SkipJsonSchema[dict[str, Any] | None] = None
@@ -218,6 +299,8 @@ class StartRelationship(_Model):
             raise ValueError("referred_by is required when origin is referral")
         if self.origin is Origin.INVITATION and not self.customer.admin_email:
             raise ValueError("customer.admin_email is required when origin is invitation")
+        if self.origin is Origin.REFERRAL and self.delegated_admin is not None:
+            raise ValueError("delegated_admin is for an invitation (a referral's partner asks once it accepts)")
         if self.origin is Origin.REFERRAL and self.customer.admin_email and _strict(info):
             # The referrer never chooses where the referred partner's invitation goes.
             raise ValueError(
@@ -353,6 +436,8 @@ class RelationshipView(_Model):
     suspension_ends_at: datetime | None = None  # while suspended: when it ends unless resumed
     origin: Origin
     invitation_expires_at: datetime | None
+    # The delegated admin request the invitation carried (its request id): answered with it.
+    admin_request: str | None = None
     audit: tuple[AuditEntry, ...]
 
 

@@ -38,6 +38,8 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "InvitationExpiresAt": "Datetime",  # the latest invitation's deadline: "about to lapse"
     "StateChangedAt": "Datetime",  # when the state last changed: "ended this month"
     "DeliveryState": "Keyword",  # a webhook's: idle | delivering (since StateChangedAt)
+    "DelegatedAdminState": "Keyword",  # a delegated admin relationship's state
+    "AdminAccessEndsAt": "Datetime",  # when its term ends (active, expiring): "expiring in 30 days"
 }
 PARTNER_ID, CUSTOMER_ID, CLOUD, STATE_CHANGED_AT = "PartnerId", "CustomerId", "Cloud", "StateChangedAt"
 DELIVERY_STATE = "DeliveryState"

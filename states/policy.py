@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from partnerflow.states.declaration import WHOSE, CustomerAdmin, Lifecycle, PartnerStaff, Recipient, Send, Timer
+from partnerflow.states.declaration import (
+    WHOSE,
+    CustomerAdmin,
+    Lifecycle,
+    PartnerStaff,
+    Recipient,
+    Send,
+    Timer,
+    Upstream,
+)
 from partnerflow.states.models import Actor, PartnerKind
 
 
@@ -29,6 +38,8 @@ def check(lifecycle: Lifecycle, trigger: str, *, actor: Actor | None, start: Any
     by = rows[0].by
     if isinstance(by, Timer):
         return Denial("action", f"{trigger} is fired by partnerflow's timer, never by a caller")
+    if isinstance(by, Upstream):
+        return Denial("action", f"{trigger} is fired by partnerflow (a related change), never by a caller")
     if isinstance(by, CustomerAdmin):
         return None  # proven by the live link token or the customer portal (the row's guards)
     return _partner_staff(by, trigger, actor, start)

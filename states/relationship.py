@@ -11,6 +11,7 @@ from typing import Any
 from partnerflow.states.declaration import (
     Add,
     By,
+    Cascade,
     Command,
     CustomerAdmin,
     Deadline,
@@ -119,13 +120,23 @@ SAME_CUSTOMER = Guard(
 INVITE = Send("invitation", CUSTOMER, token=True)
 # Where the invitation goes: the inviting partner says so, or the referred one when it accepts.
 ADMIN_FROM_START, ADMIN_FROM_REFERRED = Take("admin_email", "customer.admin_email"), Take("admin_email", "admin_email")
+# An invitation may carry a delegated admin request: answering the invitation answers it too.
+CARRIED = Take("admin_request", "delegated_admin.request_id")
+CARRIED_APPROVED = Cascade(
+    "delegated_admin", "approve_with_invitation", since="carried-admin-request", if_set="admin_request"
+)
+CARRIED_DECLINED = Cascade(
+    "delegated_admin", "decline_with_invitation", since="carried-admin-request", if_set="admin_request"
+)
 PERMISSION_OFF = Set("purchase_permission", False)  # [ours] the permission ends with the relationship
-ENDED_EFFECTS = (Send("customer_ended", CUSTOMER), Publish("reseller-relationship-ended"))
+# Ending the reseller relationship ends the partner's admin access too (the program's rule).
+ADMIN_ACCESS_ENDS = Cascade("delegated_admin", "end_with_reseller", since="end-delegated-admin")
+ENDED_EFFECTS = (Send("customer_ended", CUSTOMER), ADMIN_ACCESS_ENDS, Publish("reseller-relationship-ended"))
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
     #   trigger                    sources                            dest                  operation                            by             guards                        effects
-    Row("invite",                  (),                                S.INVITED,            "CreateCustomerInvitation",          STAFF,         (),                           (ADMIN_FROM_START, INVITE, Publish("reseller-relationship-invitation-created"))),
+    Row("invite",                  (),                                S.INVITED,            "CreateCustomerInvitation",          STAFF,         (),                           (ADMIN_FROM_START, CARRIED, INVITE, Publish("reseller-relationship-invitation-created"))),
     Row("refer",                   (),                                S.REFERRED,           "CreateReferral",                    REFERRER,      (),                           (Publish("referral-created"),)),
     Row("accept_referral",         (S.REFERRED,),                     S.INVITED,            "UpdateReferral",                    REFERRED,      (),                           (ADMIN_FROM_REFERRED, INVITE, Publish("referral-updated"))),
     Row("decline_referral",        (S.REFERRED,),                     S.REFERRAL_DECLINED,  "UpdateReferral",                    REFERRED,      (),                           (Send("referrer_declined", REQUESTER), Publish("referral-updated"))),
@@ -133,15 +144,15 @@ ROWS: tuple[Row, ...] = (
     Row("resend_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.INVITED,            "ResendCustomerInvitation",          STAFF,         (),                           (INVITE, Publish("reseller-relationship-invitation-resent"))),
     Row("cancel_invitation",       (S.INVITED, S.INVITATION_EXPIRED), S.CANCELLED,          "CancelCustomerInvitation",          STAFF,         (),                           (VoidToken(T.CANCELLED), Publish("reseller-relationship-invitation-cancelled"))),
     Row("expire_invitation",       (S.INVITED,),                      S.INVITATION_EXPIRED, "ExpireCustomerInvitation",          TIMER,         (),                           (VoidToken(T.EXPIRED), Send("partner_expired", PARTNER, since="notify-partner-on-invitation-expiry"), Publish("reseller-relationship-invitation-expired"))),
-    Row("accept_invitation",       (S.INVITED,),                      S.ACTIVE,             "AddCustomer",                       LINK,          (LIVE_TOKEN, AGREEMENT),      (VoidToken(T.ACCEPTED), Add("reinstated_count", if_set="reinstating"), Set("reinstating", False), Send("partner_accepted", PARTNER), Send("provider_accepted", PROVIDER, since="two-tier"), Publish("reseller-relationship-accepted-by-customer", indirect="indirect-reseller-relationship-accepted-by-customer"))),
-    Row("decline_invitation",      (S.INVITED,),                      S.DECLINED,           "DeclineCustomerInvitation",         LINK,          (LIVE_TOKEN,),                (VoidToken(T.DECLINED), Publish("reseller-relationship-declined-by-customer"))),
+    Row("accept_invitation",       (S.INVITED,),                      S.ACTIVE,             "AddCustomer",                       LINK,          (LIVE_TOKEN, AGREEMENT),      (VoidToken(T.ACCEPTED), Add("reinstated_count", if_set="reinstating"), Set("reinstating", False), Send("partner_accepted", PARTNER), Send("provider_accepted", PROVIDER, since="two-tier"), CARRIED_APPROVED, Publish("reseller-relationship-accepted-by-customer", indirect="indirect-reseller-relationship-accepted-by-customer"))),
+    Row("decline_invitation",      (S.INVITED,),                      S.DECLINED,           "DeclineCustomerInvitation",         LINK,          (LIVE_TOKEN,),                (VoidToken(T.DECLINED), CARRIED_DECLINED, Publish("reseller-relationship-declined-by-customer"))),
     Row("set_purchase_permission", (S.ACTIVE,),                       S.ACTIVE,             "CreateSelfServePolicy",             ADMINS,        (GRANTS,),                    (Set("purchase_permission", True), Publish("purchase-permission-changed")), unchanged_if=SAME_PERMISSION),
     Row("set_purchase_permission", (S.ACTIVE,),                       S.ACTIVE,             "DeleteSelfServePolicy",             ADMINS,        (REVOKES,),                   (PERMISSION_OFF, Publish("purchase-permission-changed")), unchanged_if=SAME_PERMISSION),
     Row("suspend",                 (S.ACTIVE,),                       S.SUSPENDED,          "SuspendCustomerRelationship",       SUSPENDERS,     (),                           (PERMISSION_OFF, Take("suspension_reason", "reason"), Send("customer_suspended", CUSTOMER), Publish("reseller-relationship-suspended"))),
     Row("resume",                  (S.SUSPENDED,),                    S.ACTIVE,             "ResumeCustomerRelationship",        SUSPENDERS,     (),                           (Set("suspension_reason", None), Send("customer_resumed", CUSTOMER), Publish("reseller-relationship-resumed"))),
     Row("end_suspended",           (S.SUSPENDED,),                    S.ENDED,              "RemovePartnerCustomerRelationship", TIMER,         (),                           (Set("suspension_reason", None), Send("partner_suspension_ended", PARTNER), *ENDED_EFFECTS)),
     Row("end_relationship",        (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", ENDERS,        (NO_SUBSCRIPTIONS,),          (PERMISSION_OFF, Set("suspension_reason", None), *ENDED_EFFECTS)),
-    Row("remove_partner",          (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", PORTAL,        (SAME_CUSTOMER,),             (PERMISSION_OFF, Set("suspension_reason", None), Send("partner_removed", PARTNER), Publish("reseller-relationship-removed-by-customer"))),
+    Row("remove_partner",          (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", PORTAL,        (SAME_CUSTOMER,),             (PERMISSION_OFF, Set("suspension_reason", None), Send("partner_removed", PARTNER), ADMIN_ACCESS_ENDS, Publish("reseller-relationship-removed-by-customer"))),
     Row("reinstate",               (S.ENDED,),                        S.INVITED,            "ReinstateCustomer",                 STAFF,         (),                           (Set("reinstating", True), Send("reinstatement", CUSTOMER, token=True), Publish("reseller-relationship-reinstated"))),
 )
 
@@ -181,6 +192,7 @@ def view(snap: Snapshot) -> RelationshipView:
         partner_name=s.partner.name or s.partner.id,
         company=s.customer.company,
         admin_email=admin_email(snap),
+        admin_request=snap.fields.get("admin_request"),
         indirect_provider_id=provider_of(s),
         suspension_reason=SuspensionReason(reason) if (reason := snap.fields.get("suspension_reason")) else None,
         suspension_ends_at=snap.deadline_at if snap.state == S.SUSPENDED else None,
@@ -222,6 +234,7 @@ RELATIONSHIP = Lifecycle(
         "reinstated_count": 0,
         "admin_email": None,
         "suspension_reason": None,
+        "admin_request": None,
     },
     flags={"reinstating": False},
     start_model=StartRelationship,

@@ -24,6 +24,7 @@ from partnerflow.states.messages import (
     DEAD_LETTER,
     DELIVER_EVENT,
     NEXT_EVENTS,
+    RELATED,
     Change,
     Counted,
     ReadFact,
@@ -236,7 +237,11 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
         "record_change",
         ADMIT.name,
         send_link("invitation").name,
+        send_link("approval").name,  # the delegated admin lifecycle's page
+        RELATED.name,  # the lifecycles a cascade reaches
         read_fact("active_subscriptions").name,
+        read_fact("reseller_ended").name,
+        read_fact("invitation_answer").name,
         NEXT_EVENTS.name,
         DELIVER_EVENT.name,
         DEAD_LETTER.name,

@@ -456,3 +456,57 @@ async def test_the_events_commands_list_subscribe_and_show_webhooks(
     assert (await cli("events", "unsubscribe", hook["webhook_id"])).code == 0
     gone = await cli("events", "dead", hook["webhook_id"])
     assert gone.code == 2 and f"no active webhook {hook['webhook_id']}" in gone.err
+
+
+async def test_the_gdap_commands_create_lock_show_list_terminate_and_reissue(
+    cli: Cli, partnerflow_live_contract_queue: Harness
+) -> None:
+    """A delegated admin request from the command line, approved on the page's update, found by
+    "ends within", ended, and asked for again from the same roles in one command."""
+    h = partnerflow_live_contract_queue
+    partner, customer = await new_partner(cli), new_id("c")
+    wid = f"delegated-admin/{partner}/{customer}/helpdesk"
+    args = [partner, customer, "helpdesk", *ADA]
+    created = await cli(
+        "gdap", "create", *args, "--company", "Contoso Ltd", "--admin-email", "admin@contoso.example",
+        "--display-name", "Helpdesk", "--duration", "P90D", "--admin-role", "Helpdesk Administrator",
+        "--admin-role", "License Administrator", "--lock",
+    )  # fmt: skip
+    assert created.code == 0, created.err
+    assert created.out.startswith(f"{wid}: approvalPending (CreateDelegatedAdminRelationshipRequest by ada@")
+    locked = await cli("gdap", "roles", *args, "--admin-role", "Global Reader")
+    assert locked.code == 4 and "only from: created" in locked.err
+
+    [token] = h.tokens(wid)
+    handle = h.client.get_workflow_handle(wid)
+    await h.update(handle, "approve", {"token": token, "customer_admin": ADMIN})
+    await h.wait_for_state(handle, "active")
+    shown = await cli("gdap", "show", partner, customer, "helpdesk")
+    assert shown.code == 0 and "Helpdesk Administrator, License Administrator" in shown.out and "90 days" in shown.out
+
+    async def ending() -> Run | None:
+        found = await cli("--json", "gdap", "list", "--partner", partner, "--ends-within", "91")
+        return found if found.code == 0 and found.json() else None
+
+    [row] = (await poll(ending)).json()
+    assert (row["workflow_id"], row["state"]) == (wid, "active") and row["ends_at"]
+    later = await cli("--json", "gdap", "list", "--partner", partner, "--ends-within", "30")
+    assert later.json() == []
+
+    ended = await cli("gdap", "terminate", *args, "--reason", "contract over")
+    assert ended.code == 0, ended.err
+    await h.wait_for_state(handle, "terminated")
+    again = await cli("--json", "gdap", "reissue", *args, "--as", "helpdesk-2")
+    assert again.code == 0, again.err
+    view = again.json()
+    assert (view["state"], view["request_id"], view["roles"]) == (
+        "approvalPending",
+        "helpdesk-2",
+        ["Helpdesk Administrator", "License Administrator"],
+    )
+    assert len(h.tokens(f"delegated-admin/{partner}/{customer}/helpdesk-2")) == 1
+    bad = await cli(
+        "gdap", "create", partner, customer, "x", *ADA, "--company", "C", "--admin-email", "a@b.example",
+        "--display-name", "X", "--duration", "P3Y", "--admin-role", "Global Reader",
+    )  # fmt: skip
+    assert bad.code == 2 and "--duration" in bad.err and "P2Y" in bad.err

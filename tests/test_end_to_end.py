@@ -25,10 +25,10 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def walk_through() -> str:
+def walk_through(name: str = "walk-through") -> str:
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(# walk-through\n.*?)```", readme, re.S)
-    assert len(blocks) == 1, "README.md must have exactly one walk-through block"
+    blocks = re.findall(rf"```bash\n(# {name}\n.*?)```", readme, re.S)
+    assert len(blocks) == 1, f"README.md must have exactly one {name} block"
     return str(blocks[0])
 
 
@@ -135,6 +135,42 @@ async def test_the_readme_walk_through_drives_a_whole_life(deployment: Deploymen
         check=True,
     )
     assert not any(email in data or b"Contoso Ltd" in data for data in payload_data(json.loads(sealed.stdout)))
+
+
+async def test_the_readme_gdap_walk_through_approves_assigns_and_the_customer_ends_it(deployment: Deployment) -> None:
+    """A newcomer's delegated admin relationship, from `make run`: the CLI, the mail's link, the
+    customer's own end; the relationship is sealed in Temporal like the reseller's."""
+    run = deployment.bash(walk_through("gdap walk-through"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "delegated-admin/p-100/contoso/helpdesk: approvalPending" in run.stdout
+    listed = run.stdout[run.stdout.index("WORKFLOW ID") :]
+    assert "delegated-admin/p-100/contoso/helpdesk" in listed and "active" in listed
+    wid = "delegated-admin/p-100/contoso/helpdesk"
+    records = Records(deployment.records_url)
+
+    async def ended() -> dict[str, Any] | None:
+        row = records.current("entities", wid)
+        return row if row and row["state"] == "terminated" else None
+
+    row = await poll(ended)
+    assert row["fields"]["terminated_by"] == "customer"
+    assert row["fields"]["assignments"] == {
+        "helpdesk-agents": {"roles": ["Helpdesk Administrator"], "status": "deleted"}
+    }
+    trail = [r["operation"] for r in records.audit_trail(wid)]
+    assert trail[:4] == [
+        "CreateDelegatedAdminRelationship",
+        "CreateDelegatedAdminRelationshipRequest",
+        "ApproveDelegatedAdminRelationship",
+        "ActivateDelegatedAdminRelationship",
+    ]
+    assert "CreateDelegatedAdminAccessAssignment" in trail and trail[-1] == "TerminatedDelegatedAdminRelationship"
+    records.dispose()
+    subjects = [" ".join(str(m["Subject"]).split()) for m in deployment.sink.messages()]
+    assert subjects[0] == "Fabrikam asks for admin roles in Contoso Ltd"
+    assert "The admin roles of Fabrikam in Contoso Ltd were ended" in subjects
+    for token in deployment.tokens():
+        assert token not in deployment.log()
 
 
 async def test_wrong_tokens_roles_and_partners_are_refused_over_the_cli(deployment: Deployment) -> None:

@@ -18,10 +18,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from partnerflow.runtime.keys import Signer
-from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer
+from partnerflow.states.declaration import CustomerAdmin, Lifecycle, PartnerStaff, Row, Timer, Upstream
 from partnerflow.states.lifecycles import LIFECYCLES
 from partnerflow.states.models import Role
-from partnerflow.testing import KIT_KEYS, START_OVERRIDES, Harness, path_to, start_input
+from partnerflow.testing import KIT_KEYS, START_OVERRIDES, Harness, ids_of, path_to, start_input, workflow_id_of
 
 #: What a caller may send as proof. `right` is the only one that may take effect.
 Variant = Callable[[dict[str, Any], str, str], dict[str, Any]]
@@ -117,15 +117,21 @@ def _rule(error: BaseException) -> tuple[str | None, str]:
     return cause.type, str(details.get("rule"))
 
 
-async def _try_start(h: Harness, body: dict[str, Any]) -> WorkflowHandle[Any, Any]:
-    return await h.start(body, prove=False)
+#: Updates whose guards need an earlier one (a group must have access before it is changed).
+NEEDS_FIRST = {"update_assignment": ("assign",), "delete_assignment": ("assign",)}
+#: Every start row's input: the kit's, and a request an invitation carries (no link of its own).
+STARTS = {**START_OVERRIDES, "create_with_invitation": {**START_OVERRIDES["create"], "with_invitation": True}}
+
+
+async def _try_start(h: Harness, body: dict[str, Any], lifecycle: Lifecycle) -> WorkflowHandle[Any, Any]:
+    return await h.start(body, prove=False, lifecycle=lifecycle)
 
 
 async def _start_matrix(h: Harness, lifecycle: Lifecycle, row: Row) -> None:
-    overrides = START_OVERRIDES[row.trigger]
+    overrides = STARTS[row.trigger]
     for name, (variant, rules) in REFUSED.items():
         body = start_input(**overrides)
-        handle = await _try_start(h, variant(body, row.trigger, _workflow_id(lifecycle, body)))
+        handle = await _try_start(h, variant(body, row.trigger, _workflow_id(lifecycle, body)), lifecycle)
         with pytest.raises(WorkflowFailureError) as refused:
             await handle.result()
         kind, rule = _rule(refused.value)
@@ -133,11 +139,11 @@ async def _start_matrix(h: Harness, lifecycle: Lifecycle, row: Row) -> None:
         assert h.records.audit_trail(handle.id) == []
     body = start_input(**overrides)
     proven = _right(body, row.trigger, _workflow_id(lifecycle, body))
-    handle = await _try_start(h, proven)
+    handle = await _try_start(h, proven, lifecycle)
     view = await h.wait_for_state(handle, row.dest)
     assert view.state == row.dest
     await handle.terminate("a new run of the same relationship follows")
-    again = await _try_start(h, proven)  # the very same assertion, replayed
+    again = await _try_start(h, proven, lifecycle)  # the very same assertion, replayed
     with pytest.raises(WorkflowFailureError) as replayed:
         await again.result()
     assert _rule(replayed.value) == ("PermissionDenied", "proof"), replayed.value.cause
@@ -145,15 +151,17 @@ async def _start_matrix(h: Harness, lifecycle: Lifecycle, row: Row) -> None:
 
 
 def _workflow_id(lifecycle: Lifecycle, body: dict[str, Any]) -> str:
-    return lifecycle.workflow_id.format(partner_id=body["partner"]["id"], customer_id=body["customer"]["id"])
+    return workflow_id_of(lifecycle, body)
 
 
 async def _update_matrix(h: Harness, lifecycle: Lifecycle, trigger: str) -> None:
     row = lifecycle.rows_for(trigger)[0]
     first, _ = path_to(row.sources[0], lifecycle)
-    handle = await h.bring_to(row.sources[0], **START_OVERRIDES[first.trigger])
-    partner_id, customer_id = handle.id.split("/")[1:]
+    handle = await h.bring_to(row.sources[0], lifecycle=lifecycle, **START_OVERRIDES[first.trigger])
+    partner_id, customer_id = ids_of(handle.id)
     payload = h.payload(trigger, customer_id, partner_id)
+    for needed in NEEDS_FIRST.get(trigger, ()):  # what the row's guards need to have happened
+        await h.update(handle, needed, h.payload(needed, customer_id, partner_id))
     before = await h.view(handle)
     for name, (variant, rules) in REFUSED.items():
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -192,11 +200,15 @@ async def test_only_the_right_actor_with_a_fresh_genuine_proof_acts(
 
 def test_every_action_is_in_the_matrix_or_proven_otherwise() -> None:
     """A row's caller is proven by an assertion (above), by the link token (the token tests), or
-    is the timer, which no caller can send: no update exists for it."""
+    is the timer, which no caller can send: no update exists for it; or is a related lifecycle's
+    change (a cascade), which is no update either and proves itself from the records."""
     for lifecycle in LIFECYCLES.values():
         for row in lifecycle.rows:
             if isinstance(row.by, Timer):
                 assert row.trigger not in lifecycle.updates
+            elif isinstance(row.by, Upstream):
+                assert row.trigger not in lifecycle.updates
+                assert row.guards and all(g.needs for g in row.guards), f"{row.trigger}: a signal proves nothing"
             elif isinstance(row.by, CustomerAdmin) and row.by.proof == "token":
                 assert any(g.name == "token_is_valid" for g in row.guards), row.trigger
             else:

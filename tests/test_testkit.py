@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from partnerflow.states.delegated_admin import DELEGATED_ADMIN
 from partnerflow.states.models import State
 from partnerflow.testing import Harness, path_to
 
@@ -25,3 +26,12 @@ async def test_latest_token_is_the_one_that_works(partnerflow: Harness) -> None:
     assert len(partnerflow.tokens()) == 2
     view = await partnerflow.update(handle, "accept_invitation", partnerflow.payload("accept_invitation", ""))
     assert view.state == "active"
+
+
+@pytest.mark.parametrize("state", DELEGATED_ADMIN.states)
+async def test_bring_to_reaches_every_delegated_admin_state(partnerflow: Harness, state: str) -> None:
+    """The same kit drives the second lifecycle: its own start, link, timers and customer proofs."""
+    handle = await partnerflow.bring_to(state, lifecycle=DELEGATED_ADMIN)
+    view = await partnerflow.view(handle)
+    assert view.state == state
+    assert len(view.audit) == len(path_to(state, DELEGATED_ADMIN)[1]) + 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from partnerflow.states.messages import Audited
 from partnerflow.states.models import InvitationStatus
@@ -39,7 +39,7 @@ class LifeData(BaseModel):
 
     state: str
     seq: int = 0  # changes so far: part of every idempotency key
-    fields: dict[str, bool | int | str | None] = {}
+    fields: dict[str, JsonValue] = {}
     entered_at: datetime | None = None  # when the current state's deadline clock started
     entered_seq: int = 0  # the change that started it: part of the reminders' keys
     reminders_sent: int = 0

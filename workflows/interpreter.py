@@ -29,22 +29,29 @@ with workflow.unsafe.imports_passed_through():
     from partnerflow.states import policy
     from partnerflow.states.declaration import (
         Add,
+        Cascade,
         CustomerAdmin,
         Facts,
+        Keep,
         Lifecycle,
+        Mark,
         Recipient,
         Row,
         Send,
         Set,
         Snapshot,
         Take,
+        Until,
+        Upstream,
         VoidToken,
     )
     from partnerflow.states.errors import describe
     from partnerflow.states.machine import LifecycleMachine
     from partnerflow.states.messages import (
         ADMIT,
+        CASCADE_SIGNAL,
         RECORD_CHANGE,
+        RELATED,
         SEND_NOTICE,
         Admission,
         Admit,
@@ -53,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         Counted,
         IssuedToken,
         ReadFact,
+        Related,
         SendLetter,
         read_fact,
         send_link,
@@ -467,8 +475,15 @@ class Interpreter:
                 fields[effect.field] = effect.value
             elif isinstance(effect, Take) and (given := effect.value(command)) is not None:
                 fields[effect.field] = given
+            elif isinstance(effect, Until):
+                fields[effect.field] = effect.moment(s, fields, now)
+            elif isinstance(effect, Keep):
+                key, kept = effect.entry(command, fields.get(effect.field))
+                fields[effect.field] = {**dict(fields.get(effect.field) or {}), key: kept}  # type: ignore[arg-type]
+            elif isinstance(effect, Mark):
+                fields[effect.field] = effect.applied(fields.get(effect.field))
             elif isinstance(effect, Add) and (effect.if_set is None or fields.get(effect.if_set)):
-                fields[effect.field] = int(fields[effect.field] or 0) + effect.amount
+                fields[effect.field] = int(fields[effect.field] or 0) + effect.amount  # type: ignore[arg-type]
         link = next((e for e in row.sends() if e.token), None)
         issued: tuple[IssuedToken, datetime] | None = None
         if link:
@@ -545,10 +560,50 @@ class Interpreter:
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
             if send.since is None or workflow.patched(send.since):
                 await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason, expires_at=ends_at)
+        for cascade in (e for e in row.effects if isinstance(e, Cascade)):
+            if cascade.if_set and not fields.get(cascade.if_set):
+                continue
+            if cascade.since is None or workflow.patched(cascade.since):
+                await self._cascade(cascade)
+
+    async def _cascade(self, cascade: Cascade) -> None:
+        """Tell the customer's open lifecycles of `cascade.lifecycle` to fire its trigger. Each
+        checks for itself (its row's guards read the records): a signal proves nothing."""
+        s = self._start
+        related = Related(
+            lifecycle=cascade.lifecycle, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id
+        )
+        found = await self._call(RELATED, related, summary=f"cascade: open {cascade.lifecycle}", local=True)
+        for wid in found.workflow_ids:
+            try:
+                await workflow.get_external_workflow_handle(wid).signal(CASCADE_SIGNAL, cascade.trigger)
+            except Exception:  # closed meanwhile: nothing left to end
+                workflow.logger.info(f"{self.lifecycle.name}.cascade_missed", extra={"to": wid})
+
+    async def _cascaded(self, trigger: str) -> None:
+        """A related lifecycle's change asks for `trigger` (an `Upstream` row): fired when this
+        state allows it and its guards hold (read from the records, not taken from the signal)."""
+        rows = self.lifecycle.rows_for(trigger) if isinstance(trigger, str) else ()
+        if not rows or not isinstance(rows[0].by, Upstream):
+            workflow.logger.warning(f"{self.lifecycle.name}.cascade_refused", extra={"trigger": str(trigger)[:64]})
+            return
+        await workflow.wait_condition(lambda: self.d.seq > 0 or self._start_denial is not None)
+        if self._start_denial:
+            return
+        async with self._lock:
+            if self.d.state not in self.lifecycle.sources_of(trigger):
+                return  # already ended, or not begun far enough to need ending
+            needs = self._needs(trigger)
+            fact = await self._read_fact(needs) if needs else None
+            facts = self._facts(None, fact)
+            machine = self._machine()
+            if machine.may(trigger, facts):
+                await self._commit(machine.fire(trigger, facts), SYSTEM, None)
 
     def _ttl(self, state: str) -> timedelta:
         deadline = self.lifecycle.deadline_in(state)
         assert deadline is not None, "a link letter enters a state with a deadline (checked by the declaration)"
+        assert deadline.after, "a link's deadline runs from the letter (checked by the declaration)"
         ttl: timedelta = getattr(self._start.timers, deadline.after)
         return ttl
 
@@ -697,8 +752,11 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
     def state(self: Interpreter) -> Any:
         return self._state()
 
+    async def cascade(self: Interpreter, trigger: str) -> None:
+        await self._cascaded(trigger)
+
     name = f"{lifecycle.workflow_type}Workflow"
-    for fn in (__init__, run, started, validate_started, state):
+    for fn in (__init__, run, started, validate_started, state, cascade):
         _place(fn, module, name)
     __init__.__annotations__ = {"inputs": Any, "return": None}
     run.__annotations__ = {"inputs": Any, "return": view}
@@ -709,6 +767,9 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
     members["started"] = workflow.update(name="started")(started)
     members["started"].validator(validate_started)
     members["state"] = workflow.query(name="state")(state)
+    if any(isinstance(r.by, Upstream) for r in lifecycle.rows):
+        cascade.__annotations__ = {"trigger": str, "return": None}
+        members["cascade"] = workflow.signal(name=CASCADE_SIGNAL)(cascade)
     if lifecycle.token_query:
 
         def token_query(self: Interpreter, lookup: InvitationLookup) -> InvitationView:

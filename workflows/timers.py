@@ -21,7 +21,15 @@ class Due:
 def deadline_at(lifecycle: Lifecycle, d: LifeData, timers: Any) -> datetime | None:
     """When the current state's deadline fires; None in a state without one."""
     deadline = lifecycle.deadline_in(d.state)
-    if deadline is None or d.entered_at is None:
+    if deadline is None:
+        return None
+    if deadline.until:  # a moment the records hold, less a lead
+        moment = d.fields.get(deadline.until)
+        if not isinstance(moment, str):
+            return None
+        lead: timedelta = getattr(timers, deadline.lead) if deadline.lead else timedelta(0)
+        return datetime.fromisoformat(moment) - lead
+    if d.entered_at is None or deadline.after is None:
         return None
     end: datetime = d.entered_at + getattr(timers, deadline.after)
     return end

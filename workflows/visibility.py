@@ -8,12 +8,13 @@ Search attributes hold ids, states and deadlines only: they are stored unencrypt
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
-from partnerflow.states.declaration import Lifecycle, Snapshot, Timer
+from partnerflow.states.declaration import Lifecycle, Snapshot, Timer, Upstream
 from partnerflow.states.inert import markdown
 from partnerflow.states.names import CLOUD, CUSTOMER_ID, PARTNER_ID, STATE_CHANGED_AT
 
@@ -27,7 +28,8 @@ def details(lifecycle: Lifecycle, snap: Snapshot) -> str:
     path_states = [st for st in lifecycle.states if st not in lifecycle.final]
     states = path_states if snap.state in path_states else [*path_states, snap.state]
     path = " → ".join(f"**{st}**" if st == snap.state else st for st in states)
-    actions = sorted({r.trigger for r in lifecycle.rows if snap.state in r.sources and not isinstance(r.by, Timer)})
+    by_callers = [r for r in lifecycle.rows if not isinstance(r.by, Timer | Upstream)]
+    actions = sorted({r.trigger for r in by_callers if snap.state in r.sources})
     # Yes/no and count fields only: a text field (an address) is personal data, not for the Web UI.
     shown = [name for name, first in lifecycle.fields.items() if isinstance(first, bool | int)]
     shown += [name for name in lifecycle.web_ui_codes if snap.fields.get(name)]  # codes, set only while they apply
@@ -79,5 +81,8 @@ def publish(lifecycle: Lifecycle, snap: Snapshot) -> None:
         updates.append(
             SearchAttributeKey.for_datetime(lifecycle.token_expiry_attribute).value_set(snap.token_expires_at)
         )
+    for attribute, name in lifecycle.moment_attributes.items():
+        if isinstance(moment := snap.fields.get(name), str):
+            updates.append(SearchAttributeKey.for_datetime(attribute).value_set(datetime.fromisoformat(moment)))
     workflow.upsert_search_attributes(updates)
     workflow.set_current_details(details(lifecycle, snap))

@@ -23,6 +23,7 @@ from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
 from partnerflow.runtime import search_attributes
 from partnerflow.runtime.converter import data_converter
+from partnerflow.states.delegated_admin import DELEGATED_ADMIN
 from partnerflow.states.models import Cloud
 from partnerflow.states.names import NAMESPACES
 from partnerflow.testing import BIN, START_OVERRIDES, Harness, actor, free_port, poll, running
@@ -64,11 +65,39 @@ async def referral_accepted_then_removed(h: Harness) -> WorkflowHandle[Any, Any]
     return handle
 
 
+GDAP_NOW = {"timers": {"step": "PT0S"}}  # on the dev server: its steps take no wall time
+
+
+async def gdap_whole_life(h: Harness) -> WorkflowHandle[Any, Any]:
+    """v5 on: a delegated admin relationship approved by link, its access assigned, changed and
+    taken back, then terminated by the partner."""
+    handle = await h.bring_to("active", lifecycle=DELEGATED_ADMIN, **GDAP_NOW)
+    admin = actor("admin_agent")
+    await h.update(handle, "assign", {"actor": admin, "group_id": "helpdesk", "roles": ["Helpdesk Administrator"]})
+    await h.update(
+        handle, "update_assignment", {"actor": admin, "group_id": "helpdesk", "roles": ["License Administrator"]}
+    )
+    await h.update(handle, "delete_assignment", {"actor": admin, "group_id": "helpdesk"})
+    await h.update(handle, "terminate", {"actor": admin, "reason": "contract over"})
+    await handle.result()
+    return handle
+
+
+async def gdap_request_expires(h: Harness) -> WorkflowHandle[Any, Any]:
+    """v5 on: an approval request reminded, then expired unapproved."""
+    timers = {"step": "PT0S", "approval_ttl": "PT3S", "approval_reminders_before": ["PT1S"]}
+    handle = await h.bring_to("approvalPending", lifecycle=DELEGATED_ADMIN, timers=timers)
+    await handle.result()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[Harness], Awaitable[WorkflowHandle[Any, Any]]]] = {
     "whole-life": whole_life,
     "invitation-expires": invitation_expires,
     "referral-declined": referral_declined,
     "referral-removed": referral_accepted_then_removed,
+    "gdap-whole-life": gdap_whole_life,
+    "gdap-request-expires": gdap_request_expires,
 }
 
 
