@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -33,7 +33,12 @@ from partnerflow.runtime.keys import Signer
 from partnerflow.states import policy
 from partnerflow.states.declaration import Lifecycle
 from partnerflow.states.delegated_admin import DELEGATED_ADMIN
-from partnerflow.states.delegated_admin_models import DelegatedAdminView, StartDelegatedAdmin
+from partnerflow.states.delegated_admin_models import (
+    DelegatedAdminTimers,
+    DelegatedAdminView,
+    StartDelegatedAdmin,
+    TerminateByPartner,
+)
 from partnerflow.states.errors import describe
 from partnerflow.states.inert import markdown
 from partnerflow.states.lifecycles import by_start_model, by_workflow_id
@@ -41,6 +46,7 @@ from partnerflow.states.models import (
     STRICT,
     AcceptInvitation,
     Actor,
+    AdminRole,
     Cloud,
     DeclineInvitation,
     InvitationLookup,
@@ -227,10 +233,28 @@ class Relationships:
         request (`delegated_admin`) starts that request first, waiting for the invitation's answer.
         """
         start = self._prepared(start)
-        if start.delegated_admin is not None:
-            await self._carry(start)
-        view: RelationshipView = await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING)
+        if start.delegated_admin is None:
+            view: RelationshipView = await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING)
+            return view
+        await self._carry(start)
+        try:
+            view = await self._start(start, WorkflowIDConflictPolicy.USE_EXISTING)
+        except RelationshipError:
+            await self._drop_carried(start)
+            raise
+        if view.admin_request != start.delegated_admin.request_id:
+            await self._drop_carried(start)  # an open relationship was reused: it carries no request
         return view
+
+    async def _drop_carried(self, start: StartRelationship) -> None:
+        """The carried request of an invitation that did not start (or carries none): withdrawn, so
+        it never waits for an answer that cannot come (best effort: it expires with the invitation)."""
+        assert start.delegated_admin is not None
+        wid = DELEGATED_ADMIN.workflow_id.format(
+            partner_id=start.partner.id, customer_id=start.customer.id, request_id=start.delegated_admin.request_id
+        )
+        with contextlib.suppress(RelationshipError):
+            await self.update(start.cloud, wid, "terminate", TerminateByPartner(actor=start.actor))
 
     async def _carry(self, start: StartRelationship) -> DelegatedAdminView:
         """The delegated admin request an invitation carries: its own workflow, begun before the
@@ -238,6 +262,9 @@ class Relationships:
         its own; the invitation's answer approves or declines it. Its actor needs the rights to
         ask for admin roles: refused here, before anything starts, when it has not."""
         assert start.delegated_admin is not None
+        # It lives as long as the invitation's link and sends no reminders of its own: the
+        # invitation's reminders are the customer's.
+        timers = {"approval_ttl": start.timers.invitation_ttl, "approval_reminders_before": []}
         body = {
             **start.delegated_admin.model_dump(mode="json"),
             "cloud": start.cloud.value,
@@ -245,6 +272,7 @@ class Relationships:
             "customer": start.customer.model_dump(mode="json", exclude_none=True),
             "actor": start.actor.model_dump(mode="json"),
             "with_invitation": True,
+            "timers": TypeAdapter(dict[str, Any]).dump_python(timers, mode="json"),
         }
         try:
             carried = StartDelegatedAdmin.model_validate(body, context=STRICT)
@@ -255,6 +283,12 @@ class Relationships:
         if denial:
             raise PermissionDenied(f"delegated_admin: {denial.message}", denial.rule)
         view: DelegatedAdminView = await self.begin(carried)
+        if view.state != "approvalPending" or view.roles != tuple(r.value for r in start.delegated_admin.roles):
+            raise InvalidInput(
+                f"delegated_admin.request_id: {start.delegated_admin.request_id} is another request of this"
+                f" customer ({view.state}): name a new one",
+                "request_id",
+            )
         return view
 
     async def begin(self, start: BaseModel) -> Any:
@@ -341,7 +375,10 @@ class Relationships:
         name, roles, duration and auto-extension), under `request_id`, and locked for approval at
         once: the customer's admin gets a new approval link. The old one may be in any state."""
         old = StartDelegatedAdmin.model_validate(await self.start_input(cloud, wid))
-        start = old.model_copy(update={"request_id": request_id, "actor": actor, "proof": proof, "continued": None})
+        current: DelegatedAdminView = await self.view(cloud, wid)  # its roles as last changed
+        update = {"request_id": request_id, "actor": actor, "proof": proof, "continued": None, "with_invitation": False}
+        roles = tuple(AdminRole(r) for r in current.roles)
+        start = old.model_copy(update={**update, "roles": roles, "timers": DelegatedAdminTimers()})
         await self.begin(StartDelegatedAdmin.model_validate(start.model_dump(mode="json", exclude_none=True)))
         new_wid = DELEGATED_ADMIN.workflow_id_for(start)
         view: DelegatedAdminView = await self.update(cloud, new_wid, "lock_for_approval", PartnerCommand(actor=actor))

@@ -287,7 +287,8 @@ class Deadline:
     written by an `Until` effect): a term that outlives the state it began in.
 
     Reminders go out `timers.<reminders>` before the end (never late: one whose moment
-    passed during an outage is skipped). The clock starts each time a row enters the state.
+    passed during an outage is skipped). An `after` clock starts each time a row enters the
+    state; an `until` deadline moves only when its field does.
     """
 
     state: str
@@ -433,7 +434,9 @@ def _problems(lc: Lifecycle) -> Any:
             yield f"{row.trigger}: its rows disagree on who may fire it"
     for deadline in lc.deadlines:
         if (deadline.after is None) == (deadline.until is None):
-            yield f"deadline of {deadline.state}: give `after` or `until`, not both"
+            yield f"deadline of {deadline.state}: give exactly one of `after` and `until`"
+        if deadline.lead and not deadline.until:
+            yield f"deadline of {deadline.state}: `lead` is for an `until` deadline"
         if deadline.until and deadline.until not in lc.fields:
             yield f"deadline of {deadline.state}: unknown field {deadline.until}"
         fired = lc.rows_for(deadline.fires)

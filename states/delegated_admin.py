@@ -107,7 +107,9 @@ KNOWN_GROUP = Guard(
 
 
 def _carried(f: Facts) -> bool:
-    return bool(f.fact_detail.get(str(f.fields["request_id"])))
+    """This request was started to be carried by an invitation, and the records name it as the
+    request the customer's invitation carried (a request the partner locked itself never is)."""
+    return bool(f.fields["carried"]) and bool(f.fact_detail.get(str(f.fields["request_id"])))
 
 
 INVITATION_ACCEPTED = Guard(
@@ -139,8 +141,14 @@ TERM = Until("ends_at", "duration")  # the term runs from activation
 RENEWAL = Until("ends_at", "auto_extend", since="ends_at")  # from the old end, however late the timer
 ENDED = Set("ends_at", None)
 TOLD_OF_TERMINATION = (Send("admin_terminated", CUSTOMER), Send("admin_partner_terminated", PARTNER))
-REQUEST = (Take("request_id", "request_id"), Take("roles", "roles"), Take("auto_extend", "auto_extends"))
+REQUEST = (
+    Take("request_id", "request_id"),
+    Take("roles", "roles"),
+    Take("auto_extend", "auto_extends"),
+    Take("carried", "with_invitation"),
+)
 ENDABLE = (CREATED, PENDING, APPROVED, ACTIVATING, ACTIVE, EXPIRING)
+AFTER_CREATED = ENDABLE[1:]  # the customer has seen it: ended in steps, both sides told
 ACCESS = (("roles", "roles"),)
 GIVE, TAKE_BACK = AccessStatus.ACTIVE, AccessStatus.DELETED
 WITHDRAWING = Mark("assignments", AccessStatus.DELETING, among=(AccessStatus.ACTIVE,))
@@ -154,8 +162,8 @@ ROWS: tuple[Row, ...] = (
     Row("update_roles",         (CREATED,),               CREATED,               "UpdateDelegatedAdminRelationship",            ADMINS,  (NO_SELF_EXTENDING_GLOBAL_ADMIN,),  (Take("roles", "roles"), Publish("granular-admin-relationship-updated")), unchanged_if=SAME_ROLES),
     Row("lock_for_approval",    (CREATED,),               PENDING,               "CreateDelegatedAdminRelationshipRequest",     ADMINS,  (),                                 (Send("approval_request", CUSTOMER, token=True), Publish("granular-admin-relationship-approval-requested"))),
     Row("approve",              (PENDING,),               APPROVED,              "ApproveDelegatedAdminRelationship",           LINK,    (LIVE_TOKEN,),                      (VoidToken(InvitationStatus.ACCEPTED), Send("admin_approved", PARTNER), Publish("granular-admin-relationship-approved"))),
-    Row("approve_with_invitation", (PENDING,),            APPROVED,              "ApproveDelegatedAdminRelationship",           UPSTREAM, (INVITATION_ACCEPTED,),            (Send("admin_approved", PARTNER), Publish("granular-admin-relationship-approved"))),
-    Row("decline_with_invitation", (PENDING,),            TERMINATED,            "DeclineDelegatedAdminRelationship",           UPSTREAM, (INVITATION_DECLINED,),            (Send("admin_declined", PARTNER), Publish("granular-admin-relationship-declined-by-customer"))),
+    Row("approve_with_invitation", (PENDING,),            APPROVED,              "ApproveDelegatedAdminRelationship",           UPSTREAM, (INVITATION_ACCEPTED,),            (VoidToken(InvitationStatus.ACCEPTED), Send("admin_approved", PARTNER), Publish("granular-admin-relationship-approved"))),
+    Row("decline_with_invitation", (PENDING,),            TERMINATED,            "DeclineDelegatedAdminRelationship",           UPSTREAM, (INVITATION_DECLINED,),            (VoidToken(InvitationStatus.DECLINED), Send("admin_declined", PARTNER), Publish("granular-admin-relationship-declined-by-customer"))),
     Row("decline",              (PENDING,),               TERMINATED,            "DeclineDelegatedAdminRelationship",           LINK,    (LIVE_TOKEN,),                      (VoidToken(InvitationStatus.DECLINED), Send("admin_declined", PARTNER), Publish("granular-admin-relationship-declined-by-customer"))),
     Row("expire_request",       (PENDING,),               EXPIRED,               "ExpireDelegatedAdminRelationshipRequest",     TIMER,   (),                                 (VoidToken(InvitationStatus.EXPIRED), Send("admin_request_expired", PARTNER), Publish("granular-admin-relationship-expired"))),
     Row("begin_activation",     (APPROVED,),              ACTIVATING,            "ActivateDelegatedAdminRelationship",          TIMER,   (),                                 (Publish("granular-admin-relationship-activating"),)),
@@ -169,7 +177,8 @@ ROWS: tuple[Row, ...] = (
     Row("update_assignment",    (EXPIRING,),              EXPIRING,              "UpdateDelegatedAdminAccessAssignment",        ADMINS,  (KNOWN_GROUP, ROLES_APPROVED),      (Keep("assignments", "group_id", ACCESS, GIVE), Publish("granular-admin-access-assignment-updated"))),
     Row("delete_assignment",    (ACTIVE,),                ACTIVE,                "DeleteDelegatedAdminAccessAssignment",        ADMINS,  (KNOWN_GROUP,),                     (Keep("assignments", "group_id", status=TAKE_BACK), Publish("granular-admin-access-assignment-deleted"))),
     Row("delete_assignment",    (EXPIRING,),              EXPIRING,              "DeleteDelegatedAdminAccessAssignment",        ADMINS,  (KNOWN_GROUP,),                     (Keep("assignments", "group_id", status=TAKE_BACK), Publish("granular-admin-access-assignment-deleted"))),
-    Row("terminate",            ENDABLE,                  TERMINATION_REQUESTED, "TerminateDelegatedAdminRelationship",         ADMINS,  (),                                 (VoidToken(InvitationStatus.CANCELLED), Set("terminated_by", "partner"), Publish("granular-admin-relationship-termination-requested"))),
+    Row("terminate",            (CREATED,),               TERMINATED,            "TerminateDelegatedAdminRelationship",         ADMINS,  (),                                 (Set("terminated_by", "partner"), Publish("granular-admin-relationship-terminated"))),
+    Row("terminate",            AFTER_CREATED,                  TERMINATION_REQUESTED, "TerminateDelegatedAdminRelationship",         ADMINS,  (),                                 (VoidToken(InvitationStatus.CANCELLED), Set("terminated_by", "partner"), Publish("granular-admin-relationship-termination-requested"))),
     Row("terminate_by_customer", ENDABLE,                 TERMINATION_REQUESTED, "TerminateDelegatedAdminRelationshipByCustomer", PORTAL, (SAME_CUSTOMER,),                   (VoidToken(InvitationStatus.CANCELLED), Set("terminated_by", "customer"), Publish("granular-admin-relationship-termination-requested-by-customer"))),
     Row("end_with_reseller",    ENDABLE,                  TERMINATION_REQUESTED, "TerminateDelegatedAdminRelationship",         UPSTREAM, (RESELLER_ENDED,),                 (VoidToken(InvitationStatus.CANCELLED), Set("terminated_by", "reseller_relationship_ended"), Publish("granular-admin-relationship-termination-requested"))),
     Row("begin_termination",    (TERMINATION_REQUESTED,), TERMINATING,           "TerminatingDelegatedAdminRelationship",       TIMER,   (),                                 (WITHDRAWING, Publish("granular-admin-relationship-terminating"))),
@@ -253,6 +262,7 @@ DELEGATED_ADMIN = Lifecycle(
     deadlines=DEADLINES,
     fields={
         "request_id": None,
+        "carried": False,
         "roles": None,
         "auto_extend": False,
         "ends_at": None,

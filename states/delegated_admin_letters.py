@@ -46,14 +46,16 @@ LETTERS: dict[str, Template] = {
         N_("The admin roles of {partner_name} in {company} end {expires}"),
         N_(
             "The delegated admin relationship that gives {partner_name} admin roles in\n"
-            "{company} ends on {expires}. {partner_name} will ask you again if it still needs them.\n"
+            "{company} ends on {expires}, unless it renews itself as you approved.\n"
+            "{partner_name} will ask you again if it still needs them.\n"
         ),
     ),
     "admin_partner_expiry_warning": Template(
         N_("Your admin roles in {company} end {expires}"),
         N_(
-            "Your delegated admin relationship with {company} ends on {expires} and cannot be\n"
-            "restored once expired. Re-issue it from the same roles (partnerflow gdap reissue) to ask again.\n"
+            "Your delegated admin relationship with {company} ends on {expires} unless it\n"
+            "renews itself. Once expired it cannot be restored: re-issue it from the same roles\n"
+            "(partnerflow gdap reissue) to ask again.\n"
         ),
     ),
     "admin_extended": Template(

@@ -19,4 +19,7 @@ def by_workflow_id(workflow_id: str) -> Lifecycle | None:
 
 
 def by_start_model(model: type) -> Lifecycle:
-    return next(lc for lc in LIFECYCLES.values() if lc.start_model is model)
+    for lc in LIFECYCLES.values():
+        if lc.start_model is model:
+            return lc
+    raise ValueError(f"{model.__name__} is no declared lifecycle's start input")

@@ -153,7 +153,7 @@ ROWS: tuple[Row, ...] = (
     Row("end_suspended",           (S.SUSPENDED,),                    S.ENDED,              "RemovePartnerCustomerRelationship", TIMER,         (),                           (Set("suspension_reason", None), Send("partner_suspension_ended", PARTNER), *ENDED_EFFECTS)),
     Row("end_relationship",        (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", ENDERS,        (NO_SUBSCRIPTIONS,),          (PERMISSION_OFF, Set("suspension_reason", None), *ENDED_EFFECTS)),
     Row("remove_partner",          (S.ACTIVE, S.SUSPENDED),           S.ENDED,              "RemovePartnerCustomerRelationship", PORTAL,        (SAME_CUSTOMER,),             (PERMISSION_OFF, Set("suspension_reason", None), Send("partner_removed", PARTNER), ADMIN_ACCESS_ENDS, Publish("reseller-relationship-removed-by-customer"))),
-    Row("reinstate",               (S.ENDED,),                        S.INVITED,            "ReinstateCustomer",                 STAFF,         (),                           (Set("reinstating", True), Send("reinstatement", CUSTOMER, token=True), Publish("reseller-relationship-reinstated"))),
+    Row("reinstate",               (S.ENDED,),                        S.INVITED,            "ReinstateCustomer",                 STAFF,         (),                           (Set("reinstating", True), Set("admin_request", None), Send("reinstatement", CUSTOMER, token=True), Publish("reseller-relationship-reinstated"))),
 )
 
 COMMANDS: dict[str, Command] = {

@@ -20,7 +20,7 @@ from partnerflow.mailsink import text_of
 from partnerflow.portal.app import create_app
 from partnerflow.runtime.config import PortalSettings
 from partnerflow.states.delegated_admin import DELEGATED_ADMIN
-from partnerflow.states.models import StartRelationship
+from partnerflow.states.models import Cloud, StartRelationship
 from partnerflow.testing import LINK_BASE, Harness, actor, start_input
 from tests.helpers import relationships_on
 from tests.test_portal_browser import Site, audit, browser, site  # noqa: F401  (fixtures)
@@ -180,7 +180,11 @@ async def test_an_invitation_that_carries_admin_roles_is_answered_for_both_in_on
         fields = form_fields(shown.text)
         done = await page.post("/invitation/accept", data={**fields, "agreement": "yes", "admin_name": "Alex"})
     assert done.status_code == 200 and "also has the admin roles it asked for" in done.text
-    carried = h.client.get_workflow_handle(f"delegated-admin/p-100/{body['customer']['id']}/helpdesk")
+    carried_id = f"delegated-admin/p-100/{body['customer']['id']}/helpdesk"
+    # It lives as long as the invitation's link and sends no reminders of its own.
+    timers = (await client.start_input(Cloud.PUBLIC, carried_id))["timers"]
+    assert (timers["approval_ttl"], timers["approval_reminders_before"]) == ("P30D", [])
+    carried = h.client.get_workflow_handle(carried_id)
     view = await h.wait_for_state(carried, "active")
     assert view.roles == ("Helpdesk Administrator", "User Administrator")
     # A sales agent may invite, but not ask for admin roles: refused before anything starts.

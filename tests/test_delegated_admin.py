@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -453,3 +454,35 @@ async def test_an_invitation_carries_a_request_that_its_answer_approves_or_decli
         await h.env.sleep(timedelta(minutes=3))  # the kit's minute per step
         outcomes[answer] = (await h.view(carried)).state
     assert outcomes == {"accept_invitation": "active", "decline_invitation": "terminated"}
+
+
+async def test_a_cascade_signal_without_one_trigger_never_fails_a_task(gdap: Env, partnerflow_mail: MailSink) -> None:
+    """`cascade` is a signal anyone with namespace access can send, with any arguments."""
+    handle = await approved(gdap, partnerflow_mail)
+    await state_of(handle, "active")
+    await handle.signal("cascade")
+    await handle.signal("cascade", args=["end_with_reseller", "extra"])
+    await handle.signal("cascade", 42)
+
+    async def settled() -> list[str] | None:
+        kinds = [EventType.Name(e.event_type) for e in (await handle.fetch_history()).events]
+        last_signal = max(i for i, k in enumerate(kinds) if k == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED")
+        after = kinds[last_signal:]
+        done = {"EVENT_TYPE_WORKFLOW_TASK_COMPLETED", "EVENT_TYPE_WORKFLOW_TASK_FAILED"}
+        return kinds if done & set(after) else None
+
+    kinds = await poll(settled)
+    assert "EVENT_TYPE_WORKFLOW_TASK_FAILED" not in kinds
+    view = await update(
+        handle, "assign", {"actor": actor("admin_agent"), "group_id": "g1", "roles": ["Helpdesk Administrator"]}
+    )
+    assert view.state == "active" and view.assignments[0].group_id == "g1"
+
+
+async def test_a_request_the_customer_never_saw_is_withdrawn_without_a_letter(
+    gdap: Env, partnerflow_mail: MailSink
+) -> None:
+    handle = await start(gdap)
+    view = await update(handle, "terminate", {"actor": actor("admin_agent"), "reason": "asked too early"})
+    assert view.state == "terminated" and [a.to_state for a in view.audit] == ["created", "terminated"]
+    assert partnerflow_mail.messages() == []

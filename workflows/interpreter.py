@@ -583,7 +583,7 @@ class Interpreter:
     async def _cascaded(self, trigger: str) -> None:
         """A related lifecycle's change asks for `trigger` (an `Upstream` row): fired when this
         state allows it and its guards hold (read from the records, not taken from the signal)."""
-        rows = self.lifecycle.rows_for(trigger) if isinstance(trigger, str) else ()
+        rows = self.lifecycle.rows_for(trigger)
         if not rows or not isinstance(rows[0].by, Upstream):
             workflow.logger.warning(f"{self.lifecycle.name}.cascade_refused", extra={"trigger": str(trigger)[:64]})
             return
@@ -752,8 +752,12 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
     def state(self: Interpreter) -> Any:
         return self._state()
 
-    async def cascade(self: Interpreter, trigger: str) -> None:
-        await self._cascaded(trigger)
+    async def cascade(self: Interpreter, *args: Any) -> None:
+        # `*args`: a signal anyone may send with no argument or several must never fail a task.
+        if len(args) == 1 and isinstance(args[0], str):
+            await self._cascaded(args[0])
+        else:
+            workflow.logger.warning(f"{lifecycle.name}.cascade_refused", extra={"arguments": len(args)})
 
     name = f"{lifecycle.workflow_type}Workflow"
     for fn in (__init__, run, started, validate_started, state, cascade):
@@ -768,7 +772,7 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
     members["started"].validator(validate_started)
     members["state"] = workflow.query(name="state")(state)
     if any(isinstance(r.by, Upstream) for r in lifecycle.rows):
-        cascade.__annotations__ = {"trigger": str, "return": None}
+        cascade.__annotations__ = {"args": Any, "return": None}
         members["cascade"] = workflow.signal(name=CASCADE_SIGNAL)(cascade)
     if lifecycle.token_query:
 
