@@ -8,6 +8,9 @@ Installed as a pytest plugin (entry point `partnerflow`), so after
         ...                                                # drive it with your code
         assert (await partnerflow.view(handle)).purchase_permission
 
+Any declared lifecycle, the same way: `await partnerflow.bring_to("active",
+lifecycle=DELEGATED_ADMIN)` (`partnerflow.states.delegated_admin`).
+
 Fixtures:
 - `partnerflow`: a worker on the time-skipping test server (days of timers pass
   in milliseconds), with a real SMTP sink and SQLite records in a temp folder.
