@@ -470,11 +470,7 @@ class Records:
         with self._tx() as conn:
             listed = conn.execute(
                 customers.update()
-                .where(
-                    (customers.c.cloud == cloud)
-                    & (customers.c.partner_id == partner_id)
-                    & (customers.c.customer_id == customer_id)
-                )
+                .where(_of_customer(customers, cloud, partner_id, customer_id))
                 .values(company=ERASED, admin_email=None, updated_at=now)
             ).rowcount
             trail = conn.execute(
@@ -629,11 +625,7 @@ class Records:
         cascade from it must find true before it ends anything else (a signal proves nothing)."""
         with self.engine.connect() as conn:
             state = conn.execute(
-                sa.select(customers.c.state).where(
-                    (customers.c.cloud == cloud)
-                    & (customers.c.partner_id == partner_id)
-                    & (customers.c.customer_id == customer_id)
-                )
+                sa.select(customers.c.state).where(_of_customer(customers, cloud, partner_id, customer_id))
             ).scalar()
         return Counted(count=int(state == State.ENDED))
 
@@ -643,9 +635,7 @@ class Records:
         with self.engine.connect() as conn:
             found = conn.execute(
                 sa.select(customers.c.state, customers.c.admin_request).where(
-                    (customers.c.cloud == cloud)
-                    & (customers.c.partner_id == partner_id)
-                    & (customers.c.customer_id == customer_id)
+                    _of_customer(customers, cloud, partner_id, customer_id)
                 )
             ).first()
         if found is None or not found.admin_request:
@@ -659,9 +649,7 @@ class Records:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(entities.c.workflow_id, entities.c.state).where(
-                    (entities.c.cloud == cloud)
-                    & (entities.c.partner_id == partner_id)
-                    & (entities.c.customer_id == customer_id)
+                    _of_customer(entities, cloud, partner_id, customer_id)
                     & entities.c.workflow_id.startswith(prefix, autoescape=True)
                 )
             ).all()
@@ -671,9 +659,7 @@ class Records:
         with self.engine.connect() as conn:
             found = conn.execute(
                 sa.select(subscriptions.c.active, subscriptions.c.detail).where(
-                    (subscriptions.c.cloud == cloud)
-                    & (subscriptions.c.partner_id == partner_id)
-                    & (subscriptions.c.customer_id == customer_id)
+                    _of_customer(subscriptions, cloud, partner_id, customer_id)
                 )
             ).first()
             if found is None:
@@ -722,6 +708,11 @@ class Records:
 #: The tables a lifecycle may keep its current row in (`Lifecycle.table`).
 #: Where a reseller's customer is linked to its indirect provider too: from the acceptance on.
 LINKED_STATES: Final = (State.ACTIVE.value, State.SUSPENDED.value)
+
+
+def _of_customer(table: sa.Table, cloud: str, partner_id: str, customer_id: str) -> Any:
+    """One partner's rows of one customer (the ids' columns every such table has)."""
+    return (table.c.cloud == cloud) & (table.c.partner_id == partner_id) & (table.c.customer_id == customer_id)
 
 
 def _of_partner(partner_id: str) -> Any:
