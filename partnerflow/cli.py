@@ -34,7 +34,7 @@ from typing import Any, Final, NoReturn
 import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -526,32 +526,38 @@ def gdap_query(state: str | None = None, partner: str | None = None, ends_within
 
 async def cmd_gdap_list(args: argparse.Namespace) -> int:
     query = gdap_query(args.state, args.partner.lower() if args.partner else None, args.ends_within)
-    client = await _connect(args, _settings(args))
     ends_key = SearchAttributeKey.for_datetime(next(iter(DELEGATED_ADMIN.moment_attributes)))
     state_key = SearchAttributeKey.for_keyword(DELEGATED_ADMIN.state_attribute)
-    found: list[dict[str, Any]] = []
+
+    def found(execution: WorkflowExecution) -> dict[str, Any]:
+        ends = execution.typed_search_attributes.get(ends_key)
+        return {
+            "workflow_id": execution.id,
+            "state": execution.typed_search_attributes.get(state_key),
+            "status": _status(execution.status),
+            "ends_at": ends.isoformat() if ends else None,
+        }
+
+    listed = await _listed(args, query, found)
+    if args.json:
+        _print_json(listed)
+    else:
+        rows = [(terminal(f["workflow_id"]), f["state"] or "-", f["status"], f["ends_at"] or "-") for f in listed]
+        _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS", "ENDS")))
+    return Exit.OK
+
+
+async def _listed(
+    args: argparse.Namespace, query: str, row: Callable[[WorkflowExecution], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The workflows a visibility query finds (at most `--limit`), each as `row` reads it."""
+    client = await _connect(args, _settings(args))
     try:
-        async for execution in client.clients[Cloud(args.cloud)].list_workflows(query, limit=args.limit):
-            attributes = execution.typed_search_attributes
-            ends = attributes.get(ends_key)
-            found.append(
-                {
-                    "workflow_id": execution.id,
-                    "state": attributes.get(state_key),
-                    "status": _status(execution.status),
-                    "ends_at": ends.isoformat() if ends else None,
-                }
-            )
+        return [row(e) async for e in client.clients[Cloud(args.cloud)].list_workflows(query, limit=args.limit)]
     except RPCError as error:
         raise _from_rpc(error) from error
     except RuntimeError as error:
         raise Unavailable(f"Temporal is unavailable: {error}") from error
-    if args.json:
-        _print_json(found)
-    else:
-        rows = [(terminal(f["workflow_id"]), f["state"] or "-", f["status"], f["ends_at"] or "-") for f in found]
-        _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS", "ENDS")))
-    return Exit.OK
 
 
 def _partner_line(p: Partner) -> tuple[str, ...]:
@@ -683,31 +689,24 @@ async def cmd_list(args: argparse.Namespace) -> int:
     # Case-folded as ids are; each is checked as a query literal by `list_query`.
     partner = args.partner.lower() if args.partner else None
     customer = args.customer.lower() if args.customer else None
-    query = list_query(args.state, partner, customer)
-    client = await _connect(args, _settings(args))
-    found: list[dict[str, Any]] = []
-    try:
-        async for execution in client.clients[Cloud(args.cloud)].list_workflows(query, limit=args.limit):
-            attributes = execution.typed_search_attributes
-            found.append(
-                {
-                    "workflow_id": execution.id,
-                    "run_id": execution.run_id,
-                    "state": attributes.get(STATE_KEY),
-                    "status": _status(execution.status),
-                    "partner_id": attributes.get(PARTNER_KEY),
-                    "customer_id": attributes.get(CUSTOMER_KEY),
-                    "start_time": _when(execution.start_time),
-                }
-            )
-    except RPCError as error:
-        raise _from_rpc(error) from error
-    except RuntimeError as error:
-        raise Unavailable(f"Temporal is unavailable: {error}") from error
+
+    def found(execution: WorkflowExecution) -> dict[str, Any]:
+        attributes = execution.typed_search_attributes
+        return {
+            "workflow_id": execution.id,
+            "run_id": execution.run_id,
+            "state": attributes.get(STATE_KEY),
+            "status": _status(execution.status),
+            "partner_id": attributes.get(PARTNER_KEY),
+            "customer_id": attributes.get(CUSTOMER_KEY),
+            "start_time": _when(execution.start_time),
+        }
+
+    listed = await _listed(args, list_query(args.state, partner, customer), found)
     if args.json:
-        _print_json(found)
+        _print_json(listed)
     else:
-        rows = [(f["workflow_id"], f["state"] or "-", f["status"]) for f in found]
+        rows = [(f["workflow_id"], f["state"] or "-", f["status"]) for f in listed]
         _out(_table(rows, ("WORKFLOW ID", "STATE", "STATUS")))
     return Exit.OK
 

@@ -37,6 +37,7 @@ from partnerflow.testing import (
     sign_start,
     sign_update,
     start_input,
+    workflow_id_of,
 )
 from partnerflow.worker import new_worker
 from partnerflow.workflows.lifecycles import WORKFLOWS
@@ -83,9 +84,7 @@ async def gdap(
 
 
 def wid_of(body: dict[str, Any]) -> str:
-    return LC.workflow_id.format(
-        partner_id=body["partner"]["id"], customer_id=body["customer"]["id"], request_id=body["request_id"]
-    )
+    return workflow_id_of(LC, body)
 
 
 async def start(env: Env, body: dict[str, Any] | None = None) -> WorkflowHandle[Any, DelegatedAdminView]:
