@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit browser postgres bench chaos clean lock
+.PHONY: run test lint unit browser postgres bench scale chaos clean lock
 
 # Installs exactly what requirements.lock pins, each file checked against its hash; then
 # partnerflow itself, whose ranges in pyproject.toml stay for library users.
@@ -46,9 +46,15 @@ postgres:
 		echo "installing PostgreSQL server binaries (Debian package) for the records tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-# Not part of `make test`: partnerflow against a bare and a hand-written workflow (BENCHMARKS.md).
+# Not part of `make test` (a short version is): partnerflow against a bare workflow and two
+# hand-written ones, naive and tuned (BENCHMARKS.md); under 15 minutes.
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Not part of `make test` (a short version is): 100,000 relationships imported into a dev server
+# on a SQLite file and PostgreSQL records, then measured (BENCHMARKS.md); under an hour.
+scale: $(STAMP) postgres
+	$(PY) -m bench.scale
 
 # Not part of `make test` (a short version is): 500 lives under worker kills, a server
 # restart, SMTP and database outages (RELIABILITY.md).

@@ -29,6 +29,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer
 from partnerflow.activities.records import Records
+from partnerflow.activities.relay import LetterRelay
 from partnerflow.runtime import logs, search_attributes, tracing
 from partnerflow.runtime.config import Settings, WorkerSettings, load
 from partnerflow.runtime.connection import connect
@@ -49,7 +50,26 @@ log = structlog.get_logger("partnerflow.worker")
 #: (`states/proof.py`) that import went through the sandbox, which re-ran the Rust extension: a
 #: SystemError, which aborted the whole process (a bad signature: the Rust side panics) or
 #: refused a genuine ES256 proof.
-SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt")
+#:
+#: partnerflow itself passes through too: the sandbox would otherwise import the engine again
+#: for every workflow it starts, and make every lifecycle's workflow class again from its
+#: declaration (a fifth of the worker's CPU in bench/profile.txt). The engine's workflow code
+#: keeps to `workflow.now()`, `workflow.random()` and activities by its own rules, and every
+#: captured history replays against it (tests/test_replay.py), which is what catches a
+#: nondeterministic change; its module-level state is declarations, read-only.
+SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "partnerflow")
+
+
+class RelayingWorker(Worker):
+    """A Temporal worker that runs its capabilities' letter relay for as long as it runs."""
+
+    def __init__(self, client: Client, *, relay: LetterRelay, **options: Any) -> None:
+        super().__init__(client, **options)
+        self._relay = relay
+
+    async def run(self) -> None:
+        async with self._relay.running():
+            await super().run()
 
 
 def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
@@ -103,8 +123,9 @@ def new_worker(
         )
         if (value := getattr(t, name)) is not None
     }
-    return Worker(
+    return RelayingWorker(
         client,
+        relay=activities.relay,
         task_queue=task_queue,
         workflows=classes,
         activities=activities.all(),

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from partnerflow.activities.email import Letter, Mailer, message_id_for
 from partnerflow.activities.letters import write
 from partnerflow.activities.records import OutboxEntry, Records, utc_now
+from partnerflow.activities.relay import LetterRelay
 from partnerflow.activities.webhooks import Deliveries
 from partnerflow.states import messages
 from partnerflow.states.declaration import Lifecycle
@@ -108,6 +109,7 @@ class Capabilities:
         # `secrets`), and only its own retries send the same token again.
         self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
         self.deliveries = Deliveries(records, cloud)  # the webhooks' activities, over the same records
+        self.relay = LetterRelay(records, self.send_letter, cloud)  # the letters changes queue
 
     def _same_cloud(self, cloud: str) -> None:
         if self.cloud is not None and cloud != self.cloud:
@@ -203,6 +205,8 @@ class Capabilities:
             recorded = await asyncio.to_thread(self.records.apply_change, change)
         except ValueError as error:  # a table or field the records do not have: no retry mends it
             raise _invalid(str(error)) from None
+        if change.letters:
+            self.relay.wake([letter.key for letter in change.letters])
         _log().info(
             "records.change" if recorded else "records.already_recorded",
             change_id=change.change_id,

@@ -188,6 +188,24 @@ webhook_deliveries = sa.Table(
 )
 
 
+#: The letters a change queued in its own transaction (`Change.letters`), until the worker's
+#: relay (activities/relay.py) has sent them: the change and its letters are durable together,
+#: and the answer to the change waits for no mail server. Sent, a row goes (the outbox keeps
+#: what was sent); `due_at` is the next attempt, or the end of a relay's claim.
+letter_queue = sa.Table(
+    "letter_queue",
+    metadata,
+    sa.Column("key", sa.String(250), primary_key=True),  # the letter's outbox key
+    sa.Column("cloud", sa.String(16), nullable=False),
+    sa.Column("workflow_id", sa.String(250), nullable=False, index=True),
+    sa.Column("letter", sa.JSON, nullable=False),  # the SendLetter, as the workflow made it
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.String(200), nullable=True),  # an error's class, never its text
+)
+sa.Index("ix_letter_queue_due", letter_queue.c.cloud, letter_queue.c.due_at)
+
+
 class OutboxEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -200,6 +218,14 @@ class OutboxEntry(BaseModel):
     token_sha256: str | None
     status: str
     attempts: int
+
+
+class QueuedLetter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    attempts: int
+    letter: dict[str, Any]
 
 
 class Records:
@@ -260,6 +286,21 @@ class Records:
             self._upsert_current(conn, change)
             if change.event:
                 self._log_event(conn, change)
+            if change.letters:
+                conn.execute(
+                    self._insert(letter_queue).on_conflict_do_nothing(),
+                    [
+                        {
+                            "key": letter.key,
+                            "cloud": change.cloud,
+                            "workflow_id": change.workflow_id,
+                            "letter": letter.model_dump(mode="json"),
+                            "attempts": 0,
+                            "due_at": utc_now(),  # the records' clock: the change's may be a test's, far ahead
+                        }
+                        for letter in change.letters
+                    ],
+                )
             return True
 
     def _log_event(self, conn: Connection, change: Change) -> None:
@@ -480,6 +521,10 @@ class Records:
             ).rowcount
             mail = conn.execute(outbox.update().where(emails).values(recipient=ERASED, subject=ERASED)).rowcount
             logged = self._erase_events(conn, cloud, wid)
+            # A letter not yet sent is not sent: its reader asked to be forgotten.
+            conn.execute(
+                sa.delete(letter_queue).where((letter_queue.c.cloud == cloud) & (letter_queue.c.workflow_id == wid))
+            )
             conn.execute(
                 self._insert(audit)
                 .values(
@@ -696,6 +741,46 @@ class Records:
     def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
         with self._tx() as conn:
             conn.execute(sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now))
+
+    # --- the letters changes queued (activities/relay.py) ----------------------------
+    def letters_due(self, cloud: str | None, now: datetime, limit: int) -> list[QueuedLetter]:
+        """Queued letters whose time has come (oldest first): never sent, failed, or whose
+        relay's claim ran out (its worker died mid-send)."""
+        where = letter_queue.c.due_at <= now
+        if cloud is not None:
+            where &= letter_queue.c.cloud == cloud
+        query = sa.select(letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.where(where).order_by(letter_queue.c.due_at).limit(limit)).all()
+        return [QueuedLetter(key=r.key, attempts=r.attempts, letter=r.letter) for r in rows]
+
+    def letter_claim(self, queued: QueuedLetter, *, until: datetime) -> bool:
+        """This relay's, until `until`: False when another relay claimed it first (the attempt
+        count it read has moved on) or it was sent meanwhile."""
+        with self._tx() as conn:
+            claimed = conn.execute(
+                sa.update(letter_queue)
+                .where((letter_queue.c.key == queued.key) & (letter_queue.c.attempts == queued.attempts))
+                .values(attempts=queued.attempts + 1, due_at=until)
+            ).rowcount
+        return bool(claimed)
+
+    def letter_sent(self, key: str) -> None:
+        with self._tx() as conn:
+            conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == key))
+
+    def letter_later(self, key: str, *, due_at: datetime, error: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(letter_queue).where(letter_queue.c.key == key).values(due_at=due_at, last_error=error[:200])
+            )
+
+    def letters_queued(self, workflow_id: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(letter_queue)
+        if workflow_id is not None:
+            query = query.where(letter_queue.c.workflow_id == workflow_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def outbox_for(self, workflow_id: str) -> list[OutboxEntry]:
         with self.engine.connect() as conn:

@@ -2,7 +2,7 @@
 
 Each variant runs in a process of its own, so its CPU time and peak memory can be read
 from /proc. Logging is set up as partnerflow's worker does it (JSON lines, INFO) for all
-three, to a file. SIGTERM or SIGINT stops it; on the way out it writes its own
+four, to a file. SIGTERM or SIGINT stops it; on the way out it writes its own
 `getrusage` next to the ready file, as a cross-check of what /proc said.
 """
 
@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from bench.driver import IMPORT_PARTNER, KEYS, PARTNER
 from bench.floor import ACTIVITIES as FLOOR_ACTIVITIES
 from bench.floor import FloorWorkflow
-from bench.handwritten import HandwrittenActivities, HandwrittenRelationship
+from bench.handwritten import HandwrittenActivities, HandwrittenRelationship, TunedRelationship
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records
@@ -37,7 +39,7 @@ from partnerflow.states.models import Partner
 from partnerflow.states.proof import Issuer, Verifier, key_set
 from partnerflow.worker import new_worker, settle_memory
 
-VARIANTS = ("floor", "handwritten", "partnerflow")
+VARIANTS = ("floor", "handwritten", "handwritten_tuned", "partnerflow")
 LINK_BASE = "http://portal.bench"
 
 
@@ -50,10 +52,13 @@ async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
     records = Records(args.records)
     records.create_schema()
     mailer = Mailer(SmtpSettings(port=args.smtp_port))
-    if args.variant == "handwritten":
-        client = await Client.connect(args.address, namespace=args.namespace)
+    if args.variant in ("handwritten", "handwritten_tuned"):
+        tuned = args.variant == "handwritten_tuned"
+        converter = pydantic_data_converter if tuned else DataConverter.default
+        client = await Client.connect(args.address, namespace=args.namespace, data_converter=converter)
         hand = HandwrittenActivities(records, mailer, LINK_BASE)
-        worker = Worker(client, task_queue=args.task_queue, workflows=[HandwrittenRelationship], activities=hand.all())
+        workflow = TunedRelationship if tuned else HandwrittenRelationship
+        worker = Worker(client, task_queue=args.task_queue, workflows=[workflow], activities=hand.all())
         return worker, records
     client = await Client.connect(args.address, namespace=args.namespace, data_converter=data_converter)
     # Proven mode, as `make run`: the driver signs each request with the development key.

@@ -221,6 +221,16 @@ async def poll(check: Callable[[], Awaitable[Any]], attempts: int = 200) -> Any:
     raise AssertionError("condition not met in time")
 
 
+async def letters_sent(records: Records) -> None:
+    """Await the letters the changes so far queued: the worker's relay sends a change's notices
+    just after the change answers (activities/relay.py), so a test awaits them before reading."""
+
+    async def sent() -> bool:
+        return records.letters_queued() == 0
+
+    await poll(sent)
+
+
 def path_to(target: str, lifecycle: Lifecycle = RELATIONSHIP) -> tuple[Row, list[Row]]:
     """The start row and the shortest row sequence reaching `target`, from the declaration: by
     the starts the kit knows how to make (`START_OVERRIDES`), its callers' updates and its timers
@@ -417,7 +427,12 @@ class Harness:
             return None
 
         result: RelationshipView = await poll(ready)
+        await self.letters_sent()
         return result
+
+    async def letters_sent(self) -> None:
+        """Await the letters the changes so far queued (see `letters_sent`)."""
+        await letters_sent(self.records)
 
     async def view(self, handle: WorkflowHandle[Any, Any]) -> RelationshipView:
         """The lifecycle's view (a `RelationshipView` for a relationship)."""
@@ -433,6 +448,7 @@ class Harness:
             payload = sign_update(payload, name, handle.id)
         view_model = lifecycle_of(handle.id).view_model
         result: RelationshipView = await handle.execute_update(name, payload, result_type=view_model)
+        await self.letters_sent()  # as the change's answer found them: sent
         return result
 
     def mail(self, to: str | None = None) -> list[Any]:

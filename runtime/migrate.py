@@ -31,7 +31,7 @@ from partnerflow.runtime.config import ConfigError, load
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # shipped inside the package
 BASELINE = "0001"  # the revision that creates exactly what `create_schema()` used to create
 LATER_TABLES = frozenset(
-    {"entities", "partners", "proofs_used", "event_log", "webhooks", "webhook_deliveries"}
+    {"entities", "partners", "proofs_used", "event_log", "webhooks", "webhook_deliveries", "letter_queue"}
 )  # added by revisions after BASELINE
 LATER_COLUMNS = frozenset(
     {

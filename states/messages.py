@@ -99,6 +99,9 @@ class Change(Audited):
     fields: dict[str, JsonValue] = {}
     lifecycle: str = "relationship"
     event: str | None = None  # its event's type, recorded in the event log with it (none: before events)
+    # The row's letters, queued in the change's own transaction for the worker's relay to send
+    # (none: a change from before letters went with it; those went as `send_notice` activities).
+    letters: list[SendLetter] = []
 
 
 class ReadFact(_Message):

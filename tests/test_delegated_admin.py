@@ -32,6 +32,7 @@ from partnerflow.testing import (
     Harness,
     actor,
     client_for,
+    letters_sent,
     poll,
     register_partners,
     sign_start,
@@ -206,7 +207,7 @@ async def test_create_update_lock_approve_activate(
 
 
 async def test_a_one_day_term_warns_then_expires_without_extending_global_admin(
-    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment
+    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment, partnerflow_records: Records
 ) -> None:
     """P1D with Global Administrator: auto-extension is refused, the warning goes to both sides,
     and the term runs out to `expired`, which nothing can undo."""
@@ -233,6 +234,7 @@ async def test_a_one_day_term_warns_then_expires_without_extending_global_admin(
     await partnerflow_time_env.sleep(timedelta(days=1, hours=1))
     final = await handle.result()
     assert final.state == "expired" and final.ends_at is None
+    await letters_sent(partnerflow_records)
     ended = {"The admin roles of Fabrikam in Contoso Ltd have ended", "Your admin roles in Contoso Ltd have ended"}
     assert ended <= set(subjects(partnerflow_mail))
     assert view.roles == ("Global Administrator",)
@@ -240,7 +242,7 @@ async def test_a_one_day_term_warns_then_expires_without_extending_global_admin(
 
 
 async def test_auto_extension_renews_by_180_days_with_warnings_each_term(
-    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment
+    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment, partnerflow_records: Records
 ) -> None:
     handle = await approved(gdap, partnerflow_mail, gdap_input(duration="P60D", auto_extend="P180D"))
     first = await state_of(handle, "active")
@@ -248,6 +250,7 @@ async def test_auto_extension_renews_by_180_days_with_warnings_each_term(
     await partnerflow_time_env.sleep(timedelta(days=61))
     renewed = await state_of(handle, "active")
     assert renewed.ends_at == first.ends_at + timedelta(days=180)  # from the old end, not the timer's moment
+    await letters_sent(partnerflow_records)
     letters = subjects(partnerflow_mail)
     assert letters.count("Your admin roles in Contoso Ltd end " + letters[-2].rsplit(" end ", 1)[-1]) >= 1
     partner_warnings = [s for s in letters if s.startswith("Your admin roles in Contoso Ltd end ")]
@@ -257,33 +260,38 @@ async def test_auto_extension_renews_by_180_days_with_warnings_each_term(
 
 
 async def test_an_unapproved_request_is_reminded_then_expires(
-    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment
+    gdap: Env, partnerflow_mail: MailSink, partnerflow_time_env: WorkflowEnvironment, partnerflow_records: Records
 ) -> None:
     handle, token = await locked(gdap, partnerflow_mail)
     await partnerflow_time_env.sleep(timedelta(days=91))
     final = await handle.result()
     assert final.state == "expired"
+    await letters_sent(partnerflow_records)
     letters = subjects(partnerflow_mail)
     assert letters.count("Reminder: Fabrikam asks for admin roles in Contoso Ltd") == 3  # 30, 7, 1 days before
     assert letters[-1] == "Your request for admin roles in Contoso Ltd expired"
     assert (await handle.query("approval", {"token": token}))["status"] == "expired"
 
 
-async def test_the_customer_declines(gdap: Env, partnerflow_mail: MailSink) -> None:
+async def test_the_customer_declines(gdap: Env, partnerflow_mail: MailSink, partnerflow_records: Records) -> None:
     handle, token = await locked(gdap, partnerflow_mail)
     view = await update(handle, "decline", {"token": token, "customer_admin": ADMIN, "reason": "not now"})
     assert view.state == "terminated"
+    await letters_sent(partnerflow_records)
     assert subjects(partnerflow_mail)[-1] == "Contoso Ltd declined your request for admin roles"
     assert "Reason given: not now" in text_of(partnerflow_mail.messages()[-1])
 
 
-async def test_the_partner_terminates_and_both_sides_are_told(gdap: Env, partnerflow_mail: MailSink) -> None:
+async def test_the_partner_terminates_and_both_sides_are_told(
+    gdap: Env, partnerflow_mail: MailSink, partnerflow_records: Records
+) -> None:
     handle = await approved(gdap, partnerflow_mail)
     await state_of(handle, "active")
     await update(handle, "terminate", {"actor": actor("admin_agent"), "reason": "contract over"})
     final = await handle.result()
     assert final.state == "terminated"
     assert [a.to_state for a in final.audit][-3:] == ["terminationRequested", "terminating", "terminated"]
+    await letters_sent(partnerflow_records)
     told = {m["To"]: m["Subject"] for m in partnerflow_mail.messages()[-2:]}
     assert told == {
         "admin@contoso.example": "The admin roles of Fabrikam in Contoso Ltd were ended",

@@ -96,6 +96,7 @@ async def test_accepting_activates_and_the_link_then_says_it_was_used(
     assert done.status_code == 200 and "You accepted the invitation" in done.text
     view = await partnerflow_live.view(handle)
     assert view.state == "active" and view.audit[-1].actor_user == "admin@contoso.example"
+    await partnerflow_live.letters_sent()
     assert any(
         "accepted your reseller relationship" in m["Subject"] for m in partnerflow_live.mail("sam@fabrikam.example")
     )

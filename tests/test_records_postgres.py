@@ -125,7 +125,7 @@ def test_the_migrated_schema_matches_metadata(empty_url: str) -> None:
     assert differences(empty_url) == []
     engine = sa.create_engine(empty_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
-        assert migrate.current(conn) == migrate.head() == "0007"
+        assert migrate.current(conn) == migrate.head() == "0008"
         assert set(sa.inspect(conn).get_table_names()) == {*metadata.tables, "alembic_version"}
     engine.dispose()
 

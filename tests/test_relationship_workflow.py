@@ -360,6 +360,7 @@ async def test_an_unanswered_referral_expires_after_14_days(partnerflow: Harness
     result = await handle.result()
     assert result.state == "referral_expired"
     assert result.audit[-1].actor_role == "system"
+    await partnerflow.letters_sent()
     [notice] = partnerflow.mail("d@dist.example")
     assert "expired" in notice["Subject"]
 
@@ -437,7 +438,9 @@ async def test_search_attributes_and_details_follow_the_state(partnerflow: Harne
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attrs.pop("InvitationExpiresAt") > attrs_at_start
     assert attrs.pop("StateChangedAt") == (await partnerflow.view(handle)).audit[-1].at
-    assert attrs.pop("TemporalChangeVersion") == ["admitted-start"]  # the SDK's mark of the admission patch
+    # The SDK's marks of the patches a new relationship takes: the admission, and letters queued
+    # with the change (the acceptance's notice).
+    assert attrs.pop("TemporalChangeVersion") == ["admitted-start", "letters-with-change"]
     assert attrs == {
         "RelationshipState": "active",
         "PartnerId": "p-100",

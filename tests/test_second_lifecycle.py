@@ -28,6 +28,7 @@ from partnerflow.testing import (
     TOKEN_IN_LINK,
     actor,
     client_for,
+    letters_sent,
     register_partners,
     sign_start,
     sign_update,
@@ -125,6 +126,7 @@ async def test_the_declared_approval_runs_from_link_to_approval(
         "approve", {"token": token, "customer_admin": ADMIN, "accept_agreement": True}, result_type=ApprovalView
     )
     assert (view.state, view.approvals, view.note) == ("approved", 1, "approved by link")
+    await letters_sent(partnerflow_records)  # the partner's letter goes with the change, by the relay
     assert [m["Subject"] for m in partnerflow_mail.messages()][-1] == "Contoso Ltd approved"
     row = partnerflow_records.current("entities", handle.id)
     assert row and row["state"] == "approved" and row["fields"] == {"approvals": 1, "note": "approved by link"}

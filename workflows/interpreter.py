@@ -90,6 +90,10 @@ ADMISSION_PATCH = "admitted-start"
 #: How many spent assertions a workflow remembers (each only until it expires).
 PROOFS_KEPT = 200
 
+#: A row's notices go into the records with its change, for the worker's relay to send
+#: (activities/relay.py); before, each was a `send_notice` activity the change waited for.
+LETTERS_WITH_CHANGE_PATCH = "letters-with-change"
+
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -492,6 +496,19 @@ class Interpreter:
             sent = await self._letter(link, key, expires_at=expires_at, fields=fields)
             assert sent is not None and sent.token_sha256
             issued = (sent, expires_at)
+        # The notices: with the change (its own transaction), or after it (histories from before).
+        notices = [send for send in row.sends() if not send.token and policy.reaches(send, s)]
+        queued: list[SendLetter] = []
+        with_change = bool(notices) and workflow.patched(LETTERS_WITH_CHANGE_PATCH)
+        if with_change:
+            # A letter into a state with a deadline (a suspension) tells when it ends.
+            entered_at = now if lc.deadline_in(row.dest) and from_state != row.dest else d.entered_at
+            after = d.model_copy(update={"state": row.dest, "fields": fields, "entered_at": entered_at})
+            ends_at = deadline_at(lc, after, s.timers) if not link else None
+            for send in notices:
+                if send.since is None or workflow.patched(send.since):
+                    key = f"{self._key_prefix()}/{seq}/{send.letter}"
+                    queued.append(self._letter_for(send, key, reason=reason, expires_at=ends_at, fields=fields))
         entry = Entry(
             seq=seq,
             operation=row.operation,
@@ -517,6 +534,7 @@ class Interpreter:
             },
             lifecycle=lc.name,
             event=published.name_for(s.partner.kind.value) if (published := row.publishes()) else None,
+            letters=queued,
         )
         await self._call(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}", local=True)
         # The change is recorded: make it the workflow's truth.
@@ -554,9 +572,7 @@ class Interpreter:
         )
         # A letter into a state with a deadline (a suspension) tells when it ends.
         ends_at = deadline_at(lc, d, s.timers) if not link else None
-        for send in row.sends():
-            if send.token or not policy.reaches(send, s):
-                continue  # sent above; or to nobody (a direct partner has no provider)
+        for send in notices if not with_change else ():
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
             if send.since is None or workflow.patched(send.since):
                 await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason, expires_at=ends_at)
@@ -622,11 +638,21 @@ class Interpreter:
     async def _letter(
         self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = "", fields: Any = None
     ) -> IssuedToken | None:
-        s = self._start
-        if not policy.reaches(send, s):
+        if not policy.reaches(send, self._start):
             return None
+        letter = self._letter_for(send, key, expires_at=expires_at, reason=reason, fields=fields)
+        if not send.token:
+            await self._call(SEND_NOTICE, letter, summary=f"{send.letter} email")
+            return None
+        assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
+        return await self._call(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
+
+    def _letter_for(
+        self, send: Send, key: str, *, expires_at: datetime | None = None, reason: str = "", fields: Any = None
+    ) -> SendLetter:
+        s = self._start
         provider = policy.provider_of(s) if send.to is Recipient.PROVIDER_CONTACT else None
-        letter = SendLetter(
+        return SendLetter(
             key=key,
             lifecycle=self.lifecycle.name,
             letter=send.letter,
@@ -641,11 +667,6 @@ class Interpreter:
             cloud=s.cloud.value if provider else None,
             **self._reader(send.to),
         )
-        if not send.token:
-            await self._call(SEND_NOTICE, letter, summary=f"{send.letter} email")
-            return None
-        assert self.lifecycle.token_query, "a link letter has a page (checked by the declaration)"
-        return await self._call(send_link(self.lifecycle.token_query), letter, summary=f"{send.letter} email")
 
     def _reader(self, to: Recipient) -> dict[str, str | None]:
         """The language a letter is written in: the customer's, or the partner's (the registry's)."""
