@@ -131,8 +131,10 @@ class Capabilities:
         text = lifecycle.letters.get(send.letter) if lifecycle else None
         if lifecycle is None or text is None:
             raise _invalid(f"letter: no letter {send.letter} in lifecycle {send.lifecycle}")
-        sent = await asyncio.to_thread(self.records.outbox_entry, send.key)
-        if sent and sent.status == "sent" and (sent.token_sha256 or not send.token):
+        # A notice sent already is found by the outbox's claim below (`_deliver`); a link's is
+        # answered from its row here, with the token's hash.
+        sent = await asyncio.to_thread(self.records.outbox_entry, send.key) if send.token else None
+        if sent and sent.status == "sent" and sent.token_sha256:
             _log().info("email.already_sent", kind=send.letter, key=send.key)
             return IssuedToken(message_id=sent.message_id, token_sha256=sent.token_sha256)
         digest: str | None = None

@@ -743,27 +743,23 @@ class Records:
             conn.execute(sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now))
 
     # --- the letters changes queued (activities/relay.py) ----------------------------
-    def letters_due(self, cloud: str | None, now: datetime, limit: int) -> list[QueuedLetter]:
-        """Queued letters whose time has come (oldest first): never sent, failed, or whose
-        relay's claim ran out (its worker died mid-send)."""
-        where = letter_queue.c.due_at <= now
+    def letters_claim(self, cloud: str | None, now: datetime, *, until: datetime, limit: int) -> list[QueuedLetter]:
+        """The queued letters whose time has come (never sent, failed before, or claimed by a
+        relay that died), oldest first, now this relay's until `until`: one statement, so two
+        relays never claim the same letter (PostgreSQL re-checks `due_at` on the locked row)."""
+        due = letter_queue.c.due_at <= now
         if cloud is not None:
-            where &= letter_queue.c.cloud == cloud
-        query = sa.select(letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query.where(where).order_by(letter_queue.c.due_at).limit(limit)).all()
-        return [QueuedLetter(key=r.key, attempts=r.attempts, letter=r.letter) for r in rows]
-
-    def letter_claim(self, queued: QueuedLetter, *, until: datetime) -> bool:
-        """This relay's, until `until`: False when another relay claimed it first (the attempt
-        count it read has moved on) or it was sent meanwhile."""
+            due &= letter_queue.c.cloud == cloud
+        keys = sa.select(letter_queue.c.key).where(due).order_by(letter_queue.c.due_at).limit(limit)
+        claim = (
+            sa.update(letter_queue)
+            .where(letter_queue.c.key.in_(keys) & (letter_queue.c.due_at <= now))
+            .values(attempts=letter_queue.c.attempts + 1, due_at=until)
+            .returning(letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter)
+        )
         with self._tx() as conn:
-            claimed = conn.execute(
-                sa.update(letter_queue)
-                .where((letter_queue.c.key == queued.key) & (letter_queue.c.attempts == queued.attempts))
-                .values(attempts=queued.attempts + 1, due_at=until)
-            ).rowcount
-        return bool(claimed)
+            rows = conn.execute(claim).all()
+        return [QueuedLetter(key=r.key, attempts=r.attempts, letter=r.letter) for r in rows]
 
     def letter_sent(self, key: str) -> None:
         with self._tx() as conn:

@@ -7,10 +7,9 @@ beside the worker (`worker.new_worker`): woken the moment its own worker queues 
 and every `poll_s` for what another worker queued or left claimed when it died.
 
 Each letter goes through the same path as the `send_notice` activity (its outbox key:
-once, ever); a claim (the attempt count it read, moved on) keeps two relays off the
-same letter; a failure waits and tries again, without end: an outage delays a letter,
-it never loses one. The workflow's history holds the letters (in the change), not
-their sending.
+once, ever); a claim (one UPDATE ... RETURNING) keeps two relays off the same letter; a
+failure waits and tries again, without end: an outage delays a letter, it never loses one.
+The workflow's history holds the letters (in the change), not their sending.
 """
 
 from __future__ import annotations
@@ -112,7 +111,8 @@ class LetterRelay:
     async def drain(self) -> int:
         """One batch of the letters due now, `at_once` lifecycles at a time, each lifecycle's in
         the order queued (its reader gets "accepted" before "ended"); how many went."""
-        due = await asyncio.to_thread(self.records.letters_due, self.cloud, utc_now(), self.batch)
+        now = utc_now()
+        due = await asyncio.to_thread(self.records.letters_claim, self.cloud, now, until=now + CLAIM, limit=self.batch)
         by_lifecycle: dict[str, list[QueuedLetter]] = {}
         for queued in due:
             by_lifecycle.setdefault(queued.letter.get("workflow_id", ""), []).append(queued)
@@ -125,16 +125,13 @@ class LetterRelay:
         return sum(await asyncio.gather(*(in_order(letters) for letters in by_lifecycle.values())))
 
     async def _deliver(self, queued: QueuedLetter) -> bool:
-        claimed = await asyncio.to_thread(self.records.letter_claim, queued, until=utc_now() + CLAIM)
-        if not claimed:
-            return False  # another relay's
         letter = SendLetter.model_validate(queued.letter)
         trace_of = self._traces.pop(queued.key, None)
         try:
             with _tracer().start_as_current_span("letter.send", context=trace_of, attributes={"letter": letter.letter}):
                 await self.send(letter)
         except Exception as error:
-            attempts = queued.attempts + 1
+            attempts = queued.attempts
             log.warning("letters.send_failed", key=queued.key, attempts=attempts, error=type(error).__name__)
             later = utc_now() + wait_after(attempts)
             await asyncio.to_thread(self.records.letter_later, queued.key, due_at=later, error=type(error).__name__)
