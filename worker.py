@@ -51,12 +51,11 @@ log = structlog.get_logger("partnerflow.worker")
 #: SystemError, which aborted the whole process (a bad signature: the Rust side panics) or
 #: refused a genuine ES256 proof.
 #:
-#: partnerflow itself passes through too: the sandbox would otherwise import the engine again
-#: for every workflow it starts, and make every lifecycle's workflow class again from its
-#: declaration (a fifth of the worker's CPU in bench/profile.txt). The engine's workflow code
-#: keeps to `workflow.now()`, `workflow.random()` and activities by its own rules, and every
-#: captured history replays against it (tests/test_replay.py), which is what catches a
-#: nondeterministic change; its module-level state is declarations, read-only.
+#: The declared lifecycles' workflows run outside the sandbox (`workflows.interpreter.SANDBOXED`
+#: says why); the sandbox is for the webhook deliveries' workflow and any workflow of a team's
+#: own given to `new_worker`. partnerflow itself passes through it: re-imported for every
+#: workflow, the engine cost a fifth of the worker's CPU (BENCHMARKS.md); its module-level
+#: state is declarations, read-only.
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "partnerflow")
 
 
@@ -159,9 +158,8 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 def keep_bytecode() -> None:
-    """The workflow sandbox imports the workflow modules (`workflows/interpreter.py`,
-    `workflows/lifecycles.py`) again for every workflow it
-    runs; where bytecode is not written (PYTHONDONTWRITEBYTECODE, common in container
+    """The workflow sandbox imports a sandboxed workflow's module (the webhook deliveries', a
+    team's own) again for every workflow it runs; where bytecode is not written (PYTHONDONTWRITEBYTECODE, common in container
     images) each of those compiles it from source. Keep bytecode in a private folder
     instead: the source tree stays as clean as the setting intends."""
     if sys.dont_write_bytecode:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -109,7 +110,7 @@ class Capabilities:
         # `secrets`), and only its own retries send the same token again.
         self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
         self.deliveries = Deliveries(records, cloud)  # the webhooks' activities, over the same records
-        self.relay = LetterRelay(records, self.send_letter, cloud)  # the letters changes queue
+        self.relay = LetterRelay(records, functools.partial(self.send_letter, queued=True), cloud)
 
     def _same_cloud(self, cloud: str) -> None:
         if self.cloud is not None and cloud != self.cloud:
@@ -124,9 +125,10 @@ class Capabilities:
         """A letter without a link: its Message-ID."""
         return (await self.send_letter(send.model_copy(update={"token": False}))).message_id
 
-    async def send_letter(self, send: SendLetter) -> IssuedToken:
+    async def send_letter(self, send: SendLetter, *, queued: bool = False) -> IssuedToken:
         """Any declared letter, once; with `token`, a new link whose hash it answers. Registered
-        as `send_<page>` per lifecycle with a page (see `all`)."""
+        as `send_<page>` per lifecycle with a page (see `all`). `queued`: the relay's, whose claim
+        on the queued row stands for the outbox's pending row (activities/relay.py)."""
         lifecycle = self.lifecycles.get(send.lifecycle)
         text = lifecycle.letters.get(send.letter) if lifecycle else None
         if lifecycle is None or text is None:
@@ -167,11 +169,15 @@ class Capabilities:
             country=send.country,
         )
         letter = Letter(to, written.subject, written.text, written.html, written.language)
-        entry = await self._deliver(send, letter, message_id, digest)
+        entry = await self._deliver(send, letter, message_id, digest, queued=queued)
         return IssuedToken(message_id=entry.message_id, token_sha256=entry.token_sha256 or digest)
 
-    async def _deliver(self, send: SendLetter, letter: Letter, message_id: str, digest: str | None) -> OutboxEntry:
-        """Send once: the outbox row is claimed before and marked after; returns what was sent."""
+    async def _deliver(
+        self, send: SendLetter, letter: Letter, message_id: str, digest: str | None, *, queued: bool = False
+    ) -> OutboxEntry:
+        """Send once: the outbox row is claimed before and marked after; returns what was sent.
+        A queued letter is claimed in the queue instead, and marked sent as its queued row goes,
+        in one transaction (one write where an activity's letter takes two)."""
         entry = OutboxEntry(
             key=send.key,
             message_id=message_id,
@@ -183,16 +189,17 @@ class Capabilities:
             status="pending",
             attempts=0,
         )
-        claimed = await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
-        if claimed is None:  # a concurrent attempt got there first
-            done = await asyncio.to_thread(self.records.outbox_entry, send.key)
-            assert done is not None
-            _log().info("email.already_sent", kind=send.letter, key=send.key)
-            return done
-        await self.mailer.send(
-            self.mailer.build(letter, message_id),
-            on_accepted=lambda: self.records.outbox_mark_sent(send.key, now=utc_now()),
-        )
+        if queued:
+            mark = lambda: self.records.outbox_sent_from_queue(entry, now=utc_now())  # noqa: E731
+        else:
+            claimed = await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
+            if claimed is None:  # a concurrent attempt got there first
+                done = await asyncio.to_thread(self.records.outbox_entry, send.key)
+                assert done is not None
+                _log().info("email.already_sent", kind=send.letter, key=send.key)
+                return done
+            mark = lambda: self.records.outbox_mark_sent(send.key, now=utc_now())  # noqa: E731
+        await self.mailer.send(self.mailer.build(letter, message_id), on_accepted=mark)
         _log().info("email.sent", kind=send.letter, key=send.key, message_id=message_id)
         if activity.in_activity():
             activity.metric_meter().create_counter(

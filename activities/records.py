@@ -738,6 +738,17 @@ class Records:
             )
         return entry if claimed else None
 
+    def outbox_sent_from_queue(self, entry: OutboxEntry, *, now: datetime) -> None:
+        """A queued letter the server took: its outbox row (sent) and its queued row gone, at once."""
+        values = entry.model_dump(exclude={"key", "status", "attempts"})
+        with self._tx() as conn:
+            conn.execute(
+                self._insert(outbox)
+                .values(key=entry.key, status="sent", attempts=1, created_at=now, sent_at=now, **values)
+                .on_conflict_do_update(index_elements=[outbox.c.key], set_={"status": "sent", "sent_at": now})
+            )
+            conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == entry.key))
+
     def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
         with self._tx() as conn:
             conn.execute(sa.update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now))

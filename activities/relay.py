@@ -51,7 +51,8 @@ def wait_after(attempts: int) -> timedelta:
 
 
 class LetterRelay:
-    """One per cloud worker; `send` is its capabilities' `send_letter` (outbox-checked)."""
+    """One per cloud worker; `send` is its capabilities' `send_letter(queued=True)`, which marks
+    the letter sent and removes its queued row in one transaction."""
 
     def __init__(
         self,
@@ -129,12 +130,13 @@ class LetterRelay:
         trace_of = self._traces.pop(queued.key, None)
         try:
             with _tracer().start_as_current_span("letter.send", context=trace_of, attributes={"letter": letter.letter}):
-                await self.send(letter)
+                sent = await self.send(letter)
         except Exception as error:
             attempts = queued.attempts
             log.warning("letters.send_failed", key=queued.key, attempts=attempts, error=type(error).__name__)
             later = utc_now() + wait_after(attempts)
             await asyncio.to_thread(self.records.letter_later, queued.key, due_at=later, error=type(error).__name__)
             return False
-        await asyncio.to_thread(self.records.letter_sent, queued.key)
-        return True
+        if not getattr(sent, "message_id", ""):  # nobody to send it to: it goes without a letter
+            await asyncio.to_thread(self.records.letter_sent, queued.key)
+        return True  # sent: its queued row went with the outbox's "sent"

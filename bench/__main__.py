@@ -435,6 +435,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     return {
         "lifecycles_per_s": median(r.lifecycles_per_s for r in runs),
         "accept_p50_ms": median(percentile(r.accept_ms, 50) for r in runs),
+        "accept_p90_ms": median(percentile(r.accept_ms, 90) for r in runs),
         "accept_p99_ms": median(percentile(r.accept_ms, 99) for r in runs),
         "events_per_lifecycle": statistics.mean(e for r in runs for e in r.events),
         "cpu_s_per_lifecycle": median(r.worker_cpu_s / r.n for r in runs),
@@ -557,7 +558,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             print(
                                 f"round {round_} {variant:17} {run.lifecycles_per_s:7.1f} lifecycles/s"
                                 f"  worker {run.worker_cpu_s / run.n * 1000:5.1f} ms CPU/lifecycle"
-                                f"  {statistics.mean(run.events):.0f} events",
+                                f"  {statistics.mean(run.events):.0f} events  accept ms p50/90/99/max"
+                                f" {'/'.join(f'{percentile(run.accept_ms, q):.0f}' for q in (50, 90, 99))}"
+                                f"/{max(run.accept_ms):.0f}",
                                 file=sys.stderr,
                             )
                     results: dict[str, Any] = {v: summarize([r for r in runs if r.variant == v]) for v in VARIANTS}

@@ -118,6 +118,8 @@ async def scale(args: argparse.Namespace) -> dict[str, Any]:
                         inbox.forget()
                         chunks.append({"first_row": first, "rows": rows, "rows_per_s": done["rows_per_s"]})
                         print(f"imported {first + rows:>7}: {done['rows_per_s']:.1f} rows/s", file=sys.stderr)
+                        # So far, should the run be stopped before its end: the import's trend.
+                        args.output.write_text(json.dumps({"partial": True, "import_chunks": chunks}, indent=2))
                     await asyncio.sleep(2)  # the last tasks' buffers go
                     rss = proc.memory_mb(worker.pid)
                     counted = await env.client.count_workflows(

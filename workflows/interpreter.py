@@ -83,6 +83,17 @@ SPENT_TOKENS_KEPT = 10
 #: How many applied update ids it remembers, to drop a retry that reaches a new run.
 RECENT_UPDATES_KEPT = 50
 
+#: The engine's workflows run outside Temporal's sandbox (`sandboxed=False`). Its modules are
+#: passed through it anyway (worker.SANDBOX: re-importing the engine for every workflow cost a
+#: fifth of the worker's CPU), so the sandbox no longer guarded this code; it only cost: a third
+#: of the worker's CPU per lifecycle (BENCHMARKS.md, session 8). What keeps this code
+#: deterministic is what always did: one interpreter, the same for every lifecycle, that reads
+#: time, randomness and the outside world only through `workflow.*` and activities; the
+#: declarations it runs do no I/O (import-linter's contract); and every captured history
+#: replays against it in `make test` (tests/test_replay.py), which is what catches a change
+#: that would not replay.
+SANDBOXED = False
+
 #: Starts read differently by today's rules for new input than by the older ones.
 STRICT_INPUT_PATCH = "strict-new-input"
 #: Starts admitted by the partner registry and a proven actor (runs begun before were not).
@@ -806,7 +817,8 @@ def workflow_class(lifecycle: Lifecycle, module: str) -> type[Interpreter]:
     for trigger in lifecycle.updates:
         members[f"update_{trigger}"] = _update_handler(module, name, trigger, lifecycle.commands[trigger].payload, view)
     cls = type(name, (Interpreter,), members)
-    return workflow.defn(name=lifecycle.workflow_type)(cls)
+    # Outside the sandbox (SANDBOXED says why); any workflow of a team's own stays in it.
+    return workflow.defn(name=lifecycle.workflow_type, sandboxed=SANDBOXED)(cls)
 
 
 def _place(fn: Any, module: str, cls_name: str, name: str | None = None) -> None:

@@ -3,7 +3,8 @@
 The sandbox imports a workflow class from its module by `__name__` (for a lifecycle of
 workflow type `Relationship`: `RelationshipWorkflow`), so each is a global of this module.
 
-PYTEST_DONT_REWRITE: the sandbox re-imports this module for every workflow.
+PYTEST_DONT_REWRITE: a sandbox given this module (a team's own worker) would re-import it for
+every workflow, and pytest's rewriting would make that import pytest.
 """
 
 from __future__ import annotations
