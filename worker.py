@@ -159,9 +159,10 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 def keep_bytecode() -> None:
     """The workflow sandbox imports a sandboxed workflow's module (the webhook deliveries', a
-    team's own) again for every workflow it runs; where bytecode is not written (PYTHONDONTWRITEBYTECODE, common in container
-    images) each of those compiles it from source. Keep bytecode in a private folder
-    instead: the source tree stays as clean as the setting intends."""
+    team's own) again for every workflow it runs; where bytecode is not written
+    (PYTHONDONTWRITEBYTECODE, common in container images) each of those compiles it from
+    source. Keep bytecode in a private folder instead: the source tree stays as clean as the
+    setting intends."""
     if sys.dont_write_bytecode:
         sys.pycache_prefix = sys.pycache_prefix or str(Path(tempfile.gettempdir()) / f"partnerflow-pyc-{os.getuid()}")
         sys.dont_write_bytecode = False
