@@ -54,8 +54,8 @@ log = structlog.get_logger("partnerflow.worker")
 #: The declared lifecycles' workflows run outside the sandbox (`workflows.interpreter.SANDBOXED`
 #: says why); the sandbox is for the webhook deliveries' workflow and any workflow of a team's
 #: own given to `new_worker`. partnerflow itself passes through it: re-imported for every
-#: workflow, the engine cost a fifth of the worker's CPU (BENCHMARKS.md); its module-level
-#: state is declarations, read-only.
+#: workflow, the engine took a quarter of the worker's profile samples (BENCHMARKS.md); its
+#: module-level state is declarations, read-only.
 SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "partnerflow")
 
 

@@ -84,9 +84,9 @@ SPENT_TOKENS_KEPT = 10
 RECENT_UPDATES_KEPT = 50
 
 #: The engine's workflows run outside Temporal's sandbox (`sandboxed=False`). Its modules are
-#: passed through it anyway (worker.SANDBOX: re-importing the engine for every workflow cost a
-#: fifth of the worker's CPU), so the sandbox no longer guarded this code; it only cost: a third
-#: of the worker's CPU per lifecycle (BENCHMARKS.md, session 8). What keeps this code
+#: passed through it anyway (worker.SANDBOX: the engine re-imported for every workflow), so the
+#: sandbox no longer guarded this code; it only cost: 12 of the worker's 71 ms of CPU per
+#: lifecycle (BENCHMARKS.md, session 8). What keeps this code
 #: deterministic is what always did: one interpreter, the same for every lifecycle, that reads
 #: time, randomness and the outside world only through `workflow.*` and activities; the
 #: declarations it runs do no I/O (import-linter's contract); and every captured history
