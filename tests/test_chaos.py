@@ -19,7 +19,7 @@ async def test_every_life_completes_exactly_once_under_faults(tmp_path: Path) ->
     plan = Plan(
         relationships=10,
         concurrency=10,
-        kill_every_s=(4.0, 8.0),
+        kill_every_s=(1.5, 3.5),  # the lives take ~20 s now: at least two kills within them
         page_kill_every_s=(2.0, 5.0),
         smtp_down_s=8.0,
         db_down_s=5.0,
