@@ -3,21 +3,27 @@
 The kit's fixtures (`partnerflow`, `partnerflow_live`, `partnerflow_time_env`,
 `partnerflow_dev_env`, `partnerflow_mail`, `partnerflow_records`) come in as a pytest
 plugin and the tests use them by those names. Here are only the few set-ups this
-project needs on top (the usgov namespace, a worker on the contract's task queue);
+project needs on top (the usgov namespace, a worker on the contract's task queue, a fresh
+records database on PostgreSQL and on SQLite);
 helpers shared between test modules are in `tests/helpers.py`.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from partnerflow import pgcluster
 from partnerflow.activities.records import Records
 from partnerflow.mailsink import MailSink
+from partnerflow.pgcluster import ThrowawayPostgres
+from partnerflow.runtime import migrate
 from partnerflow.runtime.codec import ensure_dev_keyring
 from partnerflow.runtime.config import Settings
 from partnerflow.states.models import Cloud
@@ -77,3 +83,33 @@ def partnerflow_garbage_collected() -> Iterator[None]:
     gc.collect()
     yield
     gc.collect()
+
+
+# --- a fresh records database on PostgreSQL and on SQLite (the records' and the relay's tests) --
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    if not pgcluster.available():
+        # `make test` installs them (its `postgres` step): a missing server is a broken set-up, not a skip.
+        pytest.fail("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin")
+    with ThrowawayPostgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: its own database in the session's cluster, or a new SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'records.db'}"
+    cluster: ThrowawayPostgres = request.getfixturevalue("postgres")
+    return cluster.create_database(f"fresh_{next(_names)}")
+
+
+@pytest.fixture
+def records(empty_url: str) -> Iterator[Records]:
+    migrate.upgrade(empty_url)
+    records = Records(empty_url)
+    yield records
+    records.dispose()

@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from partnerflow import pgcluster
 from partnerflow.activities.records import Change, OutboxEntry, Records, metadata
 from partnerflow.pgcluster import ThrowawayPostgres
 from partnerflow.runtime import migrate
@@ -39,32 +38,6 @@ ROWCOUNT = (
     "(truthy) unless the statement has .execution_options(preserve_rowcount=True), so a duplicate looks new: {}"
 )
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    if not pgcluster.available():
-        # `make test` installs them (its `postgres` step): a missing server is a broken set-up, not a skip.
-        pytest.fail("no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin")
-    with ThrowawayPostgres() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: its own database in the session's cluster, or a new SQLite file."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'records.db'}"
-    cluster: ThrowawayPostgres = request.getfixturevalue("postgres")
-    return cluster.create_database(f"records_{next(_names)}")
-
-
-@pytest.fixture
-def records(empty_url: str) -> Iterator[Records]:
-    migrate.upgrade(empty_url)
-    records = Records(empty_url)
-    yield records
-    records.dispose()
 
 
 @pytest.fixture
