@@ -189,17 +189,19 @@ class Capabilities:
             status="pending",
             attempts=0,
         )
-        if queued:
-            mark = lambda: self.records.outbox_sent_from_queue(entry, now=utc_now())  # noqa: E731
-        else:
-            claimed = await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now())
-            if claimed is None:  # a concurrent attempt got there first
-                done = await asyncio.to_thread(self.records.outbox_entry, send.key)
-                assert done is not None
-                _log().info("email.already_sent", kind=send.letter, key=send.key)
-                return done
-            mark = lambda: self.records.outbox_mark_sent(send.key, now=utc_now())  # noqa: E731
-        await self.mailer.send(self.mailer.build(letter, message_id), on_accepted=mark)
+        if not queued and await asyncio.to_thread(self.records.outbox_reserve, entry, now=utc_now()) is None:
+            done = await asyncio.to_thread(self.records.outbox_entry, send.key)  # a concurrent attempt sent it
+            assert done is not None
+            _log().info("email.already_sent", kind=send.letter, key=send.key)
+            return done
+
+        def sent() -> None:
+            if queued:
+                self.records.outbox_sent_from_queue(entry, now=utc_now())
+            else:
+                self.records.outbox_mark_sent(send.key, now=utc_now())
+
+        await self.mailer.send(self.mailer.build(letter, message_id), on_accepted=sent)
         _log().info("email.sent", kind=send.letter, key=send.key, message_id=message_id)
         if activity.in_activity():
             activity.metric_meter().create_counter(
