@@ -60,15 +60,20 @@ SANDBOX = SandboxRestrictions.default.with_passthrough_modules("cryptography", "
 
 
 class RelayingWorker(Worker):
-    """A Temporal worker that runs its capabilities' letter relay for as long as it runs."""
+    """A Temporal worker that runs its capabilities' letter relay for as long as it runs, and
+    says goodbye on the mail server connections it kept."""
 
-    def __init__(self, client: Client, *, relay: LetterRelay, **options: Any) -> None:
+    def __init__(self, client: Client, *, relay: LetterRelay, mailer: Mailer, **options: Any) -> None:
         super().__init__(client, **options)
         self._relay = relay
+        self._mailer = mailer
 
     async def run(self) -> None:
-        async with self._relay.running():
-            await super().run()
+        try:
+            async with self._relay.running():
+                await super().run()
+        finally:
+            await asyncio.to_thread(self._mailer.close)
 
 
 def build_activities(settings: Settings) -> dict[Cloud, Capabilities]:
@@ -125,6 +130,7 @@ def new_worker(
     return RelayingWorker(
         client,
         relay=activities.relay,
+        mailer=activities.mailer,
         task_queue=task_queue,
         workflows=classes,
         activities=activities.all(),

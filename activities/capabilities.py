@@ -109,6 +109,8 @@ class Capabilities:
         # Workers share the configured key; without one, this process makes its own (from
         # `secrets`), and only its own retries send the same token again.
         self._token_key = token_key or secrets.token_bytes(TOKEN_BYTES)
+        # Only a shared key lets another worker's relay send the link this one promised.
+        self._key_shared = token_key is not None
         self.deliveries = Deliveries(records, cloud)  # the webhooks' activities, over the same records
         self.relay = LetterRelay(records, functools.partial(self.send_letter, queued=True), cloud)
 
@@ -226,6 +228,25 @@ class Capabilities:
         )
         return recorded
 
+    @activity.defn(name=messages.RECORD_WITH_LINK.name)
+    async def record_change_with_link(self, change: Change) -> IssuedToken:
+        """A change whose row sends a new link (an invitation, a resent one): the link letter is
+        queued with the change like its notices, and the answer is the token's hash, made from
+        the workers' shared key, so any worker's relay sends that very link. A worker whose key
+        is its own (none configured) sends the letter itself, before the change, as
+        `send_<page>` does."""
+        links = [letter for letter in change.letters if letter.token]
+        if len(links) != 1:
+            raise _invalid(f"letters: a change recorded with a link carries one link letter, not {len(links)}")
+        [letter] = links
+        if not self._key_shared:
+            issued = await self.send_letter(letter)
+            await self.record_change(change.model_copy(update={"letters": [x for x in change.letters if not x.token]}))
+            return issued
+        await self.record_change(change)
+        digest = token_hash(link_token(self._token_key, letter.key))
+        return IssuedToken(message_id=message_id_for(f"{letter.key}/{digest}"), token_sha256=digest)
+
     @activity.defn(name=messages.RELATED.name)
     async def related_workflows(self, related: Related) -> Found:
         """The open lifecycles a cascade reaches (the declaration names which lifecycle)."""
@@ -295,6 +316,7 @@ class Capabilities:
         found: dict[str, Callable[..., Any]] = {
             messages.SEND_NOTICE.name: self.send_notice,
             messages.RECORD_CHANGE.name: self.record_change,
+            messages.RECORD_WITH_LINK.name: self.record_change_with_link,
             messages.ADMIT.name: self.admit_start,
             messages.RELATED.name: self.related_workflows,
         }

@@ -9,10 +9,14 @@ values with line breaks are refused by the `email` package itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
+import select
 import smtplib
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,11 +65,21 @@ def _one_line(value: str) -> str:
     return " ".join(value.split()).replace("=?", "= ?")
 
 
+#: An SMTP connection is used again for the next letter if it has been idle no longer than
+#: this (servers wait at least 5 minutes, RFC 5321 4.5.3.2.7), and at most `IDLE_KEPT` wait.
+IDLE_S = 30.0
+IDLE_KEPT = 8
+
+
 class Mailer:
-    """Sends one `Letter` over SMTP (STARTTLS and login when configured)."""
+    """Sends one `Letter` over SMTP (STARTTLS and login when configured), on a connection kept
+    from the last letter when there is one: a connection, its greeting, EHLO, STARTTLS, login
+    and QUIT cost more than the letter itself, to the server as to the worker."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        self._idle: list[tuple[smtplib.SMTP, float]] = []  # (connection, idle since), newest last
+        self._idle_lock = threading.Lock()
 
     def build(self, letter: Letter, message_id: str) -> EmailMessage:
         message = EmailMessage()
@@ -85,9 +99,9 @@ class Mailer:
         """Deliver `message`; `on_accepted` runs the moment the server has taken it.
 
         The conversation runs in a thread of its own and `on_accepted` (the outbox's "sent")
-        in that same thread, before QUIT: a worker that dies between the server taking a
-        message and the outbox saying so makes the retry send it again, and this keeps that
-        window to one database write (no event-loop or thread-pool hop in between).
+        in that same thread, as soon as the server answers: a worker that dies between the
+        server taking a message and the outbox saying so makes the retry send it again, and
+        this keeps that window to one database write (no event-loop or thread-pool hop).
         """
         loop = asyncio.get_running_loop()
         attributes: dict[str, str | int] = {"server.address": self.settings.host, "server.port": self.settings.port}
@@ -106,15 +120,78 @@ class Mailer:
                 raise
 
     def _converse(self, message: EmailMessage, on_accepted: Callable[[], None] | None) -> None:
+        smtp = self._kept() or self._connect()
+        try:
+            smtp.send_message(message)
+        except BaseException:
+            _close(smtp)
+            raise
+        try:
+            if on_accepted is not None:
+                on_accepted()
+        finally:
+            self._keep(smtp)
+
+    def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        with smtplib.SMTP(s.host, s.port, timeout=s.timeout_s) as smtp:
+        smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        try:
             if s.starttls:
                 smtp.starttls(context=ssl.create_default_context())  # certificates checked
             if s.username and s.password:
                 smtp.login(s.username, s.password)
-            smtp.send_message(message)
-            if on_accepted is not None:
-                on_accepted()
+        except BaseException:
+            _close(smtp)
+            raise
+        return smtp
+
+    def _kept(self) -> smtplib.SMTP | None:
+        """The newest idle connection the server has not closed, else None."""
+        now = time.monotonic()
+        with self._idle_lock:
+            fresh = [(c, t) for c, t in self._idle if now - t <= IDLE_S]
+            stale = [c for c, t in self._idle if now - t > IDLE_S]
+            self._idle = fresh
+            smtp = self._idle.pop()[0] if self._idle else None
+        for old in stale:
+            _close(old)
+        if smtp is not None and _hung_up(smtp):
+            _close(smtp)
+            return None
+        return smtp
+
+    def _keep(self, smtp: smtplib.SMTP) -> None:
+        with self._idle_lock:
+            if len(self._idle) < IDLE_KEPT:
+                self._idle.append((smtp, time.monotonic()))
+                return
+        _close(smtp)
+
+    def close(self) -> None:
+        """Say goodbye on every idle connection (the worker's shutdown)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            _close(smtp)
+
+
+def _hung_up(smtp: smtplib.SMTP) -> bool:
+    """Has the server spoken on an idle connection? It only does to close it (EOF, or a 421
+    before it goes): a letter sent there would fail, so it is not used. No round trip."""
+    sock = smtp.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.quit()
+    smtp.close()
 
 
 #: SMTP conversations block a thread each (at most `timeout_s` per step): their own pool,

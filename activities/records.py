@@ -7,6 +7,8 @@ earlier write (by `change_id` or outbox key) and does nothing twice.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -234,6 +236,12 @@ class Records:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine: Engine = _engine(url, echo)
+        # SQLite has one writer at a time; a writer that finds it busy sleeps and tries again
+        # (busy_timeout), and under load one can lose the race for seconds. This process's
+        # writers queue on a lock instead, and take their turn the moment it is free.
+        self._writing: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
@@ -243,7 +251,7 @@ class Records:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             yield conn
 
     def _insert(self, table: sa.Table) -> Any:
@@ -828,9 +836,20 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+#: Connections kept open: one for every thread that may hold one at once (the event loop's
+#: default executor, `min(32, cpus + 4)`, and the SMTP threads' "sent"), so none is opened
+#: and closed per call. SQLAlchemy's default keeps 5 and closes each overflow connection on
+#: return: a PostgreSQL backend started and stopped per activity was most of an import's cost.
+POOL_SIZE = 24
+POOL_OVERFLOW = 8
+
+
 def _engine(url: str, echo: bool) -> Engine:
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
+            pool = {}  # one shared in-memory database: SQLAlchemy's own pool for it
+        engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -841,7 +860,7 @@ def _engine(url: str, echo: bool) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+    return sa.create_engine(url, echo=echo, pool_pre_ping=True, **pool)
 
 
 def _partner(row: Any) -> Partner:

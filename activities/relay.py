@@ -1,8 +1,9 @@
 """The letter relay: sends the letters a change queued in its own transaction.
 
-A row's notices (not its link letter, whose token the workflow must hold) go into the
-records with the change (`Change.letters`, `letter_queue`), so the change and its letters
-are durable together and the answer to the change waits for no mail server. The relay runs
+A row's letters (its notices, and its link letter when the workers share a token key: the
+token is made from that key, so no token is ever stored) go into the records with the change
+(`Change.letters`, `letter_queue`), so the change and its letters are durable together and
+the answer to the change waits for no mail server. The relay runs
 beside the worker (`worker.new_worker`): woken the moment its own worker queues letters,
 and every `poll_s` for what another worker queued or left claimed when it died.
 

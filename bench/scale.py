@@ -50,6 +50,9 @@ from partnerflow.runtime import search_attributes
 
 RESULTS = ROOT / "bench" / "scale.json"
 TASK_QUEUE = "relationships"
+#: A write-ahead log, synced at checkpoints: how a single-file server is run for load
+#: (the default rollback journal syncs every transaction, and the import waited on it).
+DEV_SERVER_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
 def _csv(path: Path, first: int, rows: int) -> None:
@@ -95,6 +98,7 @@ async def scale(args: argparse.Namespace) -> dict[str, Any]:
             dev_server_extra_args=[
                 "--namespace=relationships-usgov",
                 f"--db-filename={temporal_db}",
+                *(f"--sqlite-pragma={pragma}" for pragma in args.sqlite_pragma),
                 *search_attributes.cli_flags(),
             ],
         )
@@ -170,9 +174,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=1000, help="rows a listing reads (the CLI's default, 1000)")
     parser.add_argument("--lifecycles", type=int, default=200, help="whole lifecycles run at scale (default 200)")
     parser.add_argument("--lifecycle-concurrency", type=int, default=16, help="of those, in flight (default 16)")
+    parser.add_argument(
+        "--sqlite-pragma",
+        action="append",
+        default=None,
+        help="the dev server's SQLite pragmas, PRAGMA=VALUE (default: journal_mode=wal, synchronous=normal)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default bench/scale.json)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and logs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.sqlite_pragma is None:
+        args.sqlite_pragma = list(DEV_SERVER_PRAGMAS)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

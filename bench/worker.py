@@ -14,6 +14,7 @@ import gc
 import json
 import os
 import resource
+import secrets
 import signal
 import sys
 import time
@@ -66,7 +67,9 @@ async def build(args: argparse.Namespace) -> tuple[Worker, Records | None]:
     verifier = Verifier(issuers={"partner-services": Issuer("partner-services", jwks, frozenset({"partner_staff"}))})
     for partner_id in (PARTNER, IMPORT_PARTNER):  # the registry: the driver's partner and the import's
         records.put_partner("public", Partner(id=partner_id, name="Fabrikam"), now=datetime.now(UTC))
-    activities = Capabilities(records, mailer, LINK_BASE, "public", verifier=verifier)
+    # A shared invitation token key, as `make run` and a deployment have one (worker.no_token_key).
+    key = secrets.token_bytes(32)
+    activities = Capabilities(records, mailer, LINK_BASE, "public", token_key=key, verifier=verifier)
     return new_worker(client, activities, args.task_queue), records
 
 

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import re
+import secrets
 import socket
 import sys
 import uuid
@@ -160,6 +161,9 @@ class KitKeys:
 
 
 KIT_KEYS = KitKeys.make()
+#: The invitation token key the kit's workers share, as a deployment's workers share one
+#: (`PARTNERFLOW_INVITATION__TOKEN_KEY`): a link letter goes with its change, and the relay sends it.
+KIT_TOKEN_KEY = secrets.token_bytes(32)
 
 
 def sign_start(body: dict[str, Any], lifecycle: Lifecycle = RELATIONSHIP) -> dict[str, Any]:
@@ -498,7 +502,12 @@ async def running(
     """partnerflow's worker on `env` (proven mode, believing `KIT_KEYS`, unless `verifier` says
     otherwise); relationships it started are ended on exit."""
     activities = Capabilities(
-        records, Mailer(SmtpSettings(port=sink.port)), link_base, cloud.value, verifier=verifier or KIT_KEYS.verifier()
+        records,
+        Mailer(SmtpSettings(port=sink.port)),
+        link_base,
+        cloud.value,
+        token_key=KIT_TOKEN_KEY,
+        verifier=verifier or KIT_KEYS.verifier(),
     )
     client = client_for(env, cloud)
     task_queue = task_queue or f"tq-{uuid.uuid4()}"
@@ -506,12 +515,14 @@ async def running(
     register_partners(records, start_input(**START_OVERRIDES["refer"]), cloud.value)
     async with new_worker(client, activities, task_queue):
         harness = Harness(env, client, sink, records, task_queue)
-        yield harness
-        # Open relationships with pending timers would hold up time skipping for
-        # every later test on the shared server: end them here.
-        for handle in harness.handles:
-            with contextlib.suppress(Exception):
-                await handle.terminate("test finished")
+        try:
+            yield harness
+        finally:
+            # Open relationships with pending timers would hold up time skipping for every
+            # later test on the shared server (a failed test's too): end them here.
+            for handle in harness.handles:
+                with contextlib.suppress(Exception):
+                    await handle.terminate("test finished")
 
 
 # --- fixtures ----------------------------------------------------------------------

@@ -215,6 +215,9 @@ class Found(_Message):
 
 SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
+#: A change whose row sends a new link: the link letter goes with it (one of its `letters`),
+#: and the answer is the link token's hash, as `send_<page>` answers it.
+RECORD_WITH_LINK: Capability[Change, IssuedToken] = Capability("record_change_with_link", Change, IssuedToken)
 RELATED: Capability[Related, Found] = Capability("related_workflows", Related, Found)
 #: The signal a cascade sends: the trigger (an `Upstream` row) to fire.
 CASCADE_SIGNAL = "cascade"

@@ -24,6 +24,7 @@ from partnerflow.states.messages import (
     DEAD_LETTER,
     DELIVER_EVENT,
     NEXT_EVENTS,
+    RECORD_WITH_LINK,
     RELATED,
     Change,
     Counted,
@@ -235,6 +236,7 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
     assert {
         "send_notice",
         "record_change",
+        RECORD_WITH_LINK.name,  # a change with its link letter (v7 on)
         ADMIT.name,
         send_link("invitation").name,
         send_link("approval").name,  # the delegated admin lifecycle's page

@@ -169,6 +169,7 @@ async def test_an_invitation_that_carries_admin_roles_is_answered_for_both_in_on
     }
     invited = await client.start(StartRelationship.model_validate(body))
     assert invited.state == "invited" and invited.admin_request == "helpdesk"
+    await h.letters_sent()
     [letter] = h.mail()
     [link] = re.findall(r"http\S+token=\S+", text_of(letter))
     app = create_app(client, PortalSettings())

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from partnerflow import importer
 from partnerflow.activities.records import Records
 from partnerflow.cli import ACTOR_ENV, main
-from partnerflow.testing import ADMIN, KIT_KEYS, Harness, free_port, poll
+from partnerflow.testing import ADMIN, KIT_KEYS, Harness, free_port, letters_sent, poll
 
 pytestmark = pytest.mark.server
 
@@ -72,6 +72,9 @@ def cli(
         capsys.readouterr()
         code = await asyncio.to_thread(main, ["--address", address, *args])
         out, err = capsys.readouterr()
+        # The worker's relay sends a command's letters just after its changes: a test reads the
+        # inbox once they are out, as the person a moment later.
+        await letters_sent(partnerflow_records)
         return Run(code, out, err)
 
     return run

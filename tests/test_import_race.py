@@ -71,4 +71,5 @@ async def test_two_imports_of_one_file_at_once_invite_each_row_once(
         assert one.row == other.row and one.state == other.state == "invited", (one, other)
         assert sorted([one.status, other.status]) == [importer.ALREADY, importer.INVITED], (one, other)
     assert first.count(importer.INVITED) + second.count(importer.INVITED) == ROWS
+    await partnerflow_live_contract_queue.letters_sent()
     assert len(partnerflow_live_contract_queue.mail()) == ROWS

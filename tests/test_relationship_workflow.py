@@ -75,6 +75,9 @@ async def test_an_invitation_emails_one_token_and_records_the_customer(partnerfl
         None,
         "invited",
     )
+    # The invitation went with the change (the relay sent it): no activity in the workflow's path.
+    history = await handle.fetch_history()
+    assert not [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
 
 
 async def test_a_live_token_is_nowhere_but_in_the_email(partnerflow: Harness) -> None:
@@ -438,9 +441,9 @@ async def test_search_attributes_and_details_follow_the_state(partnerflow: Harne
     attrs = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attrs.pop("InvitationExpiresAt") > attrs_at_start
     assert attrs.pop("StateChangedAt") == (await partnerflow.view(handle)).audit[-1].at
-    # The SDK's marks of the patches a new relationship takes: the admission, and letters queued
-    # with the change (the acceptance's notice).
-    assert attrs.pop("TemporalChangeVersion") == ["admitted-start", "letters-with-change"]
+    # The SDK's marks of the patches a new relationship takes: the admission, its invitation and
+    # letters queued with the change (the acceptance's notice).
+    assert sorted(attrs.pop("TemporalChangeVersion")) == ["admitted-start", "letters-with-change", "link-with-change"]
     assert attrs == {
         "RelationshipState": "active",
         "PartnerId": "p-100",

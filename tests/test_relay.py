@@ -5,20 +5,25 @@ whatever fails meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
 from partnerflow.activities.records import Records, utc_now
 from partnerflow.activities.relay import CLAIM, LAST_WAIT, wait_after
-from partnerflow.mailsink import MailSink
+from partnerflow.mailsink import MailSink, text_of
 from partnerflow.states.messages import SendLetter
-from partnerflow.testing import free_port
+from partnerflow.states.tokens import token_hash
+from partnerflow.testing import TOKEN_IN_LINK, free_port
 from tests.test_records_postgres import change
 
 
@@ -100,3 +105,63 @@ async def test_erasing_a_customer_drops_its_unsent_letters(records: Records) -> 
     records.erase_customer("public", "p-1", "c-1", now=utc_now())
     assert records.letters_queued("relationship/p-1/c-1") == 0
     assert records.letters_queued("relationship/p-1/c-2") == 1
+
+
+def link_letter(customer_id: str, n: int) -> SendLetter:
+    return letter(customer_id, n, "invitation").model_copy(
+        update={"token": True, "to": "admin@contoso.example", "expires_at": utc_now() + timedelta(days=30)}
+    )
+
+
+def to_admin(sink: MailSink) -> list[Any]:
+    return [m for m in sink.messages() if m["To"] == "admin@contoso.example"]
+
+
+def token_in(message: Any) -> str:
+    found = TOKEN_IN_LINK.search(text_of(message))
+    assert found, "no link in the letter"
+    return found.group(1)
+
+
+async def test_a_link_goes_with_its_change_and_another_workers_relay_sends_the_promised_token(
+    records: Records, sink: MailSink
+) -> None:
+    """Workers that share the token key: the change answers the token's hash before any letter
+    goes, and whichever relay sends it, the link in the letter is the one the hash promised."""
+    key = secrets.token_bytes(32)
+    mailer = Mailer(SmtpSettings(port=sink.port))
+    recorder = Capabilities(records, mailer, "http://portal.test", token_key=key)
+    sender = Capabilities(records, mailer, "http://portal.test", token_key=key)  # another worker
+    invite = change(1, letters=[link_letter("c-1", 1), letter("c-1", 1)])
+    issued = await ActivityEnvironment().run(recorder.record_change_with_link, invite)
+    assert issued.token_sha256 and records.letters_queued() == 2 and not sink.messages()
+    again = await ActivityEnvironment().run(recorder.record_change_with_link, invite)  # a retry
+    assert again == issued and records.letters_queued() == 2
+    assert await sender.relay.drain() == 2
+    [invitation] = to_admin(sink)
+    assert token_hash(token_in(invitation)) == issued.token_sha256
+    assert str(invitation["Message-ID"]) == issued.message_id
+    mailer.close()
+
+
+async def test_a_worker_with_a_key_of_its_own_sends_the_link_itself(records: Records, sink: MailSink) -> None:
+    """No shared key: another worker could not make the same token, so the letter is sent in the
+    activity, before the change is recorded; a retry answers the same hash and sends nothing."""
+    acts = capabilities(records, sink.port)
+    invite = change(1, letters=[link_letter("c-1", 1), letter("c-1", 1)])
+    issued = await ActivityEnvironment().run(acts.record_change_with_link, invite)
+    [invitation] = to_admin(sink)
+    assert token_hash(token_in(invitation)) == issued.token_sha256
+    assert records.letters_queued() == 1  # the notice still goes with the change
+    assert await ActivityEnvironment().run(acts.record_change_with_link, invite) == issued
+    assert len(to_admin(sink)) == 1
+    acts.mailer.close()
+
+
+@pytest.mark.parametrize("links", [0, 2])
+async def test_a_change_with_link_carries_exactly_one(records: Records, links: int) -> None:
+    acts = capabilities(records, free_port())
+    invite = change(1, letters=[link_letter("c-1", n) for n in range(links)])
+    with pytest.raises(ApplicationError, match="one link letter") as raised:
+        await ActivityEnvironment().run(acts.record_change_with_link, invite)
+    assert raised.value.non_retryable and records.current("customers", invite.workflow_id) is None

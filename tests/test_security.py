@@ -501,6 +501,7 @@ async def test_hostile_names_cannot_inject_headers_or_markup(partnerflow: Harnes
         return
     company = name if where == "customer.company" else "Contoso Ltd"
     partner = name if where == "partner.name" else "Fabrikam"
+    await partnerflow.letters_sent()
     [invitation] = received(partnerflow.sink.maildir)
     assert_plain_and_closed(invitation, "admin@contoso.example", [name])
     assert body(invitation).count("token=") == 1

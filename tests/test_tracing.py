@@ -33,7 +33,7 @@ from partnerflow.runtime import tracing
 from partnerflow.runtime.converter import data_converter
 from partnerflow.states.models import Cloud, StartRelationship
 from partnerflow.states.names import NAMESPACES, TASK_QUEUE
-from partnerflow.testing import KIT_KEYS, LINK_BASE, register_partners, start_input
+from partnerflow.testing import KIT_KEYS, KIT_TOKEN_KEY, LINK_BASE, letters_sent, register_partners, start_input
 from partnerflow.worker import new_worker
 
 pytestmark = pytest.mark.server
@@ -84,13 +84,19 @@ async def test_one_trace_from_the_page_through_workflow_activities_smtp_and_sql(
         interceptors=[tracing.interceptor()],  # as runtime.connection makes every client
     )
     activities = Capabilities(
-        records, Mailer(SmtpSettings(port=partnerflow_mail.port)), LINK_BASE, "public", verifier=KIT_KEYS.verifier()
+        records,
+        Mailer(SmtpSettings(port=partnerflow_mail.port)),
+        LINK_BASE,
+        "public",
+        token_key=KIT_TOKEN_KEY,
+        verifier=KIT_KEYS.verifier(),
     )
     body = start_input()
     register_partners(records, body)
     relationships = Relationships({Cloud.PUBLIC: client}, signer=KIT_KEYS.partners)
     async with new_worker(client, activities, TASK_QUEUE):
         view = await relationships.start(StartRelationship.model_validate(body))
+        await letters_sent(records)  # the relay sends the invitation just after the change
         [mail] = partnerflow_mail.messages()
         link = re.search(r"http\S+token=\S+", text_of(mail))
         assert link and view.state == "invited"
@@ -107,9 +113,10 @@ async def test_one_trace_from_the_page_through_workflow_activities_smtp_and_sql(
     # The start: one trace, from the client's call to the invitation's SMTP conversation and SQL.
     [root] = [s for s in started if s.name == "StartUpdateWithStartWorkflow:Relationship"]
     start_trace = trace_of(started, root)
-    for expected in ("RunWorkflow:Relationship", "RunActivity:admit_start", "RunActivity:record_change"):
+    for expected in ("RunWorkflow:Relationship", "RunActivity:admit_start", "RunActivity:record_change_with_link"):
         assert expected in start_trace, (expected, sorted(start_trace))
-    assert {"RunActivity:send_invitation", "smtp.send"} <= set(start_trace)
+    # The invitation goes with the change; the worker's relay sends it in the same trace.
+    assert {"letter.send", "smtp.send"} <= set(start_trace)
     assert any(s.attributes and s.attributes.get("db.system") == "sqlite" for s in start_trace.values())
 
     # The answer: the page's POST and the client's update in one trace; the workflow's handling

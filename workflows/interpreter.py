@@ -4,8 +4,8 @@
 queries are generated from the declaration; every handler runs the same path:
 validators ask the policy and the machine and refuse before anything is written (a
 rejected update leaves no trace in history); handlers run under one lock, check
-again, then `_commit` interprets the row's typed effects (a link letter first, the
-record, the new state, then the other letters). All state lives in one `LifeData`.
+again, then `_commit` interprets the row's typed effects (the record with its letters, link
+letter included, then the new state). All state lives in one `LifeData`.
 
 PYTEST_DONT_REWRITE: the sandbox re-imports this module for every workflow, and
 pytest's assertion rewriting (the test kit is a plugin of this distribution) would
@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ADMIT,
         CASCADE_SIGNAL,
         RECORD_CHANGE,
+        RECORD_WITH_LINK,
         RELATED,
         SEND_NOTICE,
         Admission,
@@ -104,6 +105,9 @@ PROOFS_KEPT = 200
 #: A row's notices go into the records with its change, for the worker's relay to send
 #: (activities/relay.py); before, each was a `send_notice` activity the change waited for.
 LETTERS_WITH_CHANGE_PATCH = "letters-with-change"
+#: A row's link letter goes with its change too (`record_change_with_link` answers the token's
+#: hash); before, a `send_<page>` activity sent it and the change waited for it.
+LINK_WITH_CHANGE_PATCH = "link-with-change"
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -501,15 +505,19 @@ class Interpreter:
                 fields[effect.field] = int(fields[effect.field] or 0) + effect.amount  # type: ignore[arg-type]
         link = next((e for e in row.sends() if e.token), None)
         issued: tuple[IssuedToken, datetime] | None = None
+        queued: list[SendLetter] = []
+        link_with_change = bool(link) and workflow.patched(LINK_WITH_CHANGE_PATCH)
         if link:
             expires_at = now + self._ttl(row.dest)
             key = f"{self._key_prefix()}/{seq}/{link.letter}"
-            sent = await self._letter(link, key, expires_at=expires_at, fields=fields)
-            assert sent is not None and sent.token_sha256
-            issued = (sent, expires_at)
+            if link_with_change:
+                queued.append(self._letter_for(link, key, expires_at=expires_at, fields=fields))
+            else:
+                sent = await self._letter(link, key, expires_at=expires_at, fields=fields)
+                assert sent is not None and sent.token_sha256
+                issued = (sent, expires_at)
         # The notices: with the change (its own transaction), or after it (histories from before).
         notices = [send for send in row.sends() if not send.token and policy.reaches(send, s)]
-        queued: list[SendLetter] = []
         with_change = bool(notices) and workflow.patched(LETTERS_WITH_CHANGE_PATCH)
         if with_change:
             # A letter into a state with a deadline (a suspension) tells when it ends.
@@ -547,7 +555,13 @@ class Interpreter:
             event=published.name_for(s.partner.kind.value) if (published := row.publishes()) else None,
             letters=queued,
         )
-        await self._call(RECORD_CHANGE, change, summary=f"audit: {row.operation} → {row.dest}", local=True)
+        summary = f"audit: {row.operation} → {row.dest}"
+        if link and link_with_change:
+            sent = await self._call(RECORD_WITH_LINK, change, summary=f"{summary}, {link.letter} email", local=True)
+            assert sent.token_sha256, "a link's change answers its token's hash"
+            issued = (sent, expires_at)
+        else:
+            await self._call(RECORD_CHANGE, change, summary=summary, local=True)
         # The change is recorded: make it the workflow's truth.
         old_token = d.token_sha256
         d.seq, d.state, d.fields = seq, str(row.dest), fields
