@@ -40,6 +40,7 @@ from partnerflow.states.messages import (
     Related,
     SendLetter,
 )
+from partnerflow.states.models import Partner
 from partnerflow.states.names import ErrorType
 from partnerflow.states.proof import Expected, Proven, Verifier
 from partnerflow.states.tokens import token_hash
@@ -285,14 +286,17 @@ class Capabilities:
         outcome = self.verifier.check(admit.proof, expected, now=min(admit.requested_at, utc_now()))
         if outcome is not None and not isinstance(outcome, Proven):
             return Admission(rule=outcome.rule, message=outcome.message)
+        registered: dict[str, Partner] = {}
         for partner_id in dict.fromkeys(p for p in (admit.partner_id, admit.referred_by) if p):
-            if await asyncio.to_thread(self.records.partner, admit.cloud, partner_id) is None:
+            found = await asyncio.to_thread(self.records.partner, admit.cloud, partner_id)
+            if found is None:
                 return Admission(
                     rule="partner",
                     message=f"partner {partner_id} is not in the {admit.cloud} partner registry"
                     " (partnerflow partner add)",
                 )
-        partner = await asyncio.to_thread(self.records.partner, admit.cloud, admit.partner_id)
+            registered[partner_id] = found
+        partner = registered.get(admit.partner_id)
         if outcome is None:
             return Admission(partner=partner)
         fresh = await asyncio.to_thread(

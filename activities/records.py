@@ -291,9 +291,10 @@ class Records:
             ).rowcount
             if not inserted:
                 return False
-            self._upsert_current(conn, change)
+            row = self._upsert_current(conn, change)
             if change.event:
-                self._log_event(conn, change)
+                assert row is not None
+                self._log_event(conn, change, row)
             if change.letters:
                 conn.execute(
                     self._insert(letter_queue).on_conflict_do_nothing(),
@@ -311,10 +312,8 @@ class Records:
                 )
             return True
 
-    def _log_event(self, conn: Connection, change: Change) -> None:
+    def _log_event(self, conn: Connection, change: Change, row: Mapping[str, Any]) -> None:
         """The change's event, from the row it left: what changed, who did it, and the record."""
-        table = metadata.tables[change.table]
-        row = conn.execute(sa.select(table).where(table.c.workflow_id == change.workflow_id)).mappings().one()
         record = {k: _jsonable(v) for k, v in row.items() if k not in INTERNAL_COLUMNS}
         provider = change.fields.get("indirect_provider_id")
         conn.execute(
@@ -404,9 +403,10 @@ class Records:
             rows = conn.execute(query.order_by(webhook_deliveries.c.seq).limit(limit)).mappings()
             return [dict(r) for r in rows]
 
-    def _upsert_current(self, conn: Connection, change: Change) -> None:
+    def _upsert_current(self, conn: Connection, change: Change) -> Mapping[str, Any] | None:
         """The lifecycle's current row, in its declared table. One statement, so two first
-        changes of one lifecycle cannot both insert (a lost change)."""
+        changes of one lifecycle cannot both insert (a lost change); it returns the row as the
+        change left it when the change has an event to log."""
         table = metadata.tables.get(change.table)
         if table is None or table.name not in ROW_TABLES:
             raise ValueError(f"table: {change.table} is not a lifecycle's table ({', '.join(ROW_TABLES)})")
@@ -428,11 +428,15 @@ class Records:
                 raise ValueError(f"fields: {', '.join(unknown)} are not columns of {table.name}")
             row.update(change.fields)
         keys = [c for c in table.primary_key.columns]
-        conn.execute(
+        upsert = (
             self._insert(table)
             .values(created_at=change.at, version=1, **row)
             .on_conflict_do_update(index_elements=keys, set_=dict(version=table.c.version + 1, **row))
         )
+        if not change.event:
+            conn.execute(upsert)
+            return None
+        return dict(conn.execute(upsert.returning(*table.c)).mappings().one())
 
     def current(self, table: str, workflow_id: str) -> dict[str, Any] | None:
         t = metadata.tables[table]
@@ -836,17 +840,19 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-#: Connections kept open: one for every thread that may hold one at once (the event loop's
-#: default executor, `min(32, cpus + 4)`, and the SMTP threads' "sent"), so none is opened
-#: and closed per call. SQLAlchemy's default keeps 5 and closes each overflow connection on
-#: return: a PostgreSQL backend started and stopped per activity was most of an import's cost.
-POOL_SIZE = 24
-POOL_OVERFLOW = 8
+#: PostgreSQL connections kept open: one for every thread that may hold one at once (the
+#: event loop's default executor, `min(32, cpus + 4)`, and the SMTP threads' "sent"), so none
+#: is opened and closed per call. SQLAlchemy's default keeps 5 and closes each overflow
+#: connection on return: a PostgreSQL backend started and stopped per activity was most of an
+#: import's cost. SQLite's are cheap to open and each holds a page cache: a few are kept.
+POOL_SIZE = {"postgresql": 24, "sqlite": 8}
+POOL_OVERFLOW = 24
 
 
 def _engine(url: str, echo: bool) -> Engine:
-    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
-    if url.startswith("sqlite"):
+    dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+    pool = {"pool_size": POOL_SIZE[dialect], "max_overflow": POOL_OVERFLOW}
+    if dialect == "sqlite":
         if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
             pool = {}  # one shared in-memory database: SQLAlchemy's own pool for it
         engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
