@@ -13,7 +13,7 @@ import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -141,7 +141,12 @@ class Capabilities:
         sent = await asyncio.to_thread(self.records.outbox_entry, send.key) if send.token else None
         if sent and sent.status == "sent" and sent.token_sha256:
             _log().info("email.already_sent", kind=send.letter, key=send.key)
+            if queued:  # a keyless attempt sent it; its queued copy goes unsent
+                await asyncio.to_thread(self.records.letter_sent, send.key)
             return IssuedToken(message_id=sent.message_id, token_sha256=sent.token_sha256)
+        if queued and send.token and send.expires_at and utc_now() >= send.expires_at:
+            _log().info("email.link_expired_unsent", kind=send.letter, key=send.key)
+            return IssuedToken(message_id="")  # a dead link: the relay drops the letter
         digest: str | None = None
         message_id = message_id_for(send.key)
         url = ""
@@ -150,6 +155,11 @@ class Capabilities:
             # key makes the same token, so at worst the same message goes again.
             token = link_token(self._token_key, send.key)
             digest = token_hash(token)
+            if sent and sent.token_sha256 and sent.token_sha256 != digest:
+                # Promised with another worker's key: this one cannot make that link. It waits
+                # for a relay that can (and says so: the workers' keys must be one).
+                _log().error("email.link_key_differs", kind=send.letter, key=send.key)
+                raise RuntimeError("invitation.token_key: not the key this link was promised with")
             url = link(self.link_base_url, lifecycle, send.workflow_id, token)
             # One Message-ID per token: a resent link is a new message.
             message_id = message_id_for(f"{send.key}/{digest}")
@@ -214,9 +224,12 @@ class Capabilities:
 
     @activity.defn(name=messages.RECORD_CHANGE.name)
     async def record_change(self, change: Change) -> bool:
+        return await self._record(change)
+
+    async def _record(self, change: Change, promised: Sequence[OutboxEntry] = ()) -> bool:
         self._same_cloud(change.cloud)
         try:
-            recorded = await asyncio.to_thread(self.records.apply_change, change)
+            recorded = await asyncio.to_thread(self.records.apply_change, change, promised)
         except ValueError as error:  # a table or field the records do not have: no retry mends it
             raise _invalid(str(error)) from None
         if change.letters:
@@ -240,13 +253,31 @@ class Capabilities:
         if len(links) != 1:
             raise _invalid(f"letters: a change recorded with a link carries one link letter, not {len(links)}")
         [letter] = links
+        without_link = change.model_copy(update={"letters": [x for x in change.letters if not x.token]})
+        promised = await asyncio.to_thread(self.records.outbox_entry, letter.key)
+        if promised is not None and promised.token_sha256:
+            # An earlier attempt promised this link (or sent it): its hash stands, whatever key
+            # this worker has, and the letter is not queued or sent again.
+            await self._record(without_link)
+            return IssuedToken(message_id=promised.message_id, token_sha256=promised.token_sha256)
         if not self._key_shared:
             issued = await self.send_letter(letter)
-            await self.record_change(change.model_copy(update={"letters": [x for x in change.letters if not x.token]}))
+            await self._record(without_link)
             return issued
-        await self.record_change(change)
         digest = token_hash(link_token(self._token_key, letter.key))
-        return IssuedToken(message_id=message_id_for(f"{letter.key}/{digest}"), token_sha256=digest)
+        entry = OutboxEntry(
+            key=letter.key,
+            message_id=message_id_for(f"{letter.key}/{digest}"),
+            kind=letter.letter,
+            recipient=letter.to,
+            subject="",  # written when it is sent
+            workflow_id=letter.workflow_id,
+            token_sha256=digest,
+            status="pending",
+            attempts=0,
+        )
+        await self._record(change, promised=[entry])
+        return IssuedToken(message_id=entry.message_id, token_sha256=digest)
 
     @activity.defn(name=messages.RELATED.name)
     async def related_workflows(self, related: Related) -> Found:

@@ -83,8 +83,8 @@ def _part(text: str, subtype: str) -> MIMEText:
 
 def _header(name: str, value: str) -> str | Header:
     """A header's value as compat32 writes it: refused if it would start a header of its own."""
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"{name}: a header value is one line")
+    if len(value.splitlines()) > 1 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{name}: a header value is one line, without control characters")
     return value if value.isascii() else Header(value, "utf-8", header_name=name)
 
 
@@ -185,7 +185,7 @@ class Mailer:
         try:
             smtp.sendmail(self.settings.sender, [recipient], data, mail_options=options)
         except BaseException:
-            _close(smtp)
+            smtp.close()  # no QUIT: mid-conversation it would be read as part of the message
             raise
         try:
             if on_accepted is not None:
@@ -202,7 +202,7 @@ class Mailer:
             if s.username and s.password:
                 smtp.login(s.username, s.password)
         except BaseException:
-            _close(smtp)
+            smtp.close()
             raise
         return smtp
 
@@ -215,9 +215,9 @@ class Mailer:
             self._idle = fresh
             smtp = self._idle.pop()[0] if self._idle else None
         for old in stale:
-            _close(old)
+            old.close()  # no QUIT: a connection the network dropped would hold this letter up
         if smtp is not None and _hung_up(smtp):
-            _close(smtp)
+            smtp.close()
             return None
         return smtp
 
@@ -226,14 +226,14 @@ class Mailer:
             if len(self._idle) < IDLE_KEPT:
                 self._idle.append((smtp, time.monotonic()))
                 return
-        _close(smtp)
+        _goodbye(smtp)
 
     def close(self) -> None:
         """Say goodbye on every idle connection (the worker's shutdown)."""
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for smtp, _ in idle:
-            _close(smtp)
+            _goodbye(smtp)
 
 
 def _wire(message: Message[Any, Any], *, international: bool) -> tuple[bytes, tuple[str, ...]]:
@@ -252,14 +252,16 @@ def _hung_up(smtp: smtplib.SMTP) -> bool:
     sock = smtp.sock
     if sock is None:
         return True
+    waiting = select.poll()  # not select(): it refuses descriptors past 1024
+    waiting.register(sock, select.POLLIN | select.POLLPRI)
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
+        return bool(waiting.poll(0))
+    except OSError:
         return True
-    return bool(readable)
 
 
-def _close(smtp: smtplib.SMTP) -> None:
+def _goodbye(smtp: smtplib.SMTP) -> None:
+    """QUIT on an idle connection, then close it."""
     with contextlib.suppress(smtplib.SMTPException, OSError):
         smtp.quit()
     smtp.close()

@@ -269,8 +269,10 @@ class Records:
         return self._insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     # --- changes: audit trail + customer list, in one transaction ----------------
-    def apply_change(self, change: Change) -> bool:
-        """Record `change` once; False if it was already recorded (a retry)."""
+    def apply_change(self, change: Change, promised: Sequence[OutboxEntry] = ()) -> bool:
+        """Record `change` once; False if it was already recorded (a retry). `promised`: the
+        outbox rows (pending, with the token's hash) of the link letters it queues, so whichever
+        relay sends one, and whatever retries, the hash the workflow holds is the one kept."""
         with self._tx() as conn:
             inserted = conn.execute(
                 self._insert_ignoring_duplicates(audit).values(
@@ -295,6 +297,14 @@ class Records:
             if change.event:
                 assert row is not None
                 self._log_event(conn, change, row)
+            if change.voids_link or any(letter.token for letter in change.letters):
+                # A link not yet mailed, now replaced or ended: it would only mislead its reader.
+                conn.execute(
+                    sa.delete(letter_queue).where(
+                        (letter_queue.c.workflow_id == change.workflow_id) & letter_queue.c.letter["token"].as_boolean()
+                    )
+                )
+            now = utc_now()  # the records' clock: the change's may be a test's, far ahead
             if change.letters:
                 conn.execute(
                     self._insert(letter_queue).on_conflict_do_nothing(),
@@ -305,10 +315,16 @@ class Records:
                             "workflow_id": change.workflow_id,
                             "letter": letter.model_dump(mode="json"),
                             "attempts": 0,
-                            "due_at": utc_now(),  # the records' clock: the change's may be a test's, far ahead
+                            "due_at": now + timedelta(microseconds=i),  # the relay sends them in this order
                         }
-                        for letter in change.letters
+                        for i, letter in enumerate(change.letters)
                     ],
+                )
+            for entry in promised:
+                conn.execute(
+                    self._insert_ignoring_duplicates(outbox).values(
+                        **entry.model_dump(exclude={"status", "attempts"}), status="pending", attempts=0, created_at=now
+                    )
                 )
             return True
 
@@ -757,7 +773,9 @@ class Records:
             conn.execute(
                 self._insert(outbox)
                 .values(key=entry.key, status="sent", attempts=1, created_at=now, sent_at=now, **values)
-                .on_conflict_do_update(index_elements=[outbox.c.key], set_={"status": "sent", "sent_at": now})
+                .on_conflict_do_update(  # a link's row, promised with its change: now with what was sent
+                    index_elements=[outbox.c.key], set_={**values, "status": "sent", "sent_at": now}
+                )
             )
             conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == entry.key))
 
@@ -787,6 +805,17 @@ class Records:
     def letter_sent(self, key: str) -> None:
         with self._tx() as conn:
             conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == key))
+
+    def letters_behind(self, keys: Sequence[str], due_at: datetime) -> None:
+        """Letters that wait behind one that failed (the same lifecycle's, later): due just after
+        it, in their order, so its reader never gets "ended" before "accepted"."""
+        with self._tx() as conn:
+            for i, key in enumerate(keys, start=1):
+                conn.execute(
+                    sa.update(letter_queue)
+                    .where(letter_queue.c.key == key)
+                    .values(due_at=due_at + timedelta(microseconds=i))
+                )
 
     def letter_later(self, key: str, *, due_at: datetime, error: str) -> None:
         with self._tx() as conn:
@@ -854,7 +883,7 @@ def _engine(url: str, echo: bool) -> Engine:
     pool = {"pool_size": POOL_SIZE[dialect], "max_overflow": POOL_OVERFLOW}
     if dialect == "sqlite":
         if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
-            pool = {}  # one shared in-memory database: SQLAlchemy's own pool for it
+            pool = {}  # in memory (a throwaway): SQLAlchemy's own pool for it
         engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @sa.event.listens_for(engine, "connect")

@@ -7,8 +7,8 @@ the answer to the change waits for no mail server. The relay runs
 beside the worker (`worker.new_worker`): woken the moment its own worker queues letters,
 and every `poll_s` for what another worker queued or left claimed when it died.
 
-Each letter goes through the same path as the `send_notice` activity (its outbox key:
-once, ever); a claim (one UPDATE ... RETURNING) keeps two relays off the same letter; a
+Each letter goes through the same path as the `send_notice` activity (its outbox key: sent
+once, a retry inside the SMTP conversation aside, RELIABILITY.md); a claim (one UPDATE ... RETURNING) keeps two relays off the same letter; a
 failure waits and tries again, without end: an outage delays a letter, it never loses one.
 The workflow's history holds the letters (in the change), not their sending.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -122,11 +122,18 @@ class LetterRelay:
 
         async def in_order(letters: list[QueuedLetter]) -> int:
             async with gate:
-                return sum([await self._deliver(q) for q in letters])
+                for i, queued in enumerate(letters):
+                    retry_at = await self._deliver(queued)
+                    if retry_at is not None:  # the rest wait behind it, in their order
+                        rest = [q.key for q in letters[i + 1 :]]
+                        await asyncio.to_thread(self.records.letters_behind, rest, retry_at)
+                        return i
+                return len(letters)
 
         return sum(await asyncio.gather(*(in_order(letters) for letters in by_lifecycle.values())))
 
-    async def _deliver(self, queued: QueuedLetter) -> bool:
+    async def _deliver(self, queued: QueuedLetter) -> datetime | None:
+        """Send one letter; None when it went (or needs not), else when it is tried again."""
         letter = SendLetter.model_validate(queued.letter)
         trace_of = self._traces.pop(queued.key, None)
         try:
@@ -137,7 +144,7 @@ class LetterRelay:
             log.warning("letters.send_failed", key=queued.key, attempts=attempts, error=type(error).__name__)
             later = utc_now() + wait_after(attempts)
             await asyncio.to_thread(self.records.letter_later, queued.key, due_at=later, error=type(error).__name__)
-            return False
-        if not getattr(sent, "message_id", ""):  # nobody to send it to: it goes without a letter
+            return later
+        if not getattr(sent, "message_id", ""):  # nobody to send it to, or a dead link: it goes unsent
             await asyncio.to_thread(self.records.letter_sent, queued.key)
-        return True  # sent: its queued row went with the outbox's "sent"
+        return None  # sent: its queued row went with the outbox's "sent"

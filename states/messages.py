@@ -102,6 +102,8 @@ class Change(Audited):
     # The row's letters, queued in the change's own transaction for the worker's relay to send
     # (none: a change from before letters went with it; those went as `send_notice` activities).
     letters: list[SendLetter] = []
+    # The change ends the live link (a cancellation, an expiry): an unsent link letter is dropped.
+    voids_link: bool = False
 
 
 class ReadFact(_Message):

@@ -114,8 +114,9 @@ async def test_a_refused_letter_closes_its_connection() -> None:
         ),
         (SmtpSettings(), Letter(to="a@b.example\nBcc: all@example.com", subject="s", body="x")),
         (SmtpSettings(), Letter(to="a@b.example", subject="s", body="x", language="en\r\nBcc: all@example.com")),
+        (SmtpSettings(), Letter(to="a@b.example\x0bBcc: all@example.com", subject="s", body="x")),
     ],
-    ids=["sender-name", "to", "language"],
+    ids=["sender-name", "to", "language", "vertical-tab"],
 )
 def test_no_header_value_may_start_a_header_of_its_own(settings: SmtpSettings, letter: Letter) -> None:
     with pytest.raises(ValueError, match="a header value is one line"):

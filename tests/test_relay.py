@@ -8,17 +8,18 @@ import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from partnerflow.activities.capabilities import Capabilities
 from partnerflow.activities.email import Mailer, SmtpSettings
-from partnerflow.activities.records import Records, utc_now
+from partnerflow.activities.records import Records, letter_queue, utc_now
 from partnerflow.activities.relay import CLAIM, LAST_WAIT, wait_after
 from partnerflow.mailsink import MailSink, text_of
 from partnerflow.states.messages import SendLetter
@@ -165,3 +166,74 @@ async def test_a_change_with_link_carries_exactly_one(records: Records, links: i
     with pytest.raises(ApplicationError, match="one link letter") as raised:
         await ActivityEnvironment().run(acts.record_change_with_link, invite)
     assert raised.value.non_retryable and records.current("customers", invite.workflow_id) is None
+
+
+def keyed(records: Records, port: int, key: bytes) -> Capabilities:
+    return Capabilities(
+        records, Mailer(SmtpSettings(port=port, timeout_s=2, deadline_s=4)), "http://portal.test", token_key=key
+    )
+
+
+async def test_a_relay_whose_key_differs_never_mails_a_link_the_workflow_does_not_hold(
+    records: Records, sink: MailSink
+) -> None:
+    """Workers whose keys differ (one unset, or a rotation half done): the link promised with
+    one key waits for a relay with that key, and the letter mailed is the promised one."""
+    key = secrets.token_bytes(32)
+    recorder, stranger = keyed(records, sink.port, key), capabilities(records, sink.port)
+    issued = await ActivityEnvironment().run(
+        recorder.record_change_with_link, change(1, letters=[link_letter("c-1", 1)])
+    )
+    assert await stranger.relay.drain() == 0 and records.letters_queued() == 1 and not sink.messages()
+    # A retry of the change on the stranger answers the promised hash and sends nothing itself.
+    again = await ActivityEnvironment().run(
+        stranger.record_change_with_link, change(1, letters=[link_letter("c-1", 1)])
+    )
+    assert again == issued and not sink.messages()
+    with records.engine.begin() as conn:  # the stranger's wait is over: due now
+        conn.execute(letter_queue.update().values(due_at=utc_now()))
+    assert await recorder.relay.drain() == 1
+    [invitation] = to_admin(sink)
+    assert token_hash(token_in(invitation)) == issued.token_sha256
+
+
+async def test_a_link_a_keyless_attempt_sent_is_answered_as_sent_by_a_keyed_retry(
+    records: Records, sink: MailSink
+) -> None:
+    keyless, keyed_worker = capabilities(records, sink.port), keyed(records, sink.port, secrets.token_bytes(32))
+    link = link_letter("c-1", 1)
+    first = await ActivityEnvironment().run(keyless.send_letter, link)  # sent, then the worker died
+    again = await ActivityEnvironment().run(keyed_worker.record_change_with_link, change(1, letters=[link]))
+    assert again.token_sha256 == first.token_sha256 and records.letters_queued() == 0
+    assert len(to_admin(sink)) == 1 and records.current("customers", "relationship/p-1/c-1") is not None
+
+
+async def test_a_link_not_yet_mailed_goes_no_more_once_replaced_or_ended(records: Records, sink: MailSink) -> None:
+    acts = keyed(records, sink.port, secrets.token_bytes(32))
+    run = ActivityEnvironment().run
+    await run(acts.record_change_with_link, change(1, letters=[link_letter("c-1", 1)]))
+    second = await run(acts.record_change_with_link, change(2, letters=[link_letter("c-1", 2)]))  # a resend
+    assert records.letters_queued() == 1
+    await run(acts.record_change, change(3, to_state="invitation_expired", voids_link=True))
+    assert records.letters_queued() == 0 and await acts.relay.drain() == 0 and not sink.messages()
+    assert second.token_sha256  # the resent link was promised, and ended before it went
+
+
+async def test_a_link_past_its_expiry_is_dropped_unsent(records: Records, sink: MailSink) -> None:
+    acts = keyed(records, sink.port, secrets.token_bytes(32))
+    stale = link_letter("c-1", 1).model_copy(update={"expires_at": utc_now() - timedelta(seconds=1)})
+    await ActivityEnvironment().run(acts.record_change_with_link, change(1, letters=[stale]))
+    assert await acts.relay.drain() == 1 and records.letters_queued() == 0 and not sink.messages()
+
+
+async def test_letters_behind_a_failed_one_wait_for_it(records: Records, sink: MailSink) -> None:
+    """The reader gets its lifecycle's letters in the order of its changes, outage or not."""
+    queue(records, "c-1", letter("c-1", 2), letter("c-1", 2, "customer_ended"))
+    down = capabilities(records, free_port()).relay
+    assert await down.drain() == 0 and records.letters_queued() == 2
+    with records.engine.connect() as conn:
+        due = dict(conn.execute(sa.select(letter_queue.c.key, letter_queue.c.due_at)).all())
+    first, second = (
+        due[letter("c-1", 2, kind).key].replace(tzinfo=UTC) for kind in ("partner_accepted", "customer_ended")
+    )
+    assert utc_now() < first < second  # the failed one waits, and the next just behind it

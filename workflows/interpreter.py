@@ -481,7 +481,7 @@ class Interpreter:
             self._machine_ = LifecycleMachine(self.lifecycle, self.d.state)
         return self._machine_.at(self.d.state)
 
-    # --- a row's effects, in order: link letter, record, state, letters ---------------
+    # --- a row's effects, in order: the record with its letters, then the state -------
     async def _commit(self, row: Row, who: Who, command: Any) -> None:
         d, s, lc = self.d, self._start, self.lifecycle
         from_state = None if row.is_start else d.state
@@ -554,10 +554,13 @@ class Interpreter:
             lifecycle=lc.name,
             event=published.name_for(s.partner.kind.value) if (published := row.publishes()) else None,
             letters=queued,
+            voids_link=any(isinstance(e, VoidToken) for e in row.effects),
         )
         summary = f"audit: {row.operation} → {row.dest}"
         if link and link_with_change:
-            sent = await self._call(RECORD_WITH_LINK, change, summary=f"{summary}, {link.letter} email", local=True)
+            sent = await self._call(
+                RECORD_WITH_LINK, change, summary=f"{summary}, {link.letter} email", local=True, mails=True
+            )
             assert sent.token_sha256, "a link's change answers its token's hash"
             issued = (sent, expires_at)
         else:
@@ -706,17 +709,21 @@ class Interpreter:
         counted = await self._call(read_fact(fact), read, summary=f"guard: {fact}", local=True)
         return counted if isinstance(counted, Counted) else Counted(count=counted)  # an older history's
 
-    async def _call(self, capability: Capability[A, R], arg: A, *, summary: str, local: bool = False) -> R:
+    async def _call(
+        self, capability: Capability[A, R], arg: A, *, summary: str, local: bool = False, mails: bool = False
+    ) -> R:
         """One capability, with patient retries that wait outages out. `local`: a quick database
         step runs in the worker itself (no task-queue round trip, one marker in history instead
-        of three events); email goes through the task queue, where a slow server holds no task."""
+        of three events); email goes through the task queue, where a slow server holds no task.
+        `mails`: a local step that may hold an SMTP conversation (a worker without a shared token
+        key sends a link itself): the time an email may take, so no retry overlaps its send."""
         run: Any = workflow.execute_local_activity if local else workflow.execute_activity
         result: R = await run(
             capability.name,
             arg,
             result_type=capability.result,
             summary=summary,
-            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT if local else ACTIVITY_TIMEOUT,
+            start_to_close_timeout=LOCAL_ACTIVITY_TIMEOUT if local and not mails else ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
         return result
