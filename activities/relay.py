@@ -3,14 +3,15 @@
 A row's letters (its notices, and its link letter when the workers share a token key: the
 token is made from that key, so no token is ever stored) go into the records with the change
 (`Change.letters`, `letter_queue`), so the change and its letters are durable together and
-the answer to the change waits for no mail server. The relay runs
-beside the worker (`worker.new_worker`): woken the moment its own worker queues letters,
-and every `poll_s` for what another worker queued or left claimed when it died.
+the answer to the change waits for no mail server. The relay runs beside the worker
+(`worker.new_worker`): woken the moment its own worker queues letters, and every `poll_s`
+for what another worker queued or left claimed when it died.
 
 Each letter goes through the same path as the `send_notice` activity (its outbox key: sent
-once, a retry inside the SMTP conversation aside, RELIABILITY.md); a claim (one UPDATE ... RETURNING) keeps two relays off the same letter; a
-failure waits and tries again, without end: an outage delays a letter, it never loses one.
-The workflow's history holds the letters (in the change), not their sending.
+once, a retry inside the SMTP conversation aside, RELIABILITY.md); a claim (one UPDATE ...
+RETURNING) keeps two relays off the same letter; a failure waits and tries again, without
+end, and the lifecycle's later letters wait behind it: an outage delays a letter, it never
+loses one. The workflow's history holds the letters (in the change), not their sending.
 """
 
 from __future__ import annotations
