@@ -875,12 +875,14 @@ def _jsonable(value: Any) -> Any:
 #: connection on return: a PostgreSQL backend started and stopped per activity was most of an
 #: import's cost. SQLite's are cheap to open and each holds a page cache: a few are kept.
 POOL_SIZE = {"postgresql": 24, "sqlite": 8}
-POOL_OVERFLOW = 24
+#: Beyond them, opened for a burst and closed after (PostgreSQL: 32 a worker at most, so three
+#: workers stay inside its default `max_connections` of 100).
+POOL_OVERFLOW = {"postgresql": 8, "sqlite": 24}
 
 
 def _engine(url: str, echo: bool) -> Engine:
     dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
-    pool = {"pool_size": POOL_SIZE[dialect], "max_overflow": POOL_OVERFLOW}
+    pool = {"pool_size": POOL_SIZE[dialect], "max_overflow": POOL_OVERFLOW[dialect]}
     if dialect == "sqlite":
         if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:"):
             pool = {}  # in memory (a throwaway): SQLAlchemy's own pool for it
