@@ -10,8 +10,9 @@ for what another worker queued or left claimed when it died.
 Each letter goes through the same path as the `send_notice` activity (its outbox key: sent
 once, a retry inside the SMTP conversation aside, RELIABILITY.md); a claim (one UPDATE ...
 RETURNING) keeps two relays off the same letter; a failure waits and tries again, without
-end, and the lifecycle's later letters wait behind it: an outage delays a letter, it never
-loses one. The workflow's history holds the letters (in the change), not their sending.
+end, and the lifecycle's later letters in the same batch wait behind it (one a later change
+queues meanwhile does not): an outage delays a letter, it never loses one. The workflow's
+history holds the letters (in the change), not their sending.
 """
 
 from __future__ import annotations
