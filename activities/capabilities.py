@@ -123,6 +123,13 @@ class Capabilities:
                 non_retryable=True,
             )
 
+    def _link(self, letter_key: str) -> tuple[str, str, str]:
+        """A link letter's token, its hash and its Message-ID (one per token: a resent link is a
+        new message): the one home of what a promise and its sending must agree on."""
+        token = link_token(self._token_key, letter_key)
+        digest = token_hash(token)
+        return token, digest, message_id_for(f"{letter_key}/{digest}")
+
     @activity.defn(name=messages.SEND_NOTICE.name)
     async def send_notice(self, send: SendLetter) -> str:
         """A letter without a link: its Message-ID."""
@@ -153,16 +160,13 @@ class Capabilities:
         if send.token:
             # A pending row means an earlier attempt may or may not have delivered: the same
             # key makes the same token, so at worst the same message goes again.
-            token = link_token(self._token_key, send.key)
-            digest = token_hash(token)
+            token, digest, message_id = self._link(send.key)
             if sent and sent.token_sha256 and sent.token_sha256 != digest:
                 # Promised with another worker's key: this one cannot make that link. It waits
                 # for a relay that can (and says so: the workers' keys must be one).
                 _log().error("email.link_key_differs", kind=send.letter, key=send.key)
                 raise RuntimeError("invitation.token_key: not the key this link was promised with")
             url = link(self.link_base_url, lifecycle, send.workflow_id, token)
-            # One Message-ID per token: a resent link is a new message.
-            message_id = message_id_for(f"{send.key}/{digest}")
         to, locale = send.to, send.locale
         if send.to_partner:
             self._same_cloud(send.cloud or "")
@@ -264,10 +268,10 @@ class Capabilities:
             issued = await self.send_letter(letter)
             await self._record(without_link)
             return issued
-        digest = token_hash(link_token(self._token_key, letter.key))
+        _, digest, message_id = self._link(letter.key)
         entry = OutboxEntry(
             key=letter.key,
-            message_id=message_id_for(f"{letter.key}/{digest}"),
+            message_id=message_id,
             kind=letter.letter,
             recipient=letter.to,
             subject="",  # written when it is sent
