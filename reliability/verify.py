@@ -40,13 +40,16 @@ def expected_life(life: StartRelationship) -> tuple[list[str], int, str]:
     return operations, emails, state
 
 
-async def settled(chaos: Chaos, handle: WorkflowHandle[Any, Any], within_s: float = 180.0) -> None:
-    """Every email a life's last change sends is out: a life answered on the page may end (the
-    relationship active) while its notice to the partner is still on its way."""
+async def settled(chaos: Chaos, records: Records, handle: WorkflowHandle[Any, Any], within_s: float = 180.0) -> None:
+    """Every email a life's changes send is out: a life answered on the page may end (the
+    relationship active) while its notice to the partner is still on its way, in an activity
+    or in the records' letter queue. A relay killed mid-send holds its letter for its claim
+    (`relay.CLAIM`, 30 s) before another relay sends it."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         described = await chaos.patiently(handle.describe)
-        if not described.raw_description.pending_activities:
+        queued = await asyncio.to_thread(records.letters_queued, handle.id)
+        if not described.raw_description.pending_activities and not queued:
             return
         await asyncio.sleep(0.5)
 
@@ -95,7 +98,7 @@ async def verify(chaos: Chaos) -> dict[str, Any]:
             wid = start.workflow_id
             handle = client.get_workflow_handle(wid)
             try:
-                await settled(chaos, handle)
+                await settled(chaos, records, handle)
                 view = await chaos.patiently(handle.query, "state", result_type=RelationshipView)
                 history = await chaos.patiently(handle.fetch_history)
             except NoAnswer as error:  # a finding: the life is counted as not where it should be

@@ -237,3 +237,15 @@ async def test_letters_behind_a_failed_one_wait_for_it(records: Records, sink: M
         due[letter("c-1", 2, kind).key].replace(tzinfo=UTC) for kind in ("partner_accepted", "customer_ended")
     )
     assert utc_now() < first < second  # the failed one waits, and the next just behind it
+
+
+async def test_a_new_link_drops_only_the_unsent_link_never_a_notice(records: Records, sink: MailSink) -> None:
+    """A resend (or a reinstatement's new link) supersedes the old link; a notice still waiting
+    (its relay died mid-send, its claim not yet run out) is the reader's and must still go."""
+    acts = keyed(records, sink.port, secrets.token_bytes(32))
+    run = ActivityEnvironment().run
+    await run(acts.record_change_with_link, change(1, letters=[link_letter("c-1", 1), letter("c-1", 1)]))
+    await run(acts.record_change_with_link, change(2, letters=[link_letter("c-1", 2)]))
+    with records.engine.connect() as conn:
+        left = sorted(conn.execute(sa.select(letter_queue.c.key)).scalars())
+    assert left == sorted([letter("c-1", 1).key, link_letter("c-1", 2).key])
