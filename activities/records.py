@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from partnerflow.activities.prepared import Prepared
 from partnerflow.states.messages import Change, Counted
 from partnerflow.states.models import STRICT, Partner, State, SubscriptionKind, workflow_id
 
@@ -242,6 +243,7 @@ class Records:
         self._writing: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        self._statements: dict[Hashable, Prepared] = {}
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
@@ -269,29 +271,26 @@ class Records:
         return self._insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     # --- changes: audit trail + customer list, in one transaction ----------------
+    def _prepared(self, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
+        """The statement `key` for this database, compiled on first use (a hot path's: see
+        activities/prepared.py). Two threads may both compile it once; either result serves."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = build()
+        return found
+
     def apply_change(self, change: Change, promised: Sequence[OutboxEntry] = ()) -> bool:
         """Record `change` once; False if it was already recorded (a retry). `promised`: the
         outbox rows (pending, with the token's hash) of the link letters it queues, so whichever
         relay sends one, and whatever retries, the hash the workflow holds is the one kept."""
+        dialect = self.engine.dialect
         with self._tx() as conn:
-            inserted = conn.execute(
-                self._insert_ignoring_duplicates(audit).values(
-                    change_id=change.change_id,
-                    cloud=change.cloud,
-                    partner_id=change.partner_id,
-                    customer_id=change.customer_id,
-                    workflow_id=change.workflow_id,
-                    operation=change.operation,
-                    actor_user=change.actor_user,
-                    actor_role=change.actor_role,
-                    from_state=change.from_state,
-                    to_state=change.to_state,
-                    at=change.at,
-                    reason=change.reason,
-                    correlation_id=change.change_id,
-                )
-            ).rowcount
-            if not inserted:
+            audit_row = self._prepared(
+                "audit",
+                lambda: Prepared(self._insert(audit).values(_binds(AUDIT_COLUMNS)).on_conflict_do_nothing(), dialect),
+            )
+            values = {name: getattr(change, name) for name in AUDIT_COLUMNS if name != "correlation_id"}
+            if not audit_row.execute(conn, {**values, "correlation_id": change.change_id}):
                 return False
             row = self._upsert_current(conn, change)
             if change.event:
@@ -299,15 +298,27 @@ class Records:
                 self._log_event(conn, change, row)
             if change.voids_link or any(letter.token for letter in change.letters):
                 # A link not yet mailed, now replaced or ended: it would only mislead its reader.
-                conn.execute(
-                    sa.delete(letter_queue).where(
-                        (letter_queue.c.workflow_id == change.workflow_id) & letter_queue.c.letter["token"].as_boolean()
-                    )
+                links = self._prepared(
+                    "unsent_links",
+                    lambda: Prepared(
+                        sa.delete(letter_queue).where(
+                            (letter_queue.c.workflow_id == sa.bindparam("workflow_id"))
+                            & letter_queue.c.letter["token"].as_boolean()
+                        ),
+                        dialect,
+                    ),
                 )
+                links.execute(conn, {"workflow_id": change.workflow_id})
             now = utc_now()  # the records' clock: the change's may be a test's, far ahead
             if change.letters:
-                conn.execute(
-                    self._insert(letter_queue).on_conflict_do_nothing(),
+                queue = self._prepared(
+                    "queue",
+                    lambda: Prepared(
+                        self._insert(letter_queue).values(_binds(QUEUE_COLUMNS)).on_conflict_do_nothing(), dialect
+                    ),
+                )
+                queue.execute_many(
+                    conn,
                     [
                         {
                             "key": letter.key,
@@ -320,20 +331,28 @@ class Records:
                         for i, letter in enumerate(change.letters)
                     ],
                 )
-            for entry in promised:
-                conn.execute(
-                    self._insert_ignoring_duplicates(outbox).values(
-                        **entry.model_dump(exclude={"status", "attempts"}), status="pending", attempts=0, created_at=now
-                    )
+            if promised:
+                pending = self._prepared(
+                    "promise",
+                    lambda: Prepared(self._insert(outbox).values(_binds(OUTBOX_NEW)).on_conflict_do_nothing(), dialect),
                 )
+                for entry in promised:
+                    values = entry.model_dump(exclude={"status", "attempts"})
+                    pending.execute(
+                        conn, {**values, "status": "pending", "attempts": 0, "created_at": now, "sent_at": None}
+                    )
             return True
 
     def _log_event(self, conn: Connection, change: Change, row: Mapping[str, Any]) -> None:
         """The change's event, from the row it left: what changed, who did it, and the record."""
         record = {k: _jsonable(v) for k, v in row.items() if k not in INTERNAL_COLUMNS}
         provider = change.fields.get("indirect_provider_id")
-        conn.execute(
-            event_log.insert().values(
+        insert = self._prepared(
+            "event", lambda: Prepared(event_log.insert().values(_binds(EVENT_COLUMNS)), self.engine.dialect)
+        )
+        insert.execute(
+            conn,
+            dict(
                 event_id=change.change_id,
                 type=change.event,
                 lifecycle=change.lifecycle,
@@ -353,7 +372,7 @@ class Records:
                     "sequence": int(row["version"]),
                     "record": record,
                 },
-            )
+            ),
         )
 
     # --- the event log and its webhooks --------------------------------------------------
@@ -443,16 +462,27 @@ class Records:
             if unknown:
                 raise ValueError(f"fields: {', '.join(unknown)} are not columns of {table.name}")
             row.update(change.fields)
-        keys = [c for c in table.primary_key.columns]
-        upsert = (
-            self._insert(table)
-            .values(created_at=change.at, version=1, **row)
-            .on_conflict_do_update(index_elements=keys, set_=dict(version=table.c.version + 1, **row))
-        )
-        if not change.event:
-            conn.execute(upsert)
+        names = tuple(row)
+        returns = bool(change.event)
+
+        def build() -> Prepared:
+            keys = [c for c in table.primary_key.columns]
+            upsert = (
+                self._insert(table)
+                .values(created_at=sa.bindparam("created_at"), version=1, **_binds(names))
+                .on_conflict_do_update(index_elements=keys, set_=dict(version=table.c.version + 1, **_binds(names)))
+            )
+            if returns:
+                return Prepared(upsert.returning(*table.c), self.engine.dialect, returning=list(table.c))
+            return Prepared(upsert, self.engine.dialect)
+
+        upsert = self._prepared(("upsert", table.name, names, returns), build)
+        values = {**row, "created_at": change.at}
+        if not returns:
+            upsert.execute(conn, values)
             return None
-        return dict(conn.execute(upsert.returning(*table.c)).mappings().one())
+        [found] = upsert.rows(conn, values)
+        return found
 
     def current(self, table: str, workflow_id: str) -> dict[str, Any] | None:
         t = metadata.tables[table]
@@ -614,15 +644,19 @@ class Records:
         return existed is None
 
     def partner(self, cloud: str, partner_id: str) -> Partner | None:
+        one = self._prepared(
+            "partner",
+            lambda: Prepared(
+                sa.select(partners).where(
+                    (partners.c.cloud == sa.bindparam("cloud")) & (partners.c.partner_id == sa.bindparam("partner_id"))
+                ),
+                self.engine.dialect,
+                returning=list(partners.c),
+            ),
+        )
         with self.engine.connect() as conn:
-            found = (
-                conn.execute(
-                    sa.select(partners).where((partners.c.cloud == cloud) & (partners.c.partner_id == partner_id))
-                )
-                .mappings()
-                .first()
-            )
-        return _partner(found) if found else None
+            found = one.rows(conn, {"cloud": cloud, "partner_id": partner_id})
+        return _partner(found[0]) if found else None
 
     def partner_list(self, cloud: str) -> list[Partner]:
         with self.engine.connect() as conn:
@@ -634,15 +668,38 @@ class Records:
     def use_proof(self, jti: str, issuer: str, workflow_id: str, run_id: str, expires_at: datetime) -> bool:
         """Spend a start's assertion; False if another run already used it (a retry of the same
         run finds its own row: True). Spent ones are forgotten once they expire."""
+        dialect = self.engine.dialect
+        forget = self._prepared(
+            "proofs_expired",
+            lambda: Prepared(
+                sa.delete(proofs_used).where(
+                    proofs_used.c.expires_at < sa.bindparam("before", type_=proofs_used.c.expires_at.type)
+                ),
+                dialect,
+            ),
+        )
+        spend = self._prepared(
+            "proof",
+            lambda: Prepared(
+                self._insert(proofs_used).values(_binds(c.name for c in proofs_used.c)).on_conflict_do_nothing(),
+                dialect,
+            ),
+        )
+        owner = self._prepared(
+            "proof_owner",
+            lambda: Prepared(
+                sa.select(proofs_used.c.run_id).where(proofs_used.c.jti == sa.bindparam("jti")),
+                dialect,
+                returning=[proofs_used.c.run_id],
+            ),
+        )
         with self._tx() as conn:
-            conn.execute(sa.delete(proofs_used).where(proofs_used.c.expires_at < utc_now() - timedelta(hours=1)))
-            conn.execute(
-                self._insert_ignoring_duplicates(proofs_used).values(
-                    jti=jti, issuer=issuer, workflow_id=workflow_id, run_id=run_id, expires_at=expires_at
-                )
+            forget.execute(conn, {"before": utc_now() - timedelta(hours=1)})
+            spend.execute(
+                conn, dict(jti=jti, issuer=issuer, workflow_id=workflow_id, run_id=run_id, expires_at=expires_at)
             )
-            owner = conn.execute(sa.select(proofs_used.c.run_id).where(proofs_used.c.jti == jti)).scalar()
-        return owner == run_id
+            [found] = owner.rows(conn, {"jti": jti})
+        return bool(found["run_id"] == run_id)
 
     # --- facts a guard may need -------------------------------------------------------
     def facts(self) -> dict[str, Callable[[str, str, str], Counted]]:
@@ -729,21 +786,35 @@ class Records:
         return sorted(wid for wid, state in rows if state not in final)
 
     def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
-        with self.engine.connect() as conn:
-            found = conn.execute(
+        read = self._prepared(
+            "active_subscriptions",
+            lambda: Prepared(
                 sa.select(subscriptions.c.active, subscriptions.c.detail).where(
-                    _of_customer(subscriptions, cloud, partner_id, customer_id)
-                )
-            ).first()
-            if found is None:
-                return Counted(count=0)
-            return Counted(count=int(found.active), detail=dict(found.detail or {}))
+                    _of_customer(subscriptions, *(sa.bindparam(n) for n in ("cloud", "partner_id", "customer_id")))
+                ),
+                self.engine.dialect,
+                returning=[subscriptions.c.active, subscriptions.c.detail],
+            ),
+        )
+        with self.engine.connect() as conn:
+            found = read.rows(conn, {"cloud": cloud, "partner_id": partner_id, "customer_id": customer_id})
+        if not found:
+            return Counted(count=0)
+        return Counted(count=int(found[0]["active"]), detail=dict(found[0]["detail"] or {}))
 
     # --- outbox --------------------------------------------------------------------
     def outbox_entry(self, key: str) -> OutboxEntry | None:
+        entry = self._prepared(
+            "outbox_entry",
+            lambda: Prepared(
+                sa.select(outbox).where(outbox.c.key == sa.bindparam("key")),
+                self.engine.dialect,
+                returning=list(outbox.c),
+            ),
+        )
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(outbox).where(outbox.c.key == key)).mappings().first()
-            return OutboxEntry.model_validate(dict(found)) if found else None
+            found = entry.rows(conn, {"key": key})
+        return OutboxEntry.model_validate(found[0]) if found else None
 
     def outbox_reserve(self, entry: OutboxEntry, *, now: datetime) -> OutboxEntry | None:
         """Claim the right to send `entry`: write (or rewrite) its pending row first.
@@ -768,16 +839,24 @@ class Records:
 
     def outbox_sent_from_queue(self, entry: OutboxEntry, *, now: datetime) -> None:
         """A queued letter the server took: its outbox row (sent) and its queued row gone, at once."""
-        values = entry.model_dump(exclude={"key", "status", "attempts"})
-        with self._tx() as conn:
-            conn.execute(
+        dialect = self.engine.dialect
+
+        def build() -> Prepared:
+            # A link's row, promised with its change: now with what was sent.
+            sent = _binds(name for name in OUTBOX_NEW if name not in ("key", "attempts", "created_at"))
+            return Prepared(
                 self._insert(outbox)
-                .values(key=entry.key, status="sent", attempts=1, created_at=now, sent_at=now, **values)
-                .on_conflict_do_update(  # a link's row, promised with its change: now with what was sent
-                    index_elements=[outbox.c.key], set_={**values, "status": "sent", "sent_at": now}
-                )
+                .values(_binds(OUTBOX_NEW))
+                .on_conflict_do_update(index_elements=[outbox.c.key], set_=sent),
+                dialect,
             )
-            conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == entry.key))
+
+        with self._tx() as conn:
+            values = entry.model_dump(exclude={"status", "attempts"})
+            self._prepared("sent_from_queue", build).execute(
+                conn, {**values, "status": "sent", "attempts": 1, "created_at": now, "sent_at": now}
+            )
+            self._letter_gone(conn, entry.key)
 
     def outbox_mark_sent(self, key: str, *, now: datetime) -> None:
         with self._tx() as conn:
@@ -788,23 +867,45 @@ class Records:
         """The queued letters whose time has come (never sent, failed before, or claimed by a
         relay that died), oldest first, now this relay's until `until`: one statement, so two
         relays never claim the same letter (PostgreSQL re-checks `due_at` on the locked row)."""
-        due = letter_queue.c.due_at <= now
-        if cloud is not None:
-            due &= letter_queue.c.cloud == cloud
-        keys = sa.select(letter_queue.c.key).where(due).order_by(letter_queue.c.due_at).limit(limit)
-        claim = (
-            sa.update(letter_queue)
-            .where(letter_queue.c.key.in_(keys) & (letter_queue.c.due_at <= now))
-            .values(attempts=letter_queue.c.attempts + 1, due_at=until)
-            .returning(letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter)
-        )
+
+        def build() -> Prepared:
+            due = letter_queue.c.due_at <= sa.bindparam("now", type_=letter_queue.c.due_at.type)
+            if cloud is not None:
+                due &= letter_queue.c.cloud == sa.bindparam("cloud")
+            keys = (
+                sa.select(letter_queue.c.key)
+                .where(due)
+                .order_by(letter_queue.c.due_at)
+                .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=False))
+            )
+            returned = [letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter]
+            claim = (
+                sa.update(letter_queue)
+                .where(letter_queue.c.key.in_(keys) & (letter_queue.c.due_at <= sa.bindparam("now")))
+                .values(
+                    attempts=letter_queue.c.attempts + 1, due_at=sa.bindparam("until", type_=letter_queue.c.due_at.type)
+                )
+                .returning(*returned)
+            )
+            return Prepared(claim, self.engine.dialect, returning=returned)
+
+        claim = self._prepared(("claim", cloud is None), build)
         with self._tx() as conn:
-            rows = conn.execute(claim).all()
-        return [QueuedLetter(key=r.key, attempts=r.attempts, letter=r.letter) for r in rows]
+            rows = claim.rows(conn, {"now": now, "until": until, "limit": limit, "cloud": cloud})
+        return [QueuedLetter.model_validate(row) for row in rows]
 
     def letter_sent(self, key: str) -> None:
         with self._tx() as conn:
-            conn.execute(sa.delete(letter_queue).where(letter_queue.c.key == key))
+            self._letter_gone(conn, key)
+
+    def _letter_gone(self, conn: Connection, key: str) -> None:
+        gone = self._prepared(
+            "letter_gone",
+            lambda: Prepared(
+                sa.delete(letter_queue).where(letter_queue.c.key == sa.bindparam("key")), self.engine.dialect
+            ),
+        )
+        gone.execute(conn, {"key": key})
 
     def letters_behind(self, keys: Sequence[str], due_at: datetime) -> None:
         """Letters that wait behind one that failed (the same lifecycle's, later): due just after
@@ -843,8 +944,8 @@ class Records:
 LINKED_STATES: Final = (State.ACTIVE.value, State.SUSPENDED.value)
 
 
-def _of_customer(table: sa.Table, cloud: str, partner_id: str, customer_id: str) -> Any:
-    """One partner's rows of one customer (the ids' columns every such table has)."""
+def _of_customer(table: sa.Table, cloud: Any, partner_id: Any, customer_id: Any) -> Any:
+    """One partner's rows of one customer (the ids' columns every such table has): values, or bound parameters."""
     return (table.c.cloud == cloud) & (table.c.partner_id == partner_id) & (table.c.customer_id == customer_id)
 
 
@@ -863,6 +964,18 @@ ROW_TABLES: frozenset[str] = frozenset({customers.name, entities.name})
 #: Bookkeeping columns an event's `record` leaves out.
 INTERNAL_COLUMNS: frozenset[str] = frozenset({"last_change_id"})
 EVENT_SCHEMA_VERSION = 1
+
+
+#: The columns each hot path writes (activities/prepared.py binds each by its own name).
+AUDIT_COLUMNS: Final = tuple(c.name for c in audit.c if c.name != "id")
+QUEUE_COLUMNS: Final = ("key", "cloud", "workflow_id", "letter", "attempts", "due_at")
+OUTBOX_NEW: Final = tuple(c.name for c in outbox.c)
+EVENT_COLUMNS: Final = tuple(c.name for c in event_log.c if c.name != "seq")
+
+
+def _binds(names: Iterable[str]) -> dict[str, Any]:
+    """A bound parameter per column, named as the column."""
+    return {name: sa.bindparam(name) for name in names}
 
 
 def _jsonable(value: Any) -> Any:
