@@ -15,7 +15,8 @@ from temporalio.worker import Replayer
 from partnerflow.runtime.converter import data_converter
 from partnerflow.states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
 from partnerflow.states.relationship import RELATIONSHIP
-from partnerflow.workflows.interpreter import ADMISSION_PATCH
+from partnerflow.workflows import interpreter
+from partnerflow.workflows.interpreter import ADMISSION_PATCH, ENGINE_PATCH
 from partnerflow.workflows.lifecycles import WORKFLOWS
 
 EXPIRY_PATCH = next(s.since for r in RELATIONSHIP.rows for s in r.sends() if s.since)
@@ -27,6 +28,17 @@ def load(path: Path) -> WorkflowHistory:
     attributes = raw["events"][0]["workflowExecutionStartedEventAttributes"]
     workflow_id = attributes.get("workflowId") or path.stem
     return WorkflowHistory.from_json(workflow_id, raw)
+
+
+def patches_of(path: Path) -> list[str]:
+    """The patch markers a history holds, in order."""
+    found = []
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_patch":
+            data = marker["details"]["patch-data"]["payloads"][0]["data"]
+            found.append(json.loads(base64.b64decode(data))["id"])
+    return found
 
 
 def replayer() -> Replayer:
@@ -57,10 +69,7 @@ def test_every_version_calls_the_activities_by_the_same_names(version: str) -> N
             attributes = event.get("activityTaskScheduledEventAttributes")
             if attributes:
                 scheduled.add(attributes["activityType"]["name"])
-            marker = event.get("markerRecordedEventAttributes", {})
-            if marker.get("markerName") == "core_patch":
-                data = marker["details"]["patch-data"]["payloads"][0]["data"]
-                patches.add(json.loads(base64.b64decode(data))["id"])
+        patches |= set(patches_of(path))
     assert scheduled and scheduled <= expected
     # v2 on: the expiry notice's; v4 on: the start's admission (registry and proof). No other.
     expected_patches = {"v1": set(), "v2": {EXPIRY_PATCH}, "v3": {EXPIRY_PATCH}}.get(
@@ -74,6 +83,26 @@ async def test_todays_code_replays_the_history(path: Path) -> None:
     """A non-deterministic change would fail here, before it reaches running relationships."""
     result = await replayer().replay_workflow(load(path), raise_on_replay_failure=True)
     assert result.replay_failure is None
+
+
+def test_a_run_begun_under_the_engine_patch_records_that_patch_alone() -> None:
+    """v8 on: one marker where a v7 whole life wrote four (admission, link and letters with the
+    change, the delegated admin's end), each with its `TemporalChangeVersion` upsert."""
+    v7, v8 = (next(p for p in HISTORIES if p.name == f"{v}-whole-life.json") for v in ("v7", "v8"))
+    assert len(patches_of(v7)) == 4
+    assert set(patches_of(v7)) <= interpreter.IN_ENGINE_PATCH
+    for path in (p for p in HISTORIES if p.name.startswith("v8-")):
+        assert patches_of(path) == [ENGINE_PATCH], path.name
+    assert len(json.loads(v8.read_text())["events"]) == len(json.loads(v7.read_text())["events"]) - 6
+
+
+async def test_the_engine_patch_is_what_keeps_v8_replaying(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were the engine's patch to stand for nothing, a v8 run would ask each patch by name, find
+    no marker for it and take the old path: its history would no longer replay."""
+    monkeypatch.setattr(interpreter, "IN_ENGINE_PATCH", frozenset())
+    history = load(next(p for p in HISTORIES if p.name == "v8-whole-life.json"))
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
 
 
 async def test_the_patch_is_what_keeps_v1_replaying(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,6 +108,24 @@ LETTERS_WITH_CHANGE_PATCH = "letters-with-change"
 #: A row's link letter goes with its change too (`record_change_with_link` answers the token's
 #: hash); before, a `send_<page>` activity sent it and the change waited for it.
 LINK_WITH_CHANGE_PATCH = "link-with-change"
+#: One patch for every change of behaviour the engine had made by now: a run begun under it
+#: records one marker (and one `TemporalChangeVersion`) where it recorded one per patch it met
+#: (four in a whole relationship: 8 of its 43 history events). A run begun before it meets each
+#: patch by name, as it always did, so its history replays as it was written. Patches added
+#: after it are patches of their own: never add one to `IN_ENGINE_PATCH`.
+ENGINE_PATCH = "engine-2026-11"
+IN_ENGINE_PATCH: frozenset[str] = frozenset(
+    {
+        ADMISSION_PATCH,
+        LETTERS_WITH_CHANGE_PATCH,
+        LINK_WITH_CHANGE_PATCH,
+        # the `since` of declared letters and cascades (states/)
+        "carried-admin-request",
+        "end-delegated-admin",
+        "notify-partner-on-invitation-expiry",
+        "two-tier",
+    }
+)
 
 #: Outages (SMTP, database) are waited out, never turned into a lost change.
 ACTIVITY_RETRY = RetryPolicy(
@@ -166,6 +184,7 @@ class Interpreter:
         # inputs) may fail the workflow task; a bad start fails the workflow instead.
         self._lock = asyncio.Lock()
         self._machine_: LifecycleMachine | None = None  # built once, moved per use
+        self._engine_patch: bool | None = None  # ENGINE_PATCH, asked on first need
         self._admitted = False
         start = _read_start(self.lifecycle, inputs)
         if isinstance(start, ApplicationError):
@@ -189,6 +208,17 @@ class Interpreter:
             self.d = LifeData(
                 state=str(self._begin_row().dest), fields={**self.lifecycle.fields, **self.lifecycle.flags}
             )
+
+    def _patched(self, patch: str) -> bool:
+        """`workflow.patched(patch)`, or true without a marker of its own when this run was begun
+        under ENGINE_PATCH. Asked first at the same step on replay as when the run did it, so
+        a replay finds the engine's marker exactly where the run wrote it (or not at all)."""
+        if patch in IN_ENGINE_PATCH:
+            if self._engine_patch is None:
+                self._engine_patch = workflow.patched(ENGINE_PATCH)
+            if self._engine_patch:
+                return True
+        return workflow.patched(patch)
 
     def _begin_row(self) -> Row:
         return self.lifecycle.rows_for(self.lifecycle.begin(self._start))[0]
@@ -226,7 +256,7 @@ class Interpreter:
     async def _run(self) -> BaseModel:
         if self._start_denial:
             raise self._start_denial
-        if self._start.continued is None and workflow.patched(ADMISSION_PATCH):
+        if self._start.continued is None and self._patched(ADMISSION_PATCH):
             denial = await self._admit()
             if denial:
                 self._start_denial = denial
@@ -506,7 +536,7 @@ class Interpreter:
         link = next((e for e in row.sends() if e.token), None)
         issued: tuple[IssuedToken, datetime] | None = None
         queued: list[SendLetter] = []
-        link_with_change = bool(link) and workflow.patched(LINK_WITH_CHANGE_PATCH)
+        link_with_change = bool(link) and self._patched(LINK_WITH_CHANGE_PATCH)
         if link:
             expires_at = now + self._ttl(row.dest)
             key = f"{self._key_prefix()}/{seq}/{link.letter}"
@@ -518,14 +548,14 @@ class Interpreter:
                 issued = (sent, expires_at)
         # The notices: with the change (its own transaction), or after it (histories from before).
         notices = [send for send in row.sends() if not send.token and policy.reaches(send, s)]
-        with_change = bool(notices) and workflow.patched(LETTERS_WITH_CHANGE_PATCH)
+        with_change = bool(notices) and self._patched(LETTERS_WITH_CHANGE_PATCH)
         if with_change:
             # A letter into a state with a deadline (a suspension) tells when it ends.
             entered_at = now if lc.deadline_in(row.dest) and from_state != row.dest else d.entered_at
             after = d.model_copy(update={"state": row.dest, "fields": fields, "entered_at": entered_at})
             ends_at = deadline_at(lc, after, s.timers) if not link else None
             for send in notices:
-                if send.since is None or workflow.patched(send.since):
+                if send.since is None or self._patched(send.since):
                     key = f"{self._key_prefix()}/{seq}/{send.letter}"
                     queued.append(self._letter_for(send, key, reason=reason, expires_at=ends_at, fields=fields))
         entry = Entry(
@@ -602,12 +632,12 @@ class Interpreter:
         ends_at = deadline_at(lc, d, s.timers) if not link else None
         for send in notices if not with_change else ():
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
-            if send.since is None or workflow.patched(send.since):
+            if send.since is None or self._patched(send.since):
                 await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason, expires_at=ends_at)
         for cascade in (e for e in row.effects if isinstance(e, Cascade)):
             if cascade.if_set and not fields.get(cascade.if_set):
                 continue
-            if cascade.since is None or workflow.patched(cascade.since):
+            if cascade.since is None or self._patched(cascade.since):
                 await self._cascade(cascade)
 
     async def _cascade(self, cascade: Cascade) -> None:
