@@ -41,6 +41,15 @@ def patches_of(path: Path) -> list[str]:
     return found
 
 
+def upserts_of(path: Path) -> list[set[str]]:
+    """The search attributes each upsert of a history sets, in order."""
+    return [
+        set(event["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]["indexedFields"])
+        for event in json.loads(path.read_text())["events"]
+        if "upsertWorkflowSearchAttributesEventAttributes" in event
+    ]
+
+
 def replayer() -> Replayer:
     # The namespace matters: the workflow refuses to run a cloud outside its own.
     return Replayer(workflows=list(WORKFLOWS.values()), data_converter=data_converter, namespace="relationships")
@@ -87,13 +96,20 @@ async def test_todays_code_replays_the_history(path: Path) -> None:
 
 def test_a_run_begun_under_the_engine_patch_records_that_patch_alone() -> None:
     """v8 on: one marker where a v7 whole life wrote four (admission, link and letters with the
-    change, the delegated admin's end), each with its `TemporalChangeVersion` upsert."""
+    change, the delegated admin's end), each with its `TemporalChangeVersion` upsert; and its own
+    attributes once per change, only those that changed (v7 also published them at the start)."""
     v7, v8 = (next(p for p in HISTORIES if p.name == f"{v}-whole-life.json") for v in ("v7", "v8"))
     assert len(patches_of(v7)) == 4
     assert set(patches_of(v7)) <= interpreter.IN_ENGINE_PATCH
     for path in (p for p in HISTORIES if p.name.startswith("v8-")):
         assert patches_of(path) == [ENGINE_PATCH], path.name
-    assert len(json.loads(v8.read_text())["events"]) == len(json.loads(v7.read_text())["events"]) - 6
+    upserts = {v: upserts_of(path) for v, path in (("v7", v7), ("v8", v8))}
+    assert len(upserts["v7"]) == 11
+    assert len(upserts["v8"]) == 7  # 3 patches' and the start's first one fewer
+    assert upserts["v8"][0] == {"TemporalChangeVersion"}
+    assert {"PartnerId", "CustomerId", "Cloud", "RelationshipState"} <= upserts["v8"][1]
+    assert all("PartnerId" not in attributes for attributes in upserts["v8"][2:])  # sent once, kept
+    assert all("StateChangedAt" in attributes for attributes in upserts["v8"][1:])  # each change's
 
 
 async def test_the_engine_patch_is_what_keeps_v8_replaying(monkeypatch: pytest.MonkeyPatch) -> None:

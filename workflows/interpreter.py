@@ -185,6 +185,7 @@ class Interpreter:
         self._lock = asyncio.Lock()
         self._machine_: LifecycleMachine | None = None  # built once, moved per use
         self._engine_patch: bool | None = None  # ENGINE_PATCH, asked on first need
+        self._published: dict[str, Any] | None = None  # the search attributes' values, as last sent
         self._admitted = False
         start = _read_start(self.lifecycle, inputs)
         if isinstance(start, ApplicationError):
@@ -264,7 +265,11 @@ class Interpreter:
                 raise denial
         self._admitted = True  # or begun before admissions: its start input's facts, as then
         start = self._start
-        self._publish()  # findable by partner, customer and state from the first moment
+        if not (start.continued is None and self._engine_patch):
+            # Findable by partner, customer and state from the first moment. A run begun under
+            # ENGINE_PATCH publishes with its first change, in the same workflow task when the
+            # records answer at once: one visibility write, not two.
+            self._publish()
         if start.continued is None:
             async with self._lock:
                 await self._commit(self._begin_row(), Who(user=start.actor.user, role=start.actor.role.value), start)
@@ -773,7 +778,9 @@ class Interpreter:
         return Snapshot(start, d.state, d.fields, d.expires_at, tuple(d.audit), deadline)
 
     def _publish(self) -> None:
-        publish(self.lifecycle, self._snapshot())
+        # A run begun under ENGINE_PATCH sends only the attributes that changed.
+        published = publish(self.lifecycle, self._snapshot(), since=self._published if self._engine_patch else None)
+        self._published = published
 
     def _view(self) -> BaseModel:
         return self.lifecycle.view(self._snapshot())

@@ -8,6 +8,7 @@ Search attributes hold ids, states and deadlines only: they are stored unencrypt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +65,11 @@ def _shown(value: Any) -> str:
     return markdown(str(value))
 
 
-def publish(lifecycle: Lifecycle, snap: Snapshot) -> None:
-    """Keep the search attributes and the details current (a workflow-side call)."""
+def publish(lifecycle: Lifecycle, snap: Snapshot, since: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Keep the search attributes and the details current (a workflow-side call); returns the
+    attributes' values. Given `since` (the values the run published last), only those that
+    differ are sent: each update is a history event and a visibility write on the server, and
+    its size is the worker's cost of it."""
     s = snap.start
     updates: list[SearchAttributeUpdate[Any]] = [
         SearchAttributeKey.for_keyword(lifecycle.state_attribute).value_set(snap.state),
@@ -84,5 +88,10 @@ def publish(lifecycle: Lifecycle, snap: Snapshot) -> None:
     for attribute, name in lifecycle.moment_attributes.items():
         if isinstance(moment := snap.fields.get(name), str):
             updates.append(SearchAttributeKey.for_datetime(attribute).value_set(datetime.fromisoformat(moment)))
-    workflow.upsert_search_attributes(updates)
+    values = {u.key.name: u.value for u in updates}
+    if since is not None:
+        updates = [u for u in updates if since.get(u.key.name) != u.value]
+    if updates:
+        workflow.upsert_search_attributes(updates)
     workflow.set_current_details(details(lifecycle, snap))
+    return values
