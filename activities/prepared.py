@@ -7,18 +7,27 @@ under 1 %. A `Prepared` is written with Core as before (so SQLite and PostgreSQL
 one text, with the dialect's placeholders and casts), compiled once, and then only binds:
 each value through its column type's own processor, exactly as SQLAlchemy would send it,
 and each returned column through its result processor, exactly as SQLAlchemy would read it.
+A column's scalar default fills in for a value the statement leaves out, as SQLAlchemy's does.
 
-Run it inside a `Records` transaction (`cursor(conn)`): commit and rollback stay SQLAlchemy's.
+Run it inside a `Records` transaction or connection: commit and rollback stay SQLAlchemy's,
+and a driver's error comes out as SQLAlchemy's (`sqlalchemy.exc.DBAPIError`, parameters
+hidden). What SQLAlchemy's events would see (the engine's `echo`, OpenTelemetry's SQLAlchemy
+instrumentation) does not see these: each execution opens a span of its own here instead,
+with the same `db.system` and `db.statement` (the text, never the values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import sqlalchemy as sa
+from opentelemetry import trace
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
+
+from partnerflow.states.names import TRACER
 
 Processor = Callable[[Any], Any]
 
@@ -27,8 +36,13 @@ class Prepared:
     """One statement for one dialect: its text, its parameters' order and processors, and the
     columns it returns (`returning`, in the order the statement returns them)."""
 
-    def __init__(self, statement: sa.sql.ClauseElement, dialect: Dialect, returning: Sequence[sa.Column[Any]] = ()):
+    def __init__(
+        self, statement: sa.sql.ClauseElement, dialect: Dialect, returning: Sequence[sa.Column[Any]] = ()
+    ) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError(f"Prepared: a statement with parameters rendered per call: {compiled.string}")
+        self.dialect = dialect
         self.sql = compiled.string
         self._order: tuple[str, ...] | None = tuple(compiled.positiontup or ()) if compiled.positional else None
         self._defaults: dict[str, Any] = {}
@@ -39,10 +53,17 @@ class Prepared:
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 self._bind[name] = process
+        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):  # a column left out
+            default = column.default if column in compiled.insert_prefetch else column.onupdate
+            if not isinstance(default, sa.ColumnDefault) or not default.is_scalar:
+                raise ValueError(f"Prepared: {column} has a default made per call: bind it")
+            self._defaults[column.key] = default.arg
         self.columns = tuple(c.name for c in returning)
         self._read: tuple[Processor | None, ...] = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returning
         )
+        self._span_attributes = {"db.system": dialect.name, "db.statement": self.sql}
+        self._span_name = self.sql.split(None, 1)[0]
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         """The driver's parameters; a value the statement needs and `values` lacks is a KeyError."""
@@ -55,28 +76,19 @@ class Prepared:
 
     def execute(self, conn: Connection, values: Mapping[str, Any]) -> int:
         """Run it once; the rows it changed."""
-        cur = cursor(conn)
-        try:
+        with self._cursor(conn) as cur:
             cur.execute(self.sql, self.params(values))
             return int(cur.rowcount)
-        finally:
-            cur.close()
 
-    def execute_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
-        cur = cursor(conn)
-        try:
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        with self._cursor(conn) as cur:
             cur.executemany(self.sql, [self.params(row) for row in rows])
-        finally:
-            cur.close()
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run it and read what it returns, each column as SQLAlchemy would give it."""
-        cur = cursor(conn)
-        try:
+        with self._cursor(conn) as cur:
             cur.execute(self.sql, self.params(values))
             found = cur.fetchall()
-        finally:
-            cur.close()
         return [
             {
                 name: (read(value) if read is not None else value)
@@ -85,7 +97,30 @@ class Prepared:
             for row in found
         ]
 
-
-def cursor(conn: Connection) -> Any:
-    """The driver's cursor on `conn`'s connection: inside its transaction, which SQLAlchemy ends."""
-    return conn.connection.cursor()
+    @contextmanager
+    def _cursor(self, conn: Connection) -> Iterator[Any]:
+        """The driver's cursor on `conn`'s connection (inside its transaction), in a span; a
+        driver's error as SQLAlchemy raises it, the connection dropped when it is gone."""
+        tracer = trace.get_tracer(TRACER)
+        with tracer.start_as_current_span(
+            self._span_name, kind=trace.SpanKind.CLIENT, attributes=self._span_attributes
+        ):
+            dbapi = conn.connection.dbapi_connection
+            cur = conn.connection.cursor()
+            try:
+                yield cur
+            except self.dialect.loaded_dbapi.Error as error:
+                gone = self.dialect.is_disconnect(error, dbapi, cur)
+                if gone:
+                    conn.invalidate(error)
+                raise sa.exc.DBAPIError.instance(
+                    self.sql,
+                    None,
+                    error,
+                    self.dialect.loaded_dbapi.Error,
+                    hide_parameters=True,
+                    connection_invalidated=gone,
+                    dialect=self.dialect,
+                ) from error
+            finally:
+                cur.close()

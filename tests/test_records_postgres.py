@@ -180,6 +180,28 @@ def test_a_change_applied_twice_is_one_audit_row(records: Records) -> None:
     assert row is not None and (row["version"], row["state"]) == (1, "invited")
 
 
+def test_a_first_change_without_a_column_gets_its_default(records: Records) -> None:
+    """A column the change does not set takes its declared default, as SQLAlchemy fills it in
+    (the records' compiled statements, activities/prepared.py, must do the same)."""
+    assert records.apply_change(change(1, fields={})) is True
+    row = records.customer("public", "p-1", "c-1")
+    assert row is not None and (row["purchase_permission"], row["reinstated_count"]) == (False, 0)
+
+
+def test_a_database_error_is_sqlalchemys_and_shows_no_values(empty_url: str) -> None:
+    """What the CLI and the activities catch (`SQLAlchemyError`), whichever path ran the SQL; a
+    value (an address, a name) never lands in the message."""
+    unmigrated = Records(empty_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            unmigrated.partner("public", "p-secret-partner")
+        with pytest.raises(sa.exc.DBAPIError):
+            unmigrated.apply_change(change(1, company="Secret Company"))
+    finally:
+        unmigrated.dispose()
+    assert "p-secret-partner" not in str(raised.value)
+
+
 def test_each_change_bumps_the_version_and_lists_per_cloud(records: Records) -> None:
     """Three changes make version 3 with the last state; the customer list is kept per cloud and partner."""
     records.apply_change(change(1))

@@ -112,6 +112,21 @@ def test_a_run_begun_under_the_engine_patch_records_that_patch_alone() -> None:
     assert all("StateChangedAt" in attributes for attributes in upserts["v8"][1:])  # each change's
 
 
+def test_the_engine_patch_stands_for_the_patches_before_it_only() -> None:
+    """A patch added after `engine-2026-11` must be asked by name: a run begun under the engine
+    patch took the old path for it, and taking it as given would not replay that run."""
+    before_it = {
+        "admitted-start",
+        "letters-with-change",
+        "link-with-change",
+        "carried-admin-request",
+        "end-delegated-admin",
+        "notify-partner-on-invitation-expiry",
+        "two-tier",
+    }
+    assert before_it == interpreter.IN_ENGINE_PATCH
+
+
 async def test_the_engine_patch_is_what_keeps_v8_replaying(monkeypatch: pytest.MonkeyPatch) -> None:
     """Were the engine's patch to stand for nothing, a v8 run would ask each patch by name, find
     no marker for it and take the old path: its history would no longer replay."""

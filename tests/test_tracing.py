@@ -33,7 +33,15 @@ from partnerflow.runtime import tracing
 from partnerflow.runtime.converter import data_converter
 from partnerflow.states.models import Cloud, StartRelationship
 from partnerflow.states.names import NAMESPACES, TASK_QUEUE
-from partnerflow.testing import KIT_KEYS, KIT_TOKEN_KEY, LINK_BASE, letters_sent, register_partners, start_input
+from partnerflow.testing import (
+    KIT_KEYS,
+    KIT_TOKEN_KEY,
+    LINK_BASE,
+    letters_sent,
+    poll,
+    register_partners,
+    start_input,
+)
 from partnerflow.worker import new_worker
 
 pytestmark = pytest.mark.server
@@ -93,10 +101,20 @@ async def test_one_trace_from_the_page_through_workflow_activities_smtp_and_sql(
     )
     body = start_input()
     register_partners(records, body)
+
+    async def letters_traced() -> None:
+        """The relay's letters sent, and their spans ended (a moment after the row goes)."""
+        await letters_sent(records)
+
+        async def ended() -> bool:
+            return {"letter.send", "smtp.send"} <= {s.name for s in spans.get_finished_spans()}
+
+        await poll(ended)
+
     relationships = Relationships({Cloud.PUBLIC: client}, signer=KIT_KEYS.partners)
     async with new_worker(client, activities, TASK_QUEUE):
         view = await relationships.start(StartRelationship.model_validate(body))
-        await letters_sent(records)  # the relay sends the invitation just after the change
+        await letters_traced()  # the relay sends the invitation just after the change
         [mail] = partnerflow_mail.messages()
         link = re.search(r"http\S+token=\S+", text_of(mail))
         assert link and view.state == "invited"
@@ -107,6 +125,7 @@ async def test_one_trace_from_the_page_through_workflow_activities_smtp_and_sql(
             form = dict(re.findall(r'name="(csrf|relationship|token)" value="([^"]*)"', shown.text))
             spans.clear()  # the answer's spans only
             answered = await browser.post("/invitation/accept", data={**form, "agreement": "yes"})
+        await letters_traced()  # the partner's notice of it
         assert answered.status_code == 200
     answer = spans.get_finished_spans()
 

@@ -108,11 +108,16 @@ LETTERS_WITH_CHANGE_PATCH = "letters-with-change"
 #: A row's link letter goes with its change too (`record_change_with_link` answers the token's
 #: hash); before, a `send_<page>` activity sent it and the change waited for it.
 LINK_WITH_CHANGE_PATCH = "link-with-change"
-#: One patch for every change of behaviour the engine had made by now: a run begun under it
-#: records one marker (and one `TemporalChangeVersion`) where it recorded one per patch it met
-#: (four in a whole relationship: 8 of its 43 history events). A run begun before it meets each
-#: patch by name, as it always did, so its history replays as it was written. Patches added
-#: after it are patches of their own: never add one to `IN_ENGINE_PATCH`.
+#: One patch for the changes of behaviour the engine had made by now (`IN_ENGINE_PATCH`): a run
+#: begun under it records one marker and one `TemporalChangeVersion` update where it recorded
+#: one of each per patch it met (four in the bench's lifecycle: 8 of its 43 history events).
+#: Such a run also publishes its search attributes once per change, only those that changed
+#: (`_publish`). A run begun before it meets each patch by name, as it always did, so its
+#: history replays as it was written. Patches added after it are patches of their own: never
+#: add one to `IN_ENGINE_PATCH` (tests/test_replay.py pins it). `STRICT_INPUT_PATCH` stays out:
+#: it is asked while the start input is read, before a run knows which engine it runs under.
+#: Code older than this cannot replay a run begun under it: no rollback below it once such
+#: runs exist (README, "Deploying a change").
 ENGINE_PATCH = "engine-2026-11"
 IN_ENGINE_PATCH: frozenset[str] = frozenset(
     {
