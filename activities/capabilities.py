@@ -238,7 +238,9 @@ class Capabilities:
             raise _invalid(str(error)) from None
         if change.letters:
             self.relay.wake([letter.key for letter in change.letters])
-        _log().info(
+        # A recorded change is the workflow's `<lifecycle>.transition` line already; a retry that
+        # finds it recorded is news.
+        (_log().debug if recorded else _log().info)(
             "records.change" if recorded else "records.already_recorded",
             change_id=change.change_id,
             operation=change.operation,
@@ -321,9 +323,13 @@ class Capabilities:
         outcome = self.verifier.check(admit.proof, expected, now=min(admit.requested_at, utc_now()))
         if outcome is not None and not isinstance(outcome, Proven):
             return Admission(rule=outcome.rule, message=outcome.message)
+        # The registry's reads and the proof's spending in one hop to the records' thread.
+        return await asyncio.to_thread(self._admission, admit, outcome)
+
+    def _admission(self, admit: Admit, outcome: Proven | None) -> Admission:
         registered: dict[str, Partner] = {}
         for partner_id in dict.fromkeys(p for p in (admit.partner_id, admit.referred_by) if p):
-            found = await asyncio.to_thread(self.records.partner, admit.cloud, partner_id)
+            found = self.records.partner(admit.cloud, partner_id)
             if found is None:
                 return Admission(
                     rule="partner",
@@ -334,9 +340,7 @@ class Capabilities:
         partner = registered.get(admit.partner_id)
         if outcome is None:
             return Admission(partner=partner)
-        fresh = await asyncio.to_thread(
-            self.records.use_proof, outcome.jti, outcome.issuer, admit.workflow_id, admit.run_id, outcome.expires_at
-        )
+        fresh = self.records.use_proof(outcome.jti, outcome.issuer, admit.workflow_id, admit.run_id, outcome.expires_at)
         if not fresh:
             return Admission(rule="proof", message="proof: already used (jti): mint a new one for each request")
         return Admission(partner=partner, jti=outcome.jti, expires_at=outcome.expires_at)

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import hashlib
 import io
+import secrets
 import select
 import smtplib
 import ssl
@@ -75,6 +76,16 @@ _BODY.body_encoding = None  # type: ignore[assignment]  # None is the documented
 _COMPAT32 = policy.compat32.clone(mangle_from_=False)
 
 
+def _boundary(parts: list[MIMEText]) -> str:
+    """A multipart boundary none of the (encoded) parts holds. Left to the generator, it is
+    found by compiling a regular expression of a random boundary for every message, which
+    cost more than the rest of the letter's serialisation."""
+    while True:
+        boundary = f"=_{secrets.token_hex(16)}"
+        if not any(boundary in str(part.get_payload()) for part in parts):
+            return boundary
+
+
 def _part(text: str, subtype: str) -> MIMEText:
     part = MIMEText(text, subtype, _BODY, policy=_COMPAT32)  # type: ignore[arg-type]  # the stubs allow a name only
     del part["MIME-Version"]  # the message's header, not each part's
@@ -124,7 +135,7 @@ class Mailer:
         message: Message[Any, Any]
         if letter.html:
             parts = [_part(letter.body, "plain"), _part(letter.html, "html")]
-            message = MIMEMultipart("alternative", _subparts=parts, policy=_COMPAT32)
+            message = MIMEMultipart("alternative", boundary=_boundary(parts), _subparts=parts, policy=_COMPAT32)
         else:
             message = _part(letter.body, "plain")
             message["MIME-Version"] = "1.0"

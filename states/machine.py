@@ -1,7 +1,8 @@
 """The `transitions` machine of a declared lifecycle: which row fires now, or why none may.
 
-Built per workflow instance (never a shared global: its model holds one workflow's
-state) and refreshed per use, since building one costs about a millisecond.
+Never one shared global: its model holds one workflow's state. The interpreter keeps one
+per workflow class and thread, and sets its state on each use (`at`), since building one
+costs about a millisecond.
 """
 
 from __future__ import annotations

@@ -156,3 +156,18 @@ async def test_a_line_that_begins_with_from_arrives_as_written(partnerflow_mail:
     [message] = partnerflow_mail.messages()
     assert text_of(message) == body
     mailer.close()
+
+
+def test_the_boundary_is_in_no_part_and_the_parts_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mailer picks the multipart boundary itself (the generator's way compiles a regular
+    expression per message): one that a part holds is passed over."""
+    body = "Your code: =_" + "a" * 32  # the first boundary the mailer will try
+    tries = iter(["a" * 32, "b" * 32])
+    monkeypatch.setattr(email.secrets, "token_hex", lambda _n: next(tries))
+    mailer = Mailer(SmtpSettings())
+    built = mailer.build(Letter(to="admin@contoso.example", subject="s", body=body, html="<p>hi</p>"), "<1@pf>")
+    assert built.get_boundary() == "=_" + "b" * 32
+    data, _ = email._wire(built, international=False)
+    parsed = message_from_bytes(data, policy=policy.default)
+    parts = [p.get_content().strip() for p in parsed.iter_parts()]  # type: ignore[attr-defined]
+    assert parts == [body, "<p>hi</p>"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import threading
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -176,6 +177,10 @@ def _read_start(lifecycle: Lifecycle, inputs: tuple[Any, ...]) -> Any:
     return start
 
 
+#: The lifecycles' `transitions` machines, per thread (`Interpreter._machine`).
+_MACHINES = threading.local()
+
+
 class Interpreter:
     """The behaviour every generated workflow class shares; `lifecycle` says what it runs."""
 
@@ -188,7 +193,6 @@ class Interpreter:
         # `*inputs`, not one typed parameter: nothing a caller sends (no input, null, two
         # inputs) may fail the workflow task; a bad start fails the workflow instead.
         self._lock = asyncio.Lock()
-        self._machine_: LifecycleMachine | None = None  # built once, moved per use
         self._engine_patch: bool | None = None  # ENGINE_PATCH, asked on first need
         self._published: dict[str, Any] | None = None  # the search attributes' values, as last sent
         self._admitted = False
@@ -517,9 +521,14 @@ class Interpreter:
         self.d.spent_tokens = [*spent, (digest, outcome)][-SPENT_TOKENS_KEPT:]
 
     def _machine(self) -> LifecycleMachine:
-        if self._machine_ is None:
-            self._machine_ = LifecycleMachine(self.lifecycle, self.d.state)
-        return self._machine_.at(self.d.state)
+        """This workflow class's machine on this thread, at this run's state. Building one costs
+        about a millisecond: one per class and thread, not per run. A run uses it only between
+        two awaits, inside one activation, and an activation keeps its thread throughout."""
+        machines: dict[type, LifecycleMachine] = _MACHINES.__dict__.setdefault("by_class", {})
+        machine = machines.get(type(self))
+        if machine is None:
+            machine = machines[type(self)] = LifecycleMachine(self.lifecycle, self.d.state)
+        return machine.at(self.d.state)
 
     # --- a row's effects, in order: the record with its letters, then the state -------
     async def _commit(self, row: Row, who: Who, command: Any) -> None:
