@@ -37,6 +37,7 @@ from partnerflow.states.messages import (
     Found,
     IssuedToken,
     ReadFact,
+    Recorded,
     Related,
     SendLetter,
 )
@@ -285,6 +286,19 @@ class Capabilities:
         await self._record(change, promised=[entry])
         return IssuedToken(message_id=entry.message_id, token_sha256=digest)
 
+    @activity.defn(name=messages.RECORD_AND_FIND.name)
+    async def record_change_and_find(self, change: Change) -> Recorded:
+        """A change whose row cascades, and the customer's open lifecycles it reaches (read after
+        the change is recorded, as `related_workflows` read them after `record_change`)."""
+        recorded = await self._record(change)
+        related = {}
+        for name in dict.fromkeys(change.find):
+            lookup = Related(
+                lifecycle=name, cloud=change.cloud, partner_id=change.partner_id, customer_id=change.customer_id
+            )
+            related[name] = (await self.related_workflows(lookup)).workflow_ids
+        return Recorded(recorded=recorded, related=related)
+
     @activity.defn(name=messages.RELATED.name)
     async def related_workflows(self, related: Related) -> Found:
         """The open lifecycles a cascade reaches (the declaration names which lifecycle)."""
@@ -362,6 +376,7 @@ class Capabilities:
             messages.RECORD_WITH_LINK.name: self.record_change_with_link,
             messages.ADMIT.name: self.admit_start,
             messages.RELATED.name: self.related_workflows,
+            messages.RECORD_AND_FIND.name: self.record_change_and_find,
         }
         for lifecycle in self.lifecycles.values():
             if lifecycle.token_query:

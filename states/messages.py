@@ -104,6 +104,9 @@ class Change(Audited):
     letters: list[SendLetter] = []
     # The change ends the live link (a cancellation, an expiry): an unsent link letter is dropped.
     voids_link: bool = False
+    # Lifecycles the row cascades to: the answer names this customer's open ones
+    # (`RECORD_AND_FIND`), where a `related_workflows` activity of its own used to.
+    find: list[str] = []
 
 
 class ReadFact(_Message):
@@ -215,12 +218,23 @@ class Found(_Message):
     workflow_ids: list[str] = []
 
 
+class Recorded(_Message):
+    """A change recorded (False: a retry found it recorded), and the open lifecycles of this
+    customer that its `find` named, by lifecycle."""
+
+    recorded: bool
+    related: dict[str, list[str]] = {}
+
+
 SEND_NOTICE: Capability[SendLetter, str] = Capability("send_notice", SendLetter, str)
 RECORD_CHANGE: Capability[Change, bool] = Capability("record_change", Change, bool)
 #: A change whose row sends a new link: the link letter goes with it (one of its `letters`),
 #: and the answer is the link token's hash, as `send_<page>` answers it.
 RECORD_WITH_LINK: Capability[Change, IssuedToken] = Capability("record_change_with_link", Change, IssuedToken)
 RELATED: Capability[Related, Found] = Capability("related_workflows", Related, Found)
+#: A change whose row cascades, with the lookup of the lifecycles it reaches (`Change.find`):
+#: one local activity where `record_change` and `related_workflows` were two.
+RECORD_AND_FIND: Capability[Change, Recorded] = Capability("record_change_and_find", Change, Recorded)
 #: The signal a cascade sends: the trigger (an `Upstream` row) to fire.
 CASCADE_SIGNAL = "cascade"
 #: A start's admission: the partner registry's facts and the proof of its actor, recorded once.

@@ -24,6 +24,7 @@ from partnerflow.states.messages import (
     DEAD_LETTER,
     DELIVER_EVENT,
     NEXT_EVENTS,
+    RECORD_AND_FIND,
     RECORD_WITH_LINK,
     RELATED,
     Change,
@@ -240,7 +241,8 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
         ADMIT.name,
         send_link("invitation").name,
         send_link("approval").name,  # the delegated admin lifecycle's page
-        RELATED.name,  # the lifecycles a cascade reaches
+        RELATED.name,  # the lifecycles a cascade reaches (runs begun before v8)
+        RECORD_AND_FIND.name,  # a change and whom its cascades reach (v8 on)
         read_fact("active_subscriptions").name,
         read_fact("reseller_ended").name,
         read_fact("invitation_answer").name,

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from partnerflow.runtime.converter import data_converter
-from partnerflow.states.messages import RECORD_CHANGE, SEND_NOTICE, read_fact, send_link
+from partnerflow.states.messages import RECORD_AND_FIND, RECORD_CHANGE, RELATED, SEND_NOTICE, read_fact, send_link
 from partnerflow.states.relationship import RELATIONSHIP
 from partnerflow.workflows import interpreter
 from partnerflow.workflows.interpreter import ADMISSION_PATCH, ENGINE_PATCH
@@ -48,6 +48,17 @@ def upserts_of(path: Path) -> list[set[str]]:
         for event in json.loads(path.read_text())["events"]
         if "upsertWorkflowSearchAttributesEventAttributes" in event
     ]
+
+
+def local_activities_of(path: Path) -> list[str]:
+    """The local activities a history recorded, in order."""
+    found = []
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_local_activity":
+            data = marker["details"]["data"]["payloads"][0]["data"]
+            found.append(json.loads(base64.b64decode(data))["activity_type"])
+    return found
 
 
 def replayer() -> Replayer:
@@ -110,6 +121,10 @@ def test_a_run_begun_under_the_engine_patch_records_that_patch_alone() -> None:
     assert {"PartnerId", "CustomerId", "Cloud", "RelationshipState"} <= upserts["v8"][1]
     assert all("PartnerId" not in attributes for attributes in upserts["v8"][2:])  # sent once, kept
     assert all("StateChangedAt" in attributes for attributes in upserts["v8"][1:])  # each change's
+    # The end's lookup of the delegated admin relationships it reaches goes with its change.
+    assert local_activities_of(v7).count(RELATED.name) == 1
+    assert RELATED.name not in local_activities_of(v8)
+    assert local_activities_of(v8).count(RECORD_AND_FIND.name) == 1
 
 
 def test_the_engine_patch_stands_for_the_patches_before_it_only() -> None:

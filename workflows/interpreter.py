@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from partnerflow.states.messages import (
         ADMIT,
         CASCADE_SIGNAL,
+        RECORD_AND_FIND,
         RECORD_CHANGE,
         RECORD_WITH_LINK,
         RELATED,
@@ -223,12 +224,15 @@ class Interpreter:
         """`workflow.patched(patch)`, or true without a marker of its own when this run was begun
         under ENGINE_PATCH. Asked first at the same step on replay as when the run did it, so
         a replay finds the engine's marker exactly where the run wrote it (or not at all)."""
-        if patch in IN_ENGINE_PATCH:
-            if self._engine_patch is None:
-                self._engine_patch = workflow.patched(ENGINE_PATCH)
-            if self._engine_patch:
-                return True
+        if patch in IN_ENGINE_PATCH and self._engine():
+            return True
         return workflow.patched(patch)
+
+    def _engine(self) -> bool:
+        """Was this run begun under ENGINE_PATCH (or has it taken it since)? Asked on first need."""
+        if self._engine_patch is None:
+            self._engine_patch = workflow.patched(ENGINE_PATCH)
+        return self._engine_patch
 
     def _begin_row(self) -> Row:
         return self.lifecycle.rows_for(self.lifecycle.begin(self._start))[0]
@@ -587,6 +591,11 @@ class Interpreter:
             at=now,
             reason=reason,
         )
+        # A run under ENGINE_PATCH looks up whom its cascades reach in the change's own activity.
+        cascades = [c for c in row.effects if isinstance(c, Cascade) and not (c.if_set and not fields.get(c.if_set))]
+        find = bool(cascades) and not link and self._engine()
+        if find:
+            cascades = [c for c in cascades if c.since is None or self._patched(c.since)]
         change = Change(
             **entry.model_dump(exclude={"seq"}),
             change_id=f"{self._key_prefix()}/{seq}",
@@ -604,14 +613,18 @@ class Interpreter:
             event=published.name_for(s.partner.kind.value) if (published := row.publishes()) else None,
             letters=queued,
             voids_link=any(isinstance(e, VoidToken) for e in row.effects),
+            find=[c.lifecycle for c in cascades] if find else [],
         )
         summary = f"audit: {row.operation} → {row.dest}"
+        reached: dict[str, list[str]] = {}
         if link and link_with_change:
             sent = await self._call(
                 RECORD_WITH_LINK, change, summary=f"{summary}, {link.letter} email", local=True, mails=True
             )
             assert sent.token_sha256, "a link's change answers its token's hash"
             issued = (sent, expires_at)
+        elif find:
+            reached = (await self._call(RECORD_AND_FIND, change, summary=f"{summary}, cascade", local=True)).related
         else:
             await self._call(RECORD_CHANGE, change, summary=summary, local=True)
         # The change is recorded: make it the workflow's truth.
@@ -653,6 +666,10 @@ class Interpreter:
             # A letter added to a running lifecycle: `patched` keeps older histories replaying.
             if send.since is None or self._patched(send.since):
                 await self._letter(send, f"{self._key_prefix()}/{seq}/{send.letter}", reason=reason, expires_at=ends_at)
+        if find:
+            for cascade in cascades:
+                await self._tell(cascade, reached.get(cascade.lifecycle, []))
+            return
         for cascade in (e for e in row.effects if isinstance(e, Cascade)):
             if cascade.if_set and not fields.get(cascade.if_set):
                 continue
@@ -667,7 +684,10 @@ class Interpreter:
             lifecycle=cascade.lifecycle, cloud=s.cloud.value, partner_id=s.partner.id, customer_id=s.customer.id
         )
         found = await self._call(RELATED, related, summary=f"cascade: open {cascade.lifecycle}", local=True)
-        for wid in found.workflow_ids:
+        await self._tell(cascade, found.workflow_ids)
+
+    async def _tell(self, cascade: Cascade, workflow_ids: list[str]) -> None:
+        for wid in workflow_ids:
             try:
                 await workflow.get_external_workflow_handle(wid).signal(CASCADE_SIGNAL, cascade.trigger)
             except Exception:  # closed meanwhile: nothing left to end
