@@ -114,12 +114,13 @@ LINK_WITH_CHANGE_PATCH = "link-with-change"
 #: begun under it records one marker and one `TemporalChangeVersion` update where it recorded
 #: one of each per patch it met (four in the bench's lifecycle: 8 of its 43 history events).
 #: Such a run also publishes its search attributes once per change, only those that changed
-#: (`_publish`), and looks up whom a cascade reaches in its change's own local activity. A run begun before it meets each patch by name, as it always did, so its
-#: history replays as it was written. Patches added after it are patches of their own: never
-#: add one to `IN_ENGINE_PATCH` (tests/test_replay.py pins it). `STRICT_INPUT_PATCH` stays out:
-#: it is asked while the start input is read, before a run knows which engine it runs under.
+#: (`_publish`), and looks up whom a cascade reaches in its change's own local activity. A run
+#: begun before it meets each patch by name, as it always did, so its history replays as it
+#: was written. Patches added after it are patches of their own: never add one to
+#: `IN_ENGINE_PATCH` (tests/test_replay.py pins it). `STRICT_INPUT_PATCH` stays out: it is
+#: asked while the start input is read, before a run knows which engine it runs under.
 #: Code older than this cannot replay a run begun under it: no rollback below it once such
-#: runs exist (README, "Deploying a change").
+#: runs exist (README, "Changing the workflow safely").
 ENGINE_PATCH = "engine-2026-11"
 IN_ENGINE_PATCH: frozenset[str] = frozenset(
     {
