@@ -174,22 +174,13 @@ def keep_bytecode() -> None:
         sys.dont_write_bytecode = False
 
 
-#: The cyclic collector's thresholds once the worker is up (`settle_memory`).
-GC_THRESHOLDS = (20_000, 20, 20)
-
-
 def settle_memory() -> None:
     """Once everything is imported and built: the cyclic garbage collector walks every live
     object in its oldest generation, and a worker holds a large, permanent graph (modules,
     pydantic schemas, the SDK). Freezing it takes it out of every later walk; the measured
-    share of the worker's CPU in the collector fell from about 12% (BENCHMARKS.md). Then a
-    young generation of 20,000 objects, not 700: a workflow task makes thousands of short-lived
-    ones, and a small threshold walked them again and again and pushed the survivors of an
-    unfinished task into the older generations. The collector's time per lifecycle fell to
-    about a third (`python -m bench`: the runs' `gc_s`), the memory stayed as it was."""
+    share of the worker's CPU in the collector fell from about 12% (BENCHMARKS.md)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
