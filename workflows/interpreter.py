@@ -112,7 +112,7 @@ LETTERS_WITH_CHANGE_PATCH = "letters-with-change"
 LINK_WITH_CHANGE_PATCH = "link-with-change"
 #: One patch for the changes of behaviour the engine had made by now (`IN_ENGINE_PATCH`): a run
 #: begun under it records one marker and one `TemporalChangeVersion` update where it recorded
-#: one of each per patch it met (four in the bench's lifecycle: 8 of its 43 history events).
+#: one of each per patch it met (four in the bench's lifecycle: 8 of the 43 events v7 wrote).
 #: Such a run also publishes its search attributes once per change, only those that changed
 #: (`_publish`), and looks up whom a cascade reaches in its change's own local activity. A run
 #: begun before it meets each patch by name, as it always did, so its history replays as it
