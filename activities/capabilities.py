@@ -289,7 +289,11 @@ class Capabilities:
     @activity.defn(name=messages.RECORD_AND_FIND.name)
     async def record_change_and_find(self, change: Change) -> Recorded:
         """A change whose row cascades, and the customer's open lifecycles it reaches (read after
-        the change is recorded, as `related_workflows` read them after `record_change`)."""
+        the change is recorded, as `related_workflows` read them after `record_change`). A
+        lifecycle this worker does not declare is refused before anything is recorded."""
+        for name in change.find:
+            if name not in self.lifecycles:
+                raise _invalid(f"find: {name} is not a declared lifecycle")
         recorded = await self._record(change)
         related = {}
         for name in dict.fromkeys(change.find):

@@ -13,6 +13,7 @@ from smtplib import SMTPException
 import pytest
 import sqlalchemy as sa
 import structlog
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from partnerflow.activities.capabilities import Capabilities, link_token
@@ -86,6 +87,20 @@ async def test_a_change_recorded_twice_is_one_audit_row(acts: Capabilities, part
     assert len(partnerflow_records.audit_trail("relationship/p-1/c-1")) == 1
     row = partnerflow_records.customer("public", "p-1", "c-1")
     assert row and row["version"] == 1 and row["state"] == "invited"
+
+
+async def test_a_change_and_its_lookup_answer_together_or_record_nothing(
+    acts: Capabilities, partnerflow_records: Records
+) -> None:
+    """`record_change_and_find` (a cascading row's change, v8 on): the change recorded and the
+    customer's open lifecycles it reaches; a lifecycle the worker does not declare is refused
+    before anything is written."""
+    with pytest.raises(ApplicationError, match="find: no_such_lifecycle is not a declared lifecycle"):
+        await acts.record_change_and_find(change(1).model_copy(update={"find": ["no_such_lifecycle"]}))
+    assert partnerflow_records.audit_trail("relationship/p-1/c-1") == []
+    answer = await acts.record_change_and_find(change(1).model_copy(update={"find": ["delegated_admin"]}))
+    assert (answer.recorded, answer.related) == (True, {"delegated_admin": []})
+    assert len(partnerflow_records.audit_trail("relationship/p-1/c-1")) == 1
 
 
 async def test_each_change_bumps_the_customer_rows_version(partnerflow_records: Records) -> None:
@@ -266,7 +281,6 @@ async def test_a_letter_scheduled_before_the_engine_is_still_sent(
 
 async def test_an_unknown_letter_or_fact_is_refused_not_retried(acts: Capabilities) -> None:
     """A name no declaration has cannot be mended by a retry: the activity fails for good."""
-    from temporalio.exceptions import ApplicationError
 
     letter = invitation().model_copy(update={"letter": "no_such_letter"})
     with pytest.raises(ApplicationError, match="no letter no_such_letter") as refused:

@@ -46,7 +46,8 @@ Cli = Callable[..., Awaitable[Run]]
 def quiet_worker() -> Iterator[None]:
     """The in-process worker logs with structlog's defaults, to stdout: keep that out of the CLI's output."""
     saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    # Processors too: partnerflow's first one (`filter_by_level`) reads a stdlib logger's level.
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory(), processors=[])
     yield
     structlog.configure(**saved)
 

@@ -597,6 +597,7 @@ class Interpreter:
         find = bool(cascades) and not link and self._engine()
         if find:
             cascades = [c for c in cascades if c.since is None or self._patched(c.since)]
+            find = bool(cascades)  # a cascade a history's run did not take (its patch) is no lookup
         change = Change(
             **entry.model_dump(exclude={"seq"}),
             change_id=f"{self._key_prefix()}/{seq}",
