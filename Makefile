@@ -52,8 +52,8 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 # Not part of `make test` (a short version is): 100,000 relationships imported into a dev server
-# on a SQLite file and PostgreSQL records, then measured (BENCHMARKS.md). About 52 minutes from
-# a fresh clone on this 2-core machine (the import runs at ~33 rows/s); `python -m bench.scale
+# on a SQLite file and PostgreSQL records, then measured (BENCHMARKS.md). About 45 minutes from
+# a fresh clone on this 2-core machine (the import runs at ~40 rows/s); `python -m bench.scale
 # --relationships N` for fewer.
 scale: $(STAMP) postgres
 	$(PY) -m bench.scale
