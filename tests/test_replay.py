@@ -30,15 +30,20 @@ def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(workflow_id, raw)
 
 
-def patches_of(path: Path) -> list[str]:
-    """The patch markers a history holds, in order."""
+def _markers(path: Path, name: str, detail: str, key: str) -> list[str]:
+    """`key` of each marker `name` a history holds (its JSON detail `detail`), in order."""
     found = []
     for event in json.loads(path.read_text())["events"]:
         marker = event.get("markerRecordedEventAttributes", {})
-        if marker.get("markerName") == "core_patch":
-            data = marker["details"]["patch-data"]["payloads"][0]["data"]
-            found.append(json.loads(base64.b64decode(data))["id"])
+        if marker.get("markerName") == name:
+            data = marker["details"][detail]["payloads"][0]["data"]
+            found.append(json.loads(base64.b64decode(data))[key])
     return found
+
+
+def patches_of(path: Path) -> list[str]:
+    """The patch markers a history holds, in order."""
+    return _markers(path, "core_patch", "patch-data", "id")
 
 
 def upserts_of(path: Path) -> list[set[str]]:
@@ -52,13 +57,7 @@ def upserts_of(path: Path) -> list[set[str]]:
 
 def local_activities_of(path: Path) -> list[str]:
     """The local activities a history recorded, in order."""
-    found = []
-    for event in json.loads(path.read_text())["events"]:
-        marker = event.get("markerRecordedEventAttributes", {})
-        if marker.get("markerName") == "core_local_activity":
-            data = marker["details"]["data"]["payloads"][0]["data"]
-            found.append(json.loads(base64.b64decode(data))["activity_type"])
-    return found
+    return _markers(path, "core_local_activity", "data", "activity_type")
 
 
 def replayer() -> Replayer:
