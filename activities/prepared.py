@@ -34,11 +34,9 @@ Processor = Callable[[Any], Any]
 
 class Prepared:
     """One statement for one dialect: its text, its parameters' order and processors, and the
-    columns it returns (`returning`, in the order the statement returns them)."""
+    columns it returns (a SELECT's, or an INSERT's, UPDATE's or DELETE's RETURNING)."""
 
-    def __init__(
-        self, statement: sa.sql.ClauseElement, dialect: Dialect, returning: Sequence[sa.Column[Any]] = ()
-    ) -> None:
+    def __init__(self, statement: sa.sql.ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError(f"Prepared: a statement with parameters rendered per call: {compiled.string}")
@@ -58,6 +56,7 @@ class Prepared:
             if not isinstance(default, sa.ColumnDefault) or not default.is_scalar:
                 raise ValueError(f"Prepared: {column} has a default made per call: bind it")
             self._defaults[column.key] = default.arg
+        returning = list(getattr(statement, "exported_columns", ()))
         self.columns = tuple(c.name for c in returning)
         self._read: tuple[Processor | None, ...] = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in returning

@@ -271,23 +271,21 @@ class Records:
         return self._insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
     # --- changes: audit trail + customer list, in one transaction ----------------
-    def _prepared(self, key: Hashable, build: Callable[[], Prepared]) -> Prepared:
-        """The statement `key` for this database, compiled on first use (a hot path's: see
-        activities/prepared.py). Two threads may both compile it once; either result serves."""
+    def _prepared(self, key: Hashable, build: Callable[[], sa.sql.ClauseElement]) -> Prepared:
+        """The statement `key` for this database, built and compiled on first use (a hot path's:
+        see activities/prepared.py). Two threads may both compile it once; either serves."""
         found = self._statements.get(key)
         if found is None:
-            found = self._statements[key] = build()
+            found = self._statements[key] = Prepared(build(), self.engine.dialect)
         return found
 
     def apply_change(self, change: Change, promised: Sequence[OutboxEntry] = ()) -> bool:
         """Record `change` once; False if it was already recorded (a retry). `promised`: the
         outbox rows (pending, with the token's hash) of the link letters it queues, so whichever
         relay sends one, and whatever retries, the hash the workflow holds is the one kept."""
-        dialect = self.engine.dialect
         with self._tx() as conn:
             audit_row = self._prepared(
-                "audit",
-                lambda: Prepared(self._insert(audit).values(_binds(AUDIT_COLUMNS)).on_conflict_do_nothing(), dialect),
+                "audit", lambda: self._insert(audit).values(_binds(AUDIT_COLUMNS)).on_conflict_do_nothing()
             )
             values = {name: getattr(change, name) for name in AUDIT_COLUMNS if name != "correlation_id"}
             if not audit_row.execute(conn, {**values, "correlation_id": change.change_id}):
@@ -300,12 +298,9 @@ class Records:
                 # A link not yet mailed, now replaced or ended: it would only mislead its reader.
                 links = self._prepared(
                     "unsent_links",
-                    lambda: Prepared(
-                        sa.delete(letter_queue).where(
-                            (letter_queue.c.workflow_id == sa.bindparam("workflow_id"))
-                            & letter_queue.c.letter["token"].as_boolean()
-                        ),
-                        dialect,
+                    lambda: sa.delete(letter_queue).where(
+                        (letter_queue.c.workflow_id == sa.bindparam("workflow_id"))
+                        & letter_queue.c.letter["token"].as_boolean()
                     ),
                 )
                 links.execute(conn, {"workflow_id": change.workflow_id})
@@ -313,9 +308,7 @@ class Records:
             if change.letters:
                 queue = self._prepared(
                     "queue",
-                    lambda: Prepared(
-                        self._insert(letter_queue).values(_binds(QUEUE_COLUMNS)).on_conflict_do_nothing(), dialect
-                    ),
+                    lambda: self._insert(letter_queue).values(_binds(QUEUE_COLUMNS)).on_conflict_do_nothing(),
                 )
                 queue.execute_many(
                     conn,
@@ -334,7 +327,7 @@ class Records:
             if promised:
                 pending = self._prepared(
                     "promise",
-                    lambda: Prepared(self._insert(outbox).values(_binds(OUTBOX_NEW)).on_conflict_do_nothing(), dialect),
+                    lambda: self._insert(outbox).values(_binds(OUTBOX_NEW)).on_conflict_do_nothing(),
                 )
                 for entry in promised:
                     values = entry.model_dump(exclude={"status", "attempts"})
@@ -347,9 +340,7 @@ class Records:
         """The change's event, from the row it left: what changed, who did it, and the record."""
         record = {k: _jsonable(v) for k, v in row.items() if k not in INTERNAL_COLUMNS}
         provider = change.fields.get("indirect_provider_id")
-        insert = self._prepared(
-            "event", lambda: Prepared(event_log.insert().values(_binds(EVENT_COLUMNS)), self.engine.dialect)
-        )
+        insert = self._prepared("event", lambda: event_log.insert().values(_binds(EVENT_COLUMNS)))
         insert.execute(
             conn,
             dict(
@@ -465,16 +456,14 @@ class Records:
         names = tuple(row)
         returns = bool(change.event)
 
-        def build() -> Prepared:
+        def build() -> Any:  # the dialect's INSERT (`_insert`)
             keys = [c for c in table.primary_key.columns]
             upsert = (
                 self._insert(table)
                 .values(created_at=sa.bindparam("created_at"), version=1, **_binds(names))
                 .on_conflict_do_update(index_elements=keys, set_=dict(version=table.c.version + 1, **_binds(names)))
             )
-            if returns:
-                return Prepared(upsert.returning(*table.c), self.engine.dialect, returning=list(table.c))
-            return Prepared(upsert, self.engine.dialect)
+            return upsert.returning(*table.c) if returns else upsert
 
         upsert = self._prepared(("upsert", table.name, names, returns), build)
         values = {**row, "created_at": change.at}
@@ -646,12 +635,8 @@ class Records:
     def partner(self, cloud: str, partner_id: str) -> Partner | None:
         one = self._prepared(
             "partner",
-            lambda: Prepared(
-                sa.select(partners).where(
-                    (partners.c.cloud == sa.bindparam("cloud")) & (partners.c.partner_id == sa.bindparam("partner_id"))
-                ),
-                self.engine.dialect,
-                returning=list(partners.c),
+            lambda: sa.select(partners).where(
+                (partners.c.cloud == sa.bindparam("cloud")) & (partners.c.partner_id == sa.bindparam("partner_id"))
             ),
         )
         with self.engine.connect() as conn:
@@ -668,30 +653,18 @@ class Records:
     def use_proof(self, jti: str, issuer: str, workflow_id: str, run_id: str, expires_at: datetime) -> bool:
         """Spend a start's assertion; False if another run already used it (a retry of the same
         run finds its own row: True). Spent ones are forgotten once they expire."""
-        dialect = self.engine.dialect
         forget = self._prepared(
             "proofs_expired",
-            lambda: Prepared(
-                sa.delete(proofs_used).where(
-                    proofs_used.c.expires_at < sa.bindparam("before", type_=proofs_used.c.expires_at.type)
-                ),
-                dialect,
+            lambda: sa.delete(proofs_used).where(
+                proofs_used.c.expires_at < sa.bindparam("before", type_=proofs_used.c.expires_at.type)
             ),
         )
         spend = self._prepared(
             "proof",
-            lambda: Prepared(
-                self._insert(proofs_used).values(_binds(c.name for c in proofs_used.c)).on_conflict_do_nothing(),
-                dialect,
-            ),
+            lambda: self._insert(proofs_used).values(_binds(c.name for c in proofs_used.c)).on_conflict_do_nothing(),
         )
         owner = self._prepared(
-            "proof_owner",
-            lambda: Prepared(
-                sa.select(proofs_used.c.run_id).where(proofs_used.c.jti == sa.bindparam("jti")),
-                dialect,
-                returning=[proofs_used.c.run_id],
-            ),
+            "proof_owner", lambda: sa.select(proofs_used.c.run_id).where(proofs_used.c.jti == sa.bindparam("jti"))
         )
         with self._tx() as conn:
             forget.execute(conn, {"before": utc_now() - timedelta(hours=1)})
@@ -788,12 +761,8 @@ class Records:
     def active_subscriptions(self, cloud: str, partner_id: str, customer_id: str) -> Counted:
         read = self._prepared(
             "active_subscriptions",
-            lambda: Prepared(
-                sa.select(subscriptions.c.active, subscriptions.c.detail).where(
-                    _of_customer(subscriptions, *(sa.bindparam(n) for n in ("cloud", "partner_id", "customer_id")))
-                ),
-                self.engine.dialect,
-                returning=[subscriptions.c.active, subscriptions.c.detail],
+            lambda: sa.select(subscriptions.c.active, subscriptions.c.detail).where(
+                _of_customer(subscriptions, *(sa.bindparam(n) for n in ("cloud", "partner_id", "customer_id")))
             ),
         )
         with self.engine.connect() as conn:
@@ -806,11 +775,7 @@ class Records:
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         entry = self._prepared(
             "outbox_entry",
-            lambda: Prepared(
-                sa.select(outbox).where(outbox.c.key == sa.bindparam("key")),
-                self.engine.dialect,
-                returning=list(outbox.c),
-            ),
+            lambda: sa.select(outbox).where(outbox.c.key == sa.bindparam("key")),
         )
         with self.engine.connect() as conn:
             found = entry.rows(conn, {"key": key})
@@ -839,16 +804,14 @@ class Records:
 
     def outbox_sent_from_queue(self, entry: OutboxEntry, *, now: datetime) -> None:
         """A queued letter the server took: its outbox row (sent) and its queued row gone, at once."""
-        dialect = self.engine.dialect
 
-        def build() -> Prepared:
+        def build() -> Any:  # the dialect's INSERT (`_insert`)
             # A link's row, promised with its change: now with what was sent.
             sent = _binds(name for name in OUTBOX_NEW if name not in ("key", "attempts", "created_at"))
-            return Prepared(
+            return (
                 self._insert(outbox)
                 .values(_binds(OUTBOX_NEW))
-                .on_conflict_do_update(index_elements=[outbox.c.key], set_=sent),
-                dialect,
+                .on_conflict_do_update(index_elements=[outbox.c.key], set_=sent)
             )
 
         with self._tx() as conn:
@@ -868,7 +831,7 @@ class Records:
         relay that died), oldest first, now this relay's until `until`: one statement, so two
         relays never claim the same letter (PostgreSQL re-checks `due_at` on the locked row)."""
 
-        def build() -> Prepared:
+        def build() -> sa.sql.ClauseElement:
             due = letter_queue.c.due_at <= sa.bindparam("now", type_=letter_queue.c.due_at.type)
             if cloud is not None:
                 due &= letter_queue.c.cloud == sa.bindparam("cloud")
@@ -878,16 +841,14 @@ class Records:
                 .order_by(letter_queue.c.due_at)
                 .limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=False))
             )
-            returned = [letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter]
-            claim = (
+            return (
                 sa.update(letter_queue)
                 .where(letter_queue.c.key.in_(keys) & (letter_queue.c.due_at <= sa.bindparam("now")))
                 .values(
                     attempts=letter_queue.c.attempts + 1, due_at=sa.bindparam("until", type_=letter_queue.c.due_at.type)
                 )
-                .returning(*returned)
+                .returning(letter_queue.c.key, letter_queue.c.attempts, letter_queue.c.letter)
             )
-            return Prepared(claim, self.engine.dialect, returning=returned)
 
         claim = self._prepared(("claim", cloud is None), build)
         with self._tx() as conn:
@@ -901,9 +862,7 @@ class Records:
     def _letter_gone(self, conn: Connection, key: str) -> None:
         gone = self._prepared(
             "letter_gone",
-            lambda: Prepared(
-                sa.delete(letter_queue).where(letter_queue.c.key == sa.bindparam("key")), self.engine.dialect
-            ),
+            lambda: sa.delete(letter_queue).where(letter_queue.c.key == sa.bindparam("key")),
         )
         gone.execute(conn, {"key": key})
 
